@@ -1,0 +1,31 @@
+"""archdsl: a compiler for transformer architectures.
+
+    spec = archdsl.load("specs/gpt2_small.arch", overrides={"n_layers": 2})
+    archdsl.check(spec)                        # -> list[Diagnostic] (empty: valid)
+    archdsl.analyze(spec, batch=1, seq_len=1024).to_dict()
+    model = archdsl.build(spec, seed=0)        # nn.Module: (B, T) ids -> (B, T, V) logits
+    source = archdsl.emit_source(spec)         # standalone .py, torch only
+
+Importing archdsl does not import torch; only ``build`` does.
+"""
+
+from archdsl.cost import Report
+from archdsl.diagnostics import Diagnostic, Span, SpecError
+from archdsl.ir import Spec
+from archdsl.pipeline import analyze, build, check, emit_source, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Diagnostic",
+    "Report",
+    "Span",
+    "Spec",
+    "SpecError",
+    "__version__",
+    "analyze",
+    "build",
+    "check",
+    "emit_source",
+    "load",
+]

@@ -1,0 +1,323 @@
+"""Text form (.arch) -> surface tree, with Lark (LALR, positions kept).
+
+This module is the one place where Lark's exceptions are translated into diagnostics: terminal names
+become words a user knows, and no Lark traceback escapes (``from None``).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from archdsl import syntax as S
+from archdsl.diagnostics import Diagnostic, Span, SpecError
+from archdsl.frontend import MAX_DEPTH
+
+
+def grammar_path() -> Path:
+    """The grammar ships inside the wheel (archdsl/grammar/); a source checkout keeps it at the top."""
+    here = Path(__file__).resolve().parent.parent
+    packaged = here / "grammar" / "archdsl.lark"
+    return packaged if packaged.exists() else here.parent / "grammar" / "archdsl.lark"
+
+
+@functools.cache
+def _parser() -> Lark:
+    return Lark(
+        grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        start=["start", "expr"],
+        propagate_positions=True,
+        maybe_placeholders=False,
+    )
+
+
+# Terminal names Lark reports, in words users know.
+_WORDS = {
+    "NAME": "a name",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "EQUAL": "'='",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "COMMA": "','",
+    "PLUS": "'+'",
+    "MINUS": "'-'",
+    "STAR": "'*'",
+    "SLASH": "'/'",
+    "PERCENT": "'%'",
+    "TRUE": "'true'",
+    "FALSE": "'false'",
+    "$END": "end of file",
+}
+
+
+def _word(term: str) -> str:
+    if term in _WORDS:
+        return _WORDS[term]
+    if term.startswith("__ANON") or term.isupper():
+        pattern = _parser().get_terminal(term).pattern.value if term in _terms() else term
+        return f"'{pattern}'"
+    return term
+
+
+@functools.cache
+def _terms() -> frozenset[str]:
+    return frozenset(t.name for t in _parser().terminals)
+
+
+def _expected(names: set[str] | frozenset[str]) -> str:
+    words = sorted({_word(n) for n in names})
+    # Operators make long lists that help nobody; keep the structural words when there are many.
+    if len(words) > 6:
+        keep = [w for w in words if w in ("'='", "'('", "')'", "'{'", "'}'", "','", "a name")]
+        words = keep or words[:6]
+        return ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1] + " (or an operator)"
+    return ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
+
+
+def _token_text(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    return f"'{tok}'"
+
+
+def _syntax_error(err: UnexpectedInput, text: str, path: str) -> Diagnostic:
+    line = getattr(err, "line", None) or 1
+    col = getattr(err, "column", None) or 1
+    if isinstance(err, UnexpectedCharacters):
+        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        hint = None
+        if ch in "\"'":
+            hint = "strings are not values in archdsl; write enum words bare, e.g. activation = gelu"
+        elif ch == ":":
+            hint = "the text form writes `name = value`; `name: value` is the YAML form"
+        return Diagnostic(
+            "E001",
+            f"unexpected character {ch!r}",
+            Span(path, line, col, line, col + 1),
+            help=hint,
+        )
+    if isinstance(err, UnexpectedEOF):
+        lines = text.splitlines() or [""]
+        line = len(lines)
+        col = len(lines[-1]) + 1
+        return Diagnostic(
+            "E001",
+            f"unexpected end of file; expected {_expected(err.expected)}",
+            Span(path, line, col, line, col + 1),
+            help="a section `{` is probably missing its closing `}`",
+        )
+    assert isinstance(err, UnexpectedToken)
+    tok = err.token
+    expected = set(err.expected) | set(getattr(err, "accepts", None) or ())
+    hint = None
+    if tok.type == "$END":
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        hint = "a section `{` is probably missing its closing `}`"
+        end_col = col + 1
+    else:
+        end_col = col + max(1, len(str(tok)))
+    if tok.type == "RBRACE" and "EQUAL" in expected:
+        hint = "an attribute needs a value: `name = value`"
+    elif "EQUAL" in expected and tok.type in ("INT", "FLOAT", "NAME", "LPAR"):
+        hint = "write attributes as `name = value`"
+    elif "COMMA" in expected and "RPAR" in expected:
+        hint = "separate arguments with ','"
+    return Diagnostic(
+        "E001",
+        f"unexpected {_token_text(tok)}; expected {_expected(expected)}",
+        Span(path, line, col, line, end_col),
+        help=hint,
+    )
+
+
+def _span(path: str, meta: object) -> Span | None:
+    if getattr(meta, "empty", True):
+        return None
+    m = meta
+    return Span(path, m.line, m.column, m.end_line, m.end_column)  # type: ignore[attr-defined]
+
+
+def _tok_span(path: str, tok: Token) -> Span:
+    return Span(path, tok.line or 1, tok.column or 1, tok.end_line or 1, tok.end_column or 1)
+
+
+def _number(tok: Token) -> int | float:
+    s = str(tok).replace("_", "")
+    return float(s) if tok.type == "FLOAT" else int(s)
+
+
+class _ToSyntax(Transformer_NonRecursive):
+    """Lark tree -> surface tree. Non-recursive, so deep nesting cannot overflow the Python stack."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def _s(self, meta: object) -> Span | None:
+        return _span(self.path, meta)
+
+    @v_args(meta=True)
+    def start(self, meta: object, children: list[S.Entry]) -> tuple[S.Entry, ...]:
+        return tuple(children)
+
+    @v_args(meta=True)
+    def ident(self, meta: object, children: list[Token]) -> S.Ident:
+        return S.Ident(str(children[0]), _tok_span(self.path, children[0]))
+
+    @v_args(meta=True)
+    def attr(self, meta: object, children: list[object]) -> S.Attr:
+        key, value = children
+        return S.Attr(key, value, self._s(meta))  # type: ignore[arg-type]
+
+    @v_args(meta=True)
+    def section(self, meta: object, children: list[object]) -> S.Section:
+        keyword = children[0]
+        label = None
+        rest = children[1:]
+        if rest and isinstance(rest[0], S.Ident):
+            label, rest = rest[0], rest[1:]
+        return S.Section(keyword, label, tuple(rest), self._s(meta))  # type: ignore[arg-type]
+
+    @v_args(meta=True)
+    def int(self, meta: object, children: list[Token]) -> S.Num:
+        return S.Num(_number(children[0]), self._s(meta))
+
+    @v_args(meta=True)
+    def float(self, meta: object, children: list[Token]) -> S.Num:
+        return S.Num(_number(children[0]), self._s(meta))
+
+    @v_args(meta=True)
+    def true(self, meta: object, children: list[Token]) -> S.Bool:
+        return S.Bool(True, self._s(meta))
+
+    @v_args(meta=True)
+    def false(self, meta: object, children: list[Token]) -> S.Bool:
+        return S.Bool(False, self._s(meta))
+
+    @v_args(meta=True)
+    def name(self, meta: object, children: list[Token]) -> S.Name:
+        return S.Name(str(children[0]), self._s(meta))
+
+    def _bin(op: str):  # type: ignore[no-untyped-def]  # noqa: N805
+        @v_args(meta=True)
+        def method(self, meta, children):  # type: ignore[no-untyped-def]
+            left, right = children
+            return S.BinOp(op, left, right, self._s(meta))
+
+        return method
+
+    add = _bin("+")
+    sub = _bin("-")
+    mul = _bin("*")
+    div = _bin("/")
+    floordiv = _bin("//")
+    mod = _bin("%")
+    pow = _bin("**")
+
+    @v_args(meta=True)
+    def neg(self, meta: object, children: list[S.Expr]) -> S.Neg:
+        return S.Neg(children[0], self._s(meta))
+
+    @v_args(meta=True)
+    def unary(self, meta: object, children: list[S.Expr]) -> S.Expr:  # unary plus
+        return children[0]
+
+    @v_args(meta=True)
+    def call(self, meta: object, children: list[object]) -> S.Call:
+        func = children[0]
+        args = tuple(a for a in children[1:] if a is not None)
+        return S.Call(func, args, self._s(meta))  # type: ignore[arg-type]
+
+    @v_args(meta=True)
+    def kwarg(self, meta: object, children: list[object]) -> S.Arg:
+        key, value = children
+        return S.Arg(key, value, self._s(meta))  # type: ignore[arg-type]
+
+    @v_args(meta=True)
+    def posarg(self, meta: object, children: list[object]) -> S.Arg:
+        return S.Arg(None, children[0], self._s(meta))  # type: ignore[arg-type]
+
+
+def _depth_error(text: str, path: str) -> Diagnostic | None:
+    depth = 0
+    line, col = 1, 1
+    for ch in text:
+        if ch in "({":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return Diagnostic(
+                    "E001",
+                    f"nesting deeper than {MAX_DEPTH} levels",
+                    Span(path, line, col, line, col + 1),
+                    help="flatten the expression with named constants",
+                )
+        elif ch in ")}":
+            depth -= 1
+        if ch == "\n":
+            line, col = line + 1, 1
+        else:
+            col += 1
+    return None
+
+
+def parse_text(text: str, path: str) -> S.File:
+    deep = _depth_error(text, path)
+    if deep is not None:
+        raise SpecError([deep])
+    try:
+        tree = _parser().parse(text, start="start")
+    except UnexpectedInput as err:
+        raise SpecError([_syntax_error(err, text, path)]) from None
+    entries = _ToSyntax(path).transform(tree)
+    return S.File(path, entries)
+
+
+def parse_expr(text: str, path: str, line: int = 1, col: int = 1) -> S.Expr:
+    """Parse one expression (a YAML value, a ``--set`` value); spans are shifted to (line, col)."""
+    deep = _depth_error(text, path)
+    if deep is not None:
+        raise SpecError([_shift(deep, line, col)])
+    try:
+        tree = _parser().parse(text, start="expr")
+    except UnexpectedInput as err:
+        raise SpecError([_shift(_syntax_error(err, text, path), line, col)]) from None
+    expr = _ToSyntax(path).transform(tree)
+    return _shift_tree(expr, line, col)
+
+
+def _shift_span(s: Span | None, line: int, col: int) -> Span | None:
+    if s is None or (line, col) == (1, 1):
+        return s
+    c0 = col - 1 if s.line == 1 else 0
+    c1 = col - 1 if s.end_line == 1 else 0
+    return Span(s.file, s.line + line - 1, s.col + c0, s.end_line + line - 1, s.end_col + c1)
+
+
+def _shift(d: Diagnostic, line: int, col: int) -> Diagnostic:
+    return Diagnostic(d.code, d.message, _shift_span(d.span, line, col), d.help, d.severity, d.notes)
+
+
+def _shift_tree(e: object, line: int, col: int) -> object:
+    """Rebuild a parsed expression with spans moved into the enclosing file's coordinates."""
+    import dataclasses
+
+    if (line, col) == (1, 1) or not dataclasses.is_dataclass(e):
+        return e
+    changes: dict[str, object] = {}
+    for f in dataclasses.fields(e):
+        v = getattr(e, f.name)
+        if f.name == "span":
+            changes["span"] = _shift_span(v, line, col)
+        elif isinstance(v, tuple):
+            changes[f.name] = tuple(_shift_tree(x, line, col) for x in v)
+        elif dataclasses.is_dataclass(v):
+            changes[f.name] = _shift_tree(v, line, col)
+    return dataclasses.replace(e, **changes)  # type: ignore[type-var]

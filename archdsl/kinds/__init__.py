@@ -1,0 +1,24 @@
+"""The registry: every component kind, by name. Adding a kind is one class plus one line here.
+
+Kind modules are torch-free; their PyTorch classes live in sibling ``*_nn.py`` files that are read only
+when a model is built or emitted.
+"""
+
+from __future__ import annotations
+
+from archdsl.kinds import attention, embed, ffn, norm, position
+from archdsl.kinds.base import ROLES, Ctx, Kind, Param, ShapeError
+
+REGISTRY: dict[str, Kind] = {}
+for _family in (embed, position, norm, attention, ffn):
+    for _kind in _family.KINDS:
+        assert _kind.name not in REGISTRY, _kind.name
+        assert _kind.role in ROLES, _kind.role
+        REGISTRY[_kind.name] = _kind
+
+
+def kinds_for(role: str) -> list[str]:
+    return [k.name for k in REGISTRY.values() if k.role == role]
+
+
+__all__ = ["REGISTRY", "ROLES", "Ctx", "Kind", "Param", "ShapeError", "kinds_for"]

@@ -1,0 +1,27 @@
+"""PyTorch modules for attention kinds (imported only when a model is built or emitted)."""
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention (Vaswani et al. 2017) with one fused QKV projection, as in nanoGPT."""
+
+    def __init__(self, d_model: int, n_heads: int, causal: bool, bias: bool = True):
+        super().__init__()
+        assert d_model % n_heads == 0
+        self.c_attn = nn.Linear(d_model, 3 * d_model, bias=bias)  # q, k, v for all heads at once
+        self.c_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.n_heads = n_heads
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()  # batch, sequence length, d_model
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.c_proj(y)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+
+# Overrides that shrink each shipped spec to a size that builds and runs in milliseconds.
+TINY: dict[str, dict[str, int]] = {
+    "gpt2_small": {"n_layers": 2, "d_model": 64, "n_heads": 4, "vocab": 101, "context": 32},
+    "bert_like": {"n_layers": 2, "d_model": 48, "n_heads": 3, "vocab": 89, "context": 32},
+    "tiny": {},
+}
+
+
+def tiny_overrides(path: Path) -> dict[str, int]:
+    return TINY[path.stem]
+
+
+def all_specs() -> list[Path]:
+    return sorted([*SPECS.glob("*.arch"), *SPECS.glob("*.yaml")])
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run archdsl in a real process, so exit codes and stray tracebacks are what a user sees."""
+    return subprocess.run(
+        [sys.executable, "-m", "archdsl", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):  # type: ignore[no-untyped-def]
+    def write(name: str, text: str) -> Path:
+        p = tmp_path / name
+        p.write_text(text, encoding="utf-8")
+        return p
+
+    return write

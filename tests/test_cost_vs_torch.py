@@ -1,0 +1,72 @@
+"""The cost model equals PyTorch's own count on the lowered module: params == numel and forward FLOPs
+== FlopCounterMode (with the CPU SDPA formula registered), in total and per component."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import all_specs, tiny_overrides
+
+import archdsl
+from archdsl.graph import build_graph
+from archdsl.measure import count_forward_flops, count_params, flop_counter_mode
+from archdsl.passes import run_passes
+
+
+def assert_costs_match(spec: archdsl.Spec, batch: int, seq_len: int) -> None:
+    model = archdsl.build(spec).eval()
+    report = archdsl.analyze(spec, batch=batch, seq_len=seq_len)
+    idx = torch.randint(0, spec.model.vocab, (batch, seq_len))
+
+    assert report.params_total == count_params(model)
+    total, per_module = count_forward_flops(model, idx)
+    assert report.flops_forward == total
+
+    # per component: each graph node is the module at the same path
+    seen: set[int] = set()
+    for layer in report.layers:
+        for c in layer.components:
+            module = model.get_submodule(c.path)
+            fresh = [p for p in module.parameters() if id(p) not in seen]
+            seen.update(id(p) for p in fresh)
+            assert c.params == sum(p.numel() for p in fresh), c.path
+            assert c.flops_forward == per_module.get(c.path, 0), c.path
+
+    # the declared output shape is the real one
+    g = build_graph(spec.model)
+    assert run_passes(g) == []
+    declared = g.nodes["output"]["shape"]
+    out = model(idx)
+    assert declared == ("B", "T", spec.model.vocab)
+    assert tuple(out.shape) == (batch, seq_len, spec.model.vocab)
+
+
+@pytest.mark.parametrize("path", all_specs(), ids=lambda p: p.name)
+@pytest.mark.parametrize(("batch", "seq_len"), [(1, 8), (2, 13)])
+def test_shipped_specs_at_tiny_size(path: Path, batch: int, seq_len: int) -> None:
+    assert_costs_match(archdsl.load(path, tiny_overrides(path)), batch, seq_len)
+
+
+def test_flop_counter_misses_cpu_sdpa_without_our_formula() -> None:
+    """Guard for the premise: if PyTorch starts counting CPU SDPA itself, this tells us."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    q = torch.randn(1, 2, 8, 4)
+    with FlopCounterMode(display=False) as plain:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    with flop_counter_mode() as ours:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    assert plain.get_total_flops() == 0
+    assert ours.get_total_flops() == 4 * 1 * 2 * 8 * 8 * 4  # QK^T and AV over the full n x n
+
+
+def test_gpt2_small_full_size_matches_published_numbers() -> None:
+    """../shared/reference/published_models.md: 124,439,808 params; 36,864 n^2 + 247,064,064 n FLOPs."""
+    spec = archdsl.load(Path(__file__).parent.parent / "specs" / "gpt2_small.arch")
+    for n in (1, 1024, 777):
+        r = archdsl.analyze(spec, batch=1, seq_len=n)
+        assert r.params_total == 124_439_808
+        assert r.flops_forward == 36_864 * n * n + 247_064_064 * n
+    assert archdsl.analyze(spec, batch=3, seq_len=1024).flops_forward == 3 * 291_648_307_200
