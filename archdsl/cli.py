@@ -100,7 +100,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             _report_diags(diags, cache)
         else:
             m = spec.model
-            print(f"{path}: ok ({m.name}, {m.type}, {len(m.layers)} blocks)")
+            print(f"{path}: ok ({m.name}, {m.type}, {m.n_layers} blocks)")
         if diags:
             status = EXIT_SPEC
     if args.format == "json":

@@ -50,6 +50,8 @@ CODES: dict[str, str] = {
     "E014": "sequence length exceeds what the positional scheme supports",
     "E015": "invalid --set override",
     "E016": "wrong section or component in this place",
+    "E017": "extends/import: a file that cannot be read or lies outside the spec's folder",
+    "E018": "extends/import or block base cycle",
 }
 
 

@@ -1,4 +1,5 @@
-"""Surface tree -> IR: resolve names, evaluate expressions, check and default every argument.
+"""Surface tree -> IR: resolve names, evaluate expressions, expand presets and patterns, check and
+default every argument.
 
 All problems in a file are collected (not just the first) and raised together as one
 :class:`~archdsl.diagnostics.SpecError`, sorted by position.
@@ -6,29 +7,55 @@ All problems in a file are collected (not just the first) and raised together as
 
 from __future__ import annotations
 
+import keyword
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from archdsl import syntax as S
+from archdsl.compose import merge
 from archdsl.diagnostics import Diagnostic, Span, SpecError, did_you_mean
-from archdsl.ir import Block, Model, Node, Value
+from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Stmt, Sum, TExpr, Value
 from archdsl.kinds import REGISTRY, Ctx, Param, kinds_for
+from archdsl.placements import PLACEMENTS, SUBLAYERS, deepnorm_alpha
 
 MAX_INT = 2**63 - 1
+MAX_LAYERS = 100_000
 FUNCTIONS = ("min", "max")
 # Words that other languages (and YAML 1.1) read as booleans; archdsl has only `true` and `false`.
-BOOL_WORDS = {w: "true" for w in ("yes", "on", "y", "true")} | {
-    w: "false" for w in ("no", "off", "n", "false")
+BOOL_WORDS = {w: "true" for w in ("yes", "on", "y", "True", "TRUE")} | {
+    w: "false" for w in ("no", "off", "n", "False", "FALSE")
 }
+# Sublayer names become attributes of an nn.Module: keep clear of what nn.Module already defines.
+RESERVED_SUBLAYERS = frozenset(
+    "forward training apply cuda cpu to train eval parameters buffers modules children state_dict "
+    "load_state_dict named_parameters named_modules named_children named_buffers zero_grad type float "
+    "double half bfloat16 register_buffer register_parameter add_module get_submodule extra_repr "
+    "requires_grad_ share_memory x memory".split()
+)
 
 
 class Word(str):
     """A bare word that is not a constant: an enum value such as ``gelu``, checked where it is used."""
 
 
+class _Poison(Word):
+    """Stands in for a value whose definition already produced a diagnostic (no follow-on errors)."""
+
+
+_POISON: Value = _Poison("<error>")
+
+
 class _FailError(Exception):
-    def __init__(self, diag: Diagnostic) -> None:
+    def __init__(self, diag: Diagnostic | None) -> None:
         self.diag = diag
+
+
+class _PoisonedError(_FailError):
+    """An operand already failed with its own diagnostic: stop quietly."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
 
 
 def _fail(code: str, message: str, span: Span | None, help: str | None = None) -> _FailError:
@@ -39,51 +66,57 @@ def _fail(code: str, message: str, span: Span | None, help: str | None = None) -
 # Expressions
 
 
-def _describe(e: S.Expr, v: Value) -> str:
+def _show(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    return str(v) if isinstance(v, str) else repr(v)
+
+
+def _describe(e: S.Expr, v: object) -> str:
     """``d_model (768)`` for a name, ``768`` for a literal: messages show both the name and the value."""
     if isinstance(e, S.Num | S.Bool) or (isinstance(e, S.Neg) and isinstance(e.operand, S.Num)):
         return _show(v)
     return f"{S.expr_text(e)} ({_show(v)})"
 
 
-def _show(v: Value) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v) if isinstance(v, str) else repr(v)
-
-
-def _type_name(v: Value) -> str:
+def _type_name(v: object) -> str:
     if isinstance(v, bool):
         return "a boolean"
     if isinstance(v, int):
         return "an integer"
     if isinstance(v, float):
         return "a float"
+    if isinstance(v, tuple):
+        return "a list"
     return f"the word `{v}`"
 
 
 def evaluate(e: S.Expr, env: Mapping[str, Value]) -> Value:
-    """Evaluate an expression. Integers stay exact: ``/`` on integers must divide exactly."""
+    """Evaluate a constant expression. Integers stay exact: ``/`` on integers must divide exactly."""
     if isinstance(e, S.Num | S.Bool):
         return e.value
     if isinstance(e, S.Name):
         if e.name in env:
             return env[e.name]
         return Word(e.name)
+    if isinstance(e, S.List):
+        raise _fail("E008", "a list is only a value of `layers` (a layer pattern)", e.span)
     if isinstance(e, S.Neg):
-        v = _number(e.operand, evaluate(e.operand, env), "-")
-        return -v
+        return -_number(e.operand, evaluate(e.operand, env), "-")
     if isinstance(e, S.Call):
         return _function(e, env)
-    assert isinstance(e, S.BinOp)
     a = _number(e.left, evaluate(e.left, env), e.op)
     b = _number(e.right, evaluate(e.right, env), e.op)
     return _binop(e, a, b)
 
 
 def _number(e: S.Expr, v: Value, op: str) -> int | float:
+    if isinstance(v, _Poison):
+        raise _PoisonedError()
     if isinstance(v, Word):
-        raise _fail("E003", f"unknown name `{v}`", e.span, help=None)
+        raise _fail("E003", f"unknown name `{v}`", e.span)
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise _fail("E004", f"`{op}` needs numbers, but {_describe(e, v)} is {_type_name(v)}", e.span)
     return v
@@ -123,11 +156,16 @@ def _binop(e: S.BinOp, a: int | float, b: int | float) -> int | float:
         elif abs(b) > 64 and abs(a) > 1:
             raise _fail("E004", f"{_describe(e.left, a)} ** {_describe(e.right, b)} is too large", e.span)
         else:
-            r = a**b
-    if isinstance(r, int) and abs(r) > MAX_INT:
-        raise _fail("E004", f"value of `{S.expr_text(e)}` is too large ({r:.3e})", e.span)
+            try:
+                r = a**b
+            except (OverflowError, ZeroDivisionError) as err:
+                raise _fail("E004", f"`{S.expr_text(e)}`: {err}", e.span) from None
     if isinstance(r, complex):
         raise _fail("E004", f"`{S.expr_text(e)}` has no real value", e.span)
+    if isinstance(r, int) and abs(r) > MAX_INT:
+        raise _fail("E004", f"value of `{S.expr_text(e)}` is too large ({r:.3e})", e.span)
+    if isinstance(r, float) and not math.isfinite(r):
+        raise _fail("E004", f"`{S.expr_text(e)}` is not a finite number", e.span)
     return r
 
 
@@ -150,12 +188,9 @@ def coerce(p: Param, v: Value, e: S.Expr, env: Mapping[str, Value]) -> Value:
     """Check a value against a parameter's type and range; ints widen to floats."""
     where = f"`{p.name}`"
     if isinstance(v, Word) and p.type != "enum":
-        if p.type == "bool" and v.lower() in BOOL_WORDS:
+        if p.type == "bool" and v in BOOL_WORDS:
             raise _fail(
-                "E008",
-                f"{where} takes true or false, found `{v}`",
-                e.span,
-                help=f"write {BOOL_WORDS[v.lower()]}",
+                "E008", f"{where} takes true or false, found `{v}`", e.span, help=f"write {BOOL_WORDS[v]}"
             )
         known = [k for k, x in env.items() if not isinstance(x, Word)]
         raise _fail("E003", f"unknown name `{v}`", e.span, help=did_you_mean(v, known))
@@ -177,28 +212,29 @@ def coerce(p: Param, v: Value, e: S.Expr, env: Mapping[str, Value]) -> Value:
         return v
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise _fail("E008", f"{where} takes a number, found {_type_name(v)}", e.span)
-    if p.type == "int":
-        if not isinstance(v, int):
-            raise _fail(
-                "E008",
-                f"{where} takes an integer, found {_describe(e, v)}",
-                e.span,
-                help=f"write {int(v)}" if float(v).is_integer() else None,
-            )
+    if p.type == "int" and not isinstance(v, int):
+        raise _fail(
+            "E008",
+            f"{where} takes an integer, found {_describe(e, v)}",
+            e.span,
+            help=f"write {int(v)}" if float(v).is_integer() else None,
+        )
     shown = _describe(e, v)
     if p.type == "float":
         v = float(v)
-    if p.min is not None and v < p.min:
-        raise _fail("E009", f"{where} must be at least {_show(p.min)}, found {shown}", e.span)
-    if p.gt is not None and v <= p.gt:
-        raise _fail("E009", f"{where} must be greater than {_show(p.gt)}, found {shown}", e.span)
-    if p.max is not None and v > p.max:
-        raise _fail("E009", f"{where} must be at most {_show(p.max)}, found {shown}", e.span)
+    for bound, bad, word in (
+        (p.min, lambda b: v < b, "at least"),
+        (p.gt, lambda b: v <= b, "greater than"),
+        (p.max, lambda b: v > b, "at most"),
+        (p.lt, lambda b: v >= b, "less than"),
+    ):
+        if bound is not None and bad(bound):
+            raise _fail("E009", f"{where} must be {word} {_show(bound)}, found {shown}", e.span)
     return v
 
 
 # ---------------------------------------------------------------------------------------------------
-# Sections
+# Section schemas
 
 
 @dataclass(frozen=True)
@@ -210,27 +246,40 @@ class Slot:
     doc: str = ""
 
 
+MODEL_TYPES = ("decoder", "encoder", "encoder_decoder")
 MODEL_SETTINGS = (
-    Param("type", "enum", default="decoder", choices=("decoder", "encoder"), doc="stack kind"),
+    Param("type", "enum", default="decoder", choices=MODEL_TYPES, doc="decoder-only, encoder-only or both"),
     Param("d_model", "int", min=1, doc="residual stream width"),
-    Param("vocab", "int", min=1, doc="vocabulary size"),
+    Param("vocab", "int", default=0, min=0, doc="vocabulary size (token models)"),
 )
 MODEL_SLOTS = {
-    "embedding": Slot("embedding", True, "token embedding"),
-    "position": Slot("position", False, "absolute positions added to the embeddings"),
-    "final_norm": Slot("norm", False, "norm after the last block"),
+    "embedding": Slot("embedding", True, "input embedding: tokens or image patches"),
     "head": Slot("head", True, "output head"),
 }
+STACK_SLOTS = {
+    "position": Slot("position", False, "absolute positions added to the embeddings"),
+    "final_norm": Slot("norm", False, "norm after the last block"),
+}
+STACK_SETTINGS = (Param("layers", "pattern", default=None, doc="a layer pattern of named blocks"),)
+STACK_SECTIONS = ("block", "layer")
 BLOCK_SETTINGS = (
-    Param("repeat", "int", min=1, max=100_000, doc="number of layers"),
-    Param("placement", "enum", default="pre", choices=("pre", "post"), doc="where the norms sit"),
+    Param("repeat", "int", default=None, min=1, max=MAX_LAYERS, doc="number of layers (inline block)"),
+    Param("placement", "placement", default="pre", doc="where the norms sit: a preset"),
+    Param("shared", "bool", default=False, doc="all layers of this block share one set of weights"),
+    Param("base", "block", default=None, doc="start from another block definition"),
 )
 BLOCK_SLOTS = {
-    "norm": Slot("norm", True),
-    "attention": Slot("attention", True),
-    "ffn": Slot("ffn", True),
+    "norm": Slot("norm", True, "the norm, instantiated at each position the placement needs"),
+    "attention": Slot("attention", True, "self-attention"),
+    "cross_attention": Slot(
+        "attention", False, "attention to the encoder output (decoders of encoder-decoders)"
+    ),
+    "ffn": Slot("ffn", True, "feed-forward"),
 }
-MODEL_SECTIONS = ("block",)
+
+
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
 class Elaborator:
@@ -238,9 +287,21 @@ class Elaborator:
         self.path = path
         self.diags: list[Diagnostic] = []
         self.env: dict[str, Value] = {}
+        self.blocks: dict[str, S.Section] = {}
+        self._resolved: dict[str, S.Section] = {}
+        self._cache: dict[tuple[int, str, int], Block | None] = {}
+        self.depths: tuple[int, int] = (0, 0)  # layers in the encoder and the decoder
 
     def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
         self.diags.append(Diagnostic(code, message, span, help))
+
+    def attempt(self, fn, *args):  # type: ignore[no-untyped-def]
+        try:
+            return fn(*args)
+        except _FailError as f:
+            if f.diag is not None:
+                self.diags.append(f.diag)
+            return _POISON
 
     # -- constants ---------------------------------------------------------------------------------
 
@@ -254,111 +315,70 @@ class Elaborator:
                     expr.span,
                     help=did_you_mean(name, sorted(defined)),
                 )
+        later = {a.key.name: a for a in attrs}
         for a in attrs:
             name = a.key.name
             if name in self.env:
                 self.error("E010", f"constant `{name}` is defined twice", a.key.span, "keep one definition")
                 continue
             expr = overrides.get(name, a.value)
-            try:
-                self.env[name] = evaluate(expr, self.env)
-            except _FailError as f:
-                self.diags.append(f.diag)
-                self.env[name] = _POISON
-            if isinstance(self.env[name], Word) and self.env[name] in defined:
+            self.env[name] = self.attempt(evaluate, expr, self.env)
+            v = self.env[name]
+            if isinstance(v, Word) and not isinstance(v, _Poison) and v in later:
                 self.error(
                     "E003",
-                    f"`{self.env[name]}` is used before it is defined",
+                    f"`{v}` is used before it is defined",
                     expr.span,
-                    help="define constants before the lines that use them",
+                    help=f"move `{v} = …` above this line",
                 )
+                self.env[name] = _POISON
 
-    # -- sections ----------------------------------------------------------------------------------
-
-    def settings(
-        self, attrs: dict[str, S.Attr], schema: tuple[Param, ...], where: Span | None, what: str
-    ) -> dict[str, Value]:
-        out: dict[str, Value] = {}
-        for p in schema:
-            a = attrs.get(p.name)
-            if a is None:
-                if p.required:
-                    self.error("E007", f"{what} needs `{p.name}`", where, help=f"add `{p.name} = …`")
-                    out[p.name] = _POISON
-                else:
-                    out[p.name] = p.default
-                continue
-            out[p.name] = self.value(p, a.value)
-        return out
+    # -- generic pieces ----------------------------------------------------------------------------
 
     def value(self, p: Param, e: S.Expr) -> Value:
-        try:
+        def run() -> Value:
             if isinstance(e, S.Call) and e.func.name not in FUNCTIONS:
                 raise _fail("E008", f"`{p.name}` takes a value, not a component", e.span)
             v = evaluate(e, self.env)
-            if v is _POISON:
+            if isinstance(v, _Poison):
                 return _POISON
             return coerce(p, v, e, self.env)
-        except _FailError as f:
-            self.diags.append(f.diag)
-            return _POISON
 
-    def component(self, slot_name: str, slot: Slot, e: S.Expr, ctx: Ctx | None) -> Node | None:
-        """``kind(key = value, …)`` -> a Node; ``none`` for an optional slot -> None."""
-        allowed = kinds_for(slot.role)
-        if isinstance(e, S.Name) and e.name == "none" and not slot.required:
-            return None
-        if not isinstance(e, S.Call) or e.func.name in FUNCTIONS:
-            self.error(
-                "E008",
-                f"`{slot_name}` takes a component such as `{allowed[0]}(…)`",
-                e.span,
-                help=did_you_mean(e.name, allowed) if isinstance(e, S.Name) else None,
-            )
-            return None
-        name = e.func.name
-        kind = REGISTRY.get(name)
-        if kind is None:
-            self.error("E005", f"unknown {slot.role} kind `{name}`", e.func.span, did_you_mean(name, allowed))
-            return None
-        if kind.role != slot.role:
-            self.error(
-                "E016",
-                f"`{name}` is a {kind.role} kind; `{slot_name}` takes a {slot.role} kind",
-                e.func.span,
-                help=did_you_mean(name, allowed),
-            )
-            return None
+        return self.attempt(run)
+
+    def args(
+        self, call: S.Call, params: tuple[Param, ...], what: str, dynamic: Mapping[str, Value]
+    ) -> tuple[dict[str, Value], list[tuple[str, Span]], bool]:
+        """Check a call's keyword arguments against ``params``; fill defaults."""
         given: dict[str, S.Arg] = {}
-        for arg in e.args:
+        names = [p.name for p in params]
+        for arg in call.args:
             if arg.key is None:
-                self.error("E008", f"`{name}` takes keyword arguments", arg.span, "write `name = value`")
+                self.error("E008", f"`{what}` takes keyword arguments", arg.span, "write `name = value`")
                 continue
             k = arg.key.name
-            if kind.param(k) is None:
-                names = [p.name for p in kind.params]
+            if k not in names:
                 self.error(
                     "E006",
-                    f"`{name}` has no parameter `{k}`",
+                    f"`{what}` has no parameter `{k}`",
                     arg.key.span,
                     help=did_you_mean(k, names) or ("it takes no parameters" if not names else None),
                 )
             elif k in given:
-                self.error("E010", f"parameter `{k}` is given twice", arg.key.span)
+                self.error("E010", f"parameter `{k}` is given twice", arg.key.span, "keep one")
             else:
                 given[k] = arg
-        dynamic = kind.defaults(ctx) if ctx is not None else {}
-        params: list[tuple[str, Value]] = []
+        out: dict[str, Value] = {}
         spans: list[tuple[str, Span]] = []
         ok = True
-        for p in kind.params:
+        for p in params:
             arg = given.get(p.name)
             if arg is None:
                 if p.required:
                     self.error(
                         "E007",
-                        f"`{name}` needs `{p.name}`",
-                        e.span,
+                        f"`{what}` needs `{p.name}`",
+                        call.span,
                         help=f"add `{p.name} = …`" + (f" ({p.doc})" if p.doc else ""),
                     )
                     ok = False
@@ -368,123 +388,635 @@ class Elaborator:
                 v = self.value(p, arg.value)
                 if arg.span is not None:
                     spans.append((p.name, arg.span))
-            if v is _POISON:
+            if isinstance(v, _Poison):
                 ok = False
-            params.append((p.name, v))
-        if not ok:
+            out[p.name] = v
+        return out, spans, ok
+
+    def component(self, slot_name: str, role: str, e: S.Expr, ctx: Ctx | None, arity: int = 1) -> Node | None:
+        """``kind(key = value, …)`` -> a checked Node with every parameter resolved."""
+        allowed = kinds_for(role)
+        if not isinstance(e, S.Call) or e.func.name in FUNCTIONS:
+            self.error(
+                "E008",
+                f"`{slot_name}` takes a component such as `{allowed[0]}(…)`",
+                e.span,
+                help=(did_you_mean(e.name, allowed) if isinstance(e, S.Name) else None)
+                or f"write e.g. `{slot_name} = {allowed[0]}(…)`",
+            )
             return None
-        return Node(name, tuple(params), e.span, tuple(spans))
+        name = e.func.name
+        kind = REGISTRY.get(name)
+        if kind is None:
+            self.error("E005", f"unknown {role} kind `{name}`", e.func.span, did_you_mean(name, allowed))
+            return None
+        if kind.role != role and role != "any":
+            self.error(
+                "E016",
+                f"`{name}` is a {kind.role} kind; `{slot_name}` takes a {role} kind",
+                e.func.span,
+                help=did_you_mean(name, allowed),
+            )
+            return None
+        if arity not in kind.arities:
+            self.error(
+                "E008",
+                f"`{name}` is applied to {arity} tensor{'s' if arity != 1 else ''}; it takes "
+                + " or ".join(map(str, kind.arities)),
+                e.span,
+            )
+            return None
+        dynamic = kind.defaults(ctx, arity) if ctx is not None else {}
+        params, spans, ok = self.args(e, kind.params, name, dynamic)
+        if not ok or ctx is None:
+            return None
+        node = Node(name, tuple(params.items()), e.span, tuple(spans))
+        for problem in kind.validate(node, ctx, arity):
+            span = node.span_of(problem.param) if problem.param else node.span
+            self.error(problem.code, problem.message, span, problem.help)
+            ok = False
+        return node if ok else None
+
+    def optional(self, slot_name: str, slot: Slot, e: S.Expr | None, ctx: Ctx | None) -> Node | None:
+        if e is None or (isinstance(e, S.Name) and e.name == "none" and not slot.required):
+            return None
+        return self.component(slot_name, slot.role, e, ctx)
 
     def split(
-        self,
-        sec: S.Section,
-        settings: tuple[Param, ...],
-        slots: Mapping[str, Slot],
-        sections: tuple[str, ...],
-    ) -> tuple[dict[str, S.Attr], dict[str, S.Attr], dict[str, S.Section]]:
-        """Sort a section's entries into settings, slots and subsections; report unknown/duplicate."""
-        set_names = [p.name for p in settings]
-        known = [*set_names, *slots, *sections]
-        s_attrs: dict[str, S.Attr] = {}
-        c_attrs: dict[str, S.Attr] = {}
-        subs: dict[str, S.Section] = {}
+        self, sec: S.Section, known: list[str], sections: tuple[str, ...]
+    ) -> tuple[dict[str, S.Attr], dict[str, list[S.Section]]]:
+        """A section's attributes by name and subsections by keyword; report unknown and duplicate."""
+        attrs: dict[str, S.Attr] = {}
+        subs: dict[str, list[S.Section]] = {}
+        where = sec.keyword.name
         for entry in sec.entries:
-            key = entry.keyword if isinstance(entry, S.Section) else entry.key
-            name = key.name
-            if name in s_attrs or name in c_attrs or name in subs:
-                self.error("E010", f"`{name}` is given twice in `{sec.keyword.name}`", key.span, "keep one")
-                continue
             if isinstance(entry, S.Section):
-                if name in sections:
-                    subs[name] = entry
-                else:
+                name = entry.keyword.name
+                if name not in sections:
                     self.error(
                         "E006",
-                        f"`{sec.keyword.name}` has no section `{name}`",
-                        key.span,
-                        did_you_mean(name, known),
+                        f"`{where}` has no section `{name}`",
+                        entry.keyword.span,
+                        did_you_mean(name, [*known, *sections]),
                     )
-            elif name in set_names:
-                s_attrs[name] = entry
-            elif name in slots:
-                c_attrs[name] = entry
+                    continue
+                same = subs.setdefault(name, [])
+                label = entry.label.name if entry.label else None
+                if any((s.label.name if s.label else None) == label for s in same):
+                    self.error(
+                        "E010", f"`{name}{' ' + label if label else ''}` is given twice", entry.keyword.span
+                    )
+                    continue
+                same.append(entry)
+            elif isinstance(entry, S.Attr):
+                name = entry.key.name
+                if name in attrs:
+                    self.error("E010", f"`{name}` is given twice in `{where}`", entry.key.span, "keep one")
+                elif name not in known and "*" not in known:
+                    self.error(
+                        "E006",
+                        f"`{where}` has no setting `{name}`",
+                        entry.key.span,
+                        did_you_mean(name, [*known, *sections]),
+                    )
+                else:
+                    attrs[name] = entry
             else:
                 self.error(
-                    "E006",
-                    f"`{sec.keyword.name}` has no setting `{name}`",
-                    key.span,
-                    did_you_mean(name, known),
+                    "E016", f"`{type(entry).__name__.lower()}` belongs at the top of a file", entry.span
                 )
-        return s_attrs, c_attrs, subs
+        return attrs, subs
 
-    def slots(
+    # -- model -------------------------------------------------------------------------------------
+
+    def model(self, sec: S.Section) -> Model | None:
+        where = sec.label.span if sec.label else sec.keyword.span
+        settings = [p.name for p in MODEL_SETTINGS]
+        stack_keys = [*STACK_SLOTS, "layers"]
+        attrs, subs = self.split(
+            sec, [*settings, *MODEL_SLOTS, *stack_keys], (*STACK_SECTIONS, "encoder", "decoder")
+        )
+        st = {
+            p.name: (self.value(p, attrs[p.name].value) if p.name in attrs else p.default)
+            for p in MODEL_SETTINGS
+        }
+        for p in MODEL_SETTINGS:
+            if p.required and p.name not in attrs:
+                self.error("E007", f"model needs `{p.name}`", where, help=f"add `{p.name} = …` ({p.doc})")
+                st[p.name] = _POISON
+        mtype = st["type"]
+        ctx_ok = not any(isinstance(st[k], _Poison) for k in st)
+        d_model, vocab = (int(st["d_model"]), int(st["vocab"])) if ctx_ok else (0, 0)
+
+        def ctx(stack: str) -> Ctx | None:
+            return Ctx(d_model=d_model, vocab=vocab, stack=stack) if ctx_ok else None
+
+        top_stack = "encoder" if mtype == "encoder" else "decoder"
+        comps = {}
+        for name, slot in MODEL_SLOTS.items():
+            if name not in attrs:
+                eg = kinds_for(slot.role)[0]
+                self.error(
+                    "E007", f"model needs `{name}`", where, help=f"add `{name} = {eg}(…)` ({slot.doc})"
+                )
+                comps[name] = None
+            else:
+                comps[name] = self.component(name, slot.role, attrs[name].value, ctx(top_stack))
+
+        stacks: list[Stack | None] = []
+        if mtype == "encoder_decoder":
+            for k in (*STACK_SLOTS, "layers"):
+                if k in attrs:
+                    self.error(
+                        "E016",
+                        f"in an encoder_decoder, `{k}` belongs in `encoder {{ }}` or `decoder {{ }}`",
+                        attrs[k].key.span,
+                    )
+            for k in STACK_SECTIONS:
+                for s in subs.get(k, []):
+                    self.error(
+                        "E016",
+                        f"in an encoder_decoder, `{k}` belongs in `encoder {{ }}` or `decoder {{ }}`",
+                        s.keyword.span,
+                    )
+            parts = []
+            for role in ("encoder", "decoder"):
+                got = subs.get(role)
+                if not got:
+                    self.error("E007", f"an encoder_decoder needs an `{role} {{ … }}` section", where)
+                    parts.append(None)
+                    continue
+                s_attrs, s_subs = self.split(got[0], stack_keys, STACK_SECTIONS)
+                parts.append((role, got[0], s_attrs, self.plan(got[0], s_attrs, s_subs)))
+            self.depths = tuple(len(p[3] or ()) if p else 0 for p in parts)  # type: ignore[assignment]
+            for part in parts:
+                if part is None:
+                    stacks.append(None)
+                    continue
+                role, ssec, s_attrs, plan = part
+                stacks.append(self.stack(role, ssec, s_attrs, plan, ctx(role), memory=role == "decoder"))
+        else:
+            for role in ("encoder", "decoder"):
+                for s in subs.get(role, []):
+                    self.error(
+                        "E016",
+                        f"`{role} {{ }}` sections belong to `type = encoder_decoder`",
+                        s.keyword.span,
+                        help="put the stack's entries directly in the model",
+                    )
+            if not isinstance(mtype, _Poison):
+                plan = self.plan(sec, attrs, subs)
+                self.depths = (len(plan or ()), 0) if top_stack == "encoder" else (0, len(plan or ()))
+                stacks.append(self.stack(top_stack, sec, attrs, plan, ctx(top_stack), memory=False))
+        if not ctx_ok or any(s is None for s in stacks) or any(c is None for c in comps.values()):
+            return None
+        return Model(
+            name=sec.label.name if sec.label else _stem(self.path),
+            type=str(mtype),
+            d_model=d_model,
+            vocab=vocab,
+            embedding=comps["embedding"],  # type: ignore[arg-type]
+            stacks=tuple(stacks),  # type: ignore[arg-type]
+            head=comps["head"],  # type: ignore[arg-type]
+            span=where,
+        )
+
+    # -- stacks ------------------------------------------------------------------------------------
+
+    def plan(
+        self, sec: S.Section, attrs: dict[str, S.Attr], subs: dict[str, list[S.Section]]
+    ) -> list[tuple[str, S.Section]] | None:
+        """The block syntax of each layer, with per-layer overrides applied; the key names the
+        definition a layer uses (layers of one shared definition share weights)."""
+        where = sec.label.span if sec.label else sec.keyword.span
+        inline = subs.get("block", [])
+        pattern = attrs.get("layers")
+        plan: list[tuple[str, S.Section]] = []
+        if inline and pattern:
+            self.error(
+                "E010", "give either an inline `block { … }` or `layers = …`, not both", pattern.key.span
+            )
+            return None
+        if inline:
+            blk = inline[0]
+            if blk.label is not None:
+                self.error(
+                    "E016",
+                    f"block definitions (`block {blk.label.name} {{ }}`) go at the top of the file",
+                    blk.keyword.span,
+                    help=f"define it at the top level and write `layers = [{blk.label.name}] * N` here",
+                )
+                return None
+            blk = self.resolve_base(blk)
+            repeat_attr = next(
+                (e for e in blk.entries if isinstance(e, S.Attr) and e.key.name == "repeat"), None
+            )
+            if repeat_attr is None:
+                self.error(
+                    "E007",
+                    "an inline block needs `repeat`",
+                    blk.keyword.span,
+                    "add `repeat = …` (the number of layers)",
+                )
+                return None
+            n = self.value(BLOCK_SETTINGS[0], repeat_attr.value)
+            if isinstance(n, _Poison):
+                return None
+            plan = [("inline", blk)] * int(n)
+        elif pattern:
+            names = self.pattern(pattern.value)
+            if names is None:
+                return None
+            plan = [(name.name, self.resolve_base(self.blocks[name.name])) for name in names]
+        else:
+            self.error(
+                "E007",
+                "a stack needs its layers: an inline `block { repeat = … }` or `layers = [name, …] * N`",
+                where,
+            )
+            return None
+        for ov in subs.get("layer", []):
+            label = ov.label.name if ov.label else ""
+            if not label.isdigit() or int(label) >= len(plan):
+                self.error(
+                    "E009",
+                    f"`layer {label}`: the stack has layers 0 to {len(plan) - 1}",
+                    ov.label.span if ov.label else ov.keyword.span,
+                )
+                continue
+            i = int(label)
+            _, base_sec = plan[i]
+            merged = merge(base_sec.entries, ov.entries)
+            plan[i] = (f"layer {i}", S.Section(base_sec.keyword, base_sec.label, merged, ov.span))
+        return plan
+
+    def stack(
         self,
+        role: str,
+        sec: S.Section,
         attrs: dict[str, S.Attr],
-        slots: Mapping[str, Slot],
+        plan: list[tuple[str, S.Section]] | None,
         ctx: Ctx | None,
-        where: Span | None,
-        what: str,
-    ) -> dict[str, Node | None]:
-        out: dict[str, Node | None] = {}
+        memory: bool,
+    ) -> Stack | None:
+        where = sec.label.span if sec.label else sec.keyword.span
+        position = self.optional("position", STACK_SLOTS["position"], _val(attrs.get("position")), ctx)
+        final_norm = self.optional(
+            "final_norm", STACK_SLOTS["final_norm"], _val(attrs.get("final_norm")), ctx
+        )
+        if plan is None:
+            return None
+        layers: list[Block | None] = []
+        instances: list[int] = []
+        keys: dict[str, int] = {}
+        for i, (key, bsec) in enumerate(plan):
+            layers.append(self.block(bsec, ctx, role, memory))
+            if self.setting(bsec, "shared") is True and not key.startswith("layer "):
+                instances.append(keys.setdefault(key, i))
+            else:
+                instances.append(i)
+        if any(b is None for b in layers) or ctx is None:
+            return None
+        return Stack(role, tuple(layers), tuple(instances), position, final_norm, where)  # type: ignore[arg-type]
+
+    def pattern(self, e: S.Expr) -> list[S.Name] | None:
+        """``[local, local, global] * 4 + [dense]`` -> one block name per layer."""
+
+        def ev(x: S.Expr) -> list[S.Name]:
+            if isinstance(x, S.Name):
+                if x.name not in self.blocks:
+                    raise _fail(
+                        "E003",
+                        f"no block named `{x.name}`",
+                        x.span,
+                        did_you_mean(x.name, sorted(self.blocks)),
+                    )
+                return [x]
+            if isinstance(x, S.List):
+                return [n for item in x.items for n in ev(item)]
+            if isinstance(x, S.BinOp) and x.op == "+":
+                return ev(x.left) + ev(x.right)
+            if isinstance(x, S.BinOp) and x.op == "*":
+                lst, num = (
+                    (x.left, x.right)
+                    if isinstance(x.left, S.List | S.BinOp) and not _is_num(x.left)
+                    else (x.right, x.left)
+                )
+                k = evaluate(num, self.env)
+                if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                    raise _fail(
+                        "E008",
+                        f"a pattern repeats a whole number of times, found {_describe(num, k)}",
+                        num.span,
+                    )
+                items = ev(lst)
+                if len(items) * k > MAX_LAYERS:
+                    raise _fail("E009", f"pattern has {len(items) * k} layers; at most {MAX_LAYERS}", x.span)
+                return items * k
+            raise _fail(
+                "E008",
+                "`layers` is a pattern of block names: lists, `+` and `* N`",
+                x.span,
+                help="e.g. layers = [local, local, global] * 4",
+            )
+
+        got = self.attempt(ev, e)
+        if isinstance(got, _Poison):
+            return None
+        if not got:
+            self.error("E009", "`layers` is empty", e.span)
+            return None
+        return got
+
+    # -- blocks ------------------------------------------------------------------------------------
+
+    def resolve_base(self, sec: S.Section, chain: tuple[str, ...] = ()) -> S.Section:
+        """A block written ``base = other`` is ``other``'s entries with its own laid over them."""
+        base = next((e for e in sec.entries if isinstance(e, S.Attr) and e.key.name == "base"), None)
+        if base is None:
+            return sec
+        name = sec.label.name if sec.label else "<inline>"
+        if not isinstance(base.value, S.Name) or base.value.name not in self.blocks:
+            shown = S.expr_text(base.value)
+            self.error(
+                "E003", f"no block named `{shown}`", base.value.span, did_you_mean(shown, sorted(self.blocks))
+            )
+            return S.Section(sec.keyword, sec.label, tuple(e for e in sec.entries if e is not base), sec.span)
+        target = base.value.name
+        if target in chain or target == name:
+            self.error("E018", f"block base cycle: {' → '.join((*chain, name, target))}", base.value.span)
+            return S.Section(sec.keyword, sec.label, tuple(e for e in sec.entries if e is not base), sec.span)
+        parent = self.resolve_base(self.blocks[target], (*chain, name))
+        own = tuple(e for e in sec.entries if e is not base)
+        return S.Section(sec.keyword, sec.label, merge(parent.entries, own), sec.span)
+
+    def setting(self, sec: S.Section, name: str) -> Value | None:
+        attr = next((e for e in sec.entries if isinstance(e, S.Attr) and e.key.name == name), None)
+        p = next(p for p in BLOCK_SETTINGS if p.name == name)
+        if attr is None:
+            return p.default
+        return self.value(p, attr.value)
+
+    def block(self, sec: S.Section, ctx: Ctx | None, stack: str, memory: bool) -> Block | None:
+        key = (id(sec), stack, int(memory))
+        if key not in self._cache:
+            self._cache[key] = self._block(sec, ctx, stack, memory)
+        return self._cache[key]
+
+    def _block(self, sec: S.Section, ctx: Ctx | None, stack: str, memory: bool) -> Block | None:
+        where = sec.label.span if sec.label else sec.keyword.span
+        flows = [e for e in sec.entries if isinstance(e, S.Section) and e.keyword.name == "flow"]
+        settings = [p.name for p in BLOCK_SETTINGS]
+        if flows:
+            attrs, subs = self.split(sec, ["*"], ("flow",))
+            if "placement" in attrs:
+                self.error(
+                    "E016",
+                    "a block has either a `placement` preset or a `flow`, not both",
+                    attrs["placement"].key.span,
+                    help="drop `placement`; the flow says where the norms sit",
+                )
+            declared = {k: a for k, a in attrs.items() if k not in settings}
+            return self.flow_block(sec, subs["flow"][0], declared, ctx, memory)
+        attrs, _ = self.split(sec, [*settings, *BLOCK_SLOTS], ())
+        slots = dict(BLOCK_SLOTS)
+        if not memory:
+            if "cross_attention" in attrs:
+                self.error(
+                    "E016",
+                    "`cross_attention` needs an encoder to attend to",
+                    attrs["cross_attention"].key.span,
+                    help="cross-attention belongs in the decoder of `type = encoder_decoder`",
+                )
+            slots.pop("cross_attention")
+        nodes: dict[str, Node | None] = {}
+        ok = True
         for name, slot in slots.items():
             a = attrs.get(name)
             if a is None:
                 if slot.required:
                     eg = kinds_for(slot.role)[0]
-                    self.error("E007", f"{what} needs `{name}`", where, help=f"add `{name} = {eg}(…)`")
-                out[name] = None
+                    self.error("E007", f"block needs `{name}`", where, help=f"add `{name} = {eg}(…)`")
+                    ok = False
                 continue
-            out[name] = self.component(name, slot, a.value, ctx)
-        return out
-
-    def model(self, sec: S.Section) -> Model | None:
-        where = sec.label.span if sec.label else sec.keyword.span
-        s_attrs, c_attrs, subs = self.split(sec, MODEL_SETTINGS, MODEL_SLOTS, MODEL_SECTIONS)
-        st = self.settings(s_attrs, MODEL_SETTINGS, where, "model")
-        ctx = None
-        if all(st[k] is not _POISON for k in ("type", "d_model", "vocab")):
-            ctx = Ctx(d_model=int(st["d_model"]), vocab=int(st["vocab"]), type=str(st["type"]))
-        comps = self.slots(c_attrs, MODEL_SLOTS, ctx, where, "model")
-        block_sec = subs.get("block")
-        layers: tuple[Block, ...] = ()
-        if block_sec is None:
-            self.error(
-                "E007", "model needs a `block { … }` section", where, help="add `block { repeat = … }`"
+            nodes[name] = self.component(
+                name, slot.role, a.value, ctx, arity=2 if name == "cross_attention" else 1
             )
-        else:
-            layers = self.block(block_sec, ctx)
-        if ctx is None or any(comps[k] is None for k, s in MODEL_SLOTS.items() if s.required) or not layers:
+            ok = ok and nodes[name] is not None
+        preset = self.placement(attrs.get("placement"), stack)
+        if not ok or preset is None or ctx is None:
             return None
-        name = sec.label.name if sec.label else _stem(self.path)
-        return Model(
-            name=name,
-            type=ctx.type,
-            d_model=ctx.d_model,
-            vocab=ctx.vocab,
-            embedding=comps["embedding"],  # type: ignore[arg-type]
-            position=comps["position"],
-            layers=layers,
-            final_norm=comps["final_norm"],
-            head=comps["head"],  # type: ignore[arg-type]
-            span=where,
+        pname, params = preset
+        subs = [(layer, mem) for layer, slot, mem in SUBLAYERS if slot in nodes]
+        norms, body = PLACEMENTS[pname].expand(subs, params)
+        sub_nodes = {n: nodes["norm"] for n in norms}
+        sub_nodes.update({layer: nodes[slot] for layer, slot, _ in SUBLAYERS if slot in nodes})
+        inputs = ("x", "memory") if "cross_attention" in nodes else ("x",)
+        doc = PLACEMENTS[pname].doc
+        if sec.label:
+            doc = f"Block `{sec.label.name}`. {doc}"
+        name = _camel(sec.label.name if sec.label else f"{pname}_norm" if pname in ("pre", "post") else pname)
+        return _canonical(sub_nodes, body, inputs, name + "Block", doc, sec.span)  # type: ignore[arg-type]
+
+    def placement(self, attr: S.Attr | None, stack: str) -> tuple[str, dict[str, float]] | None:
+        if attr is None:
+            return "pre", {}
+        e = attr.value
+        if isinstance(e, S.Name) and e.name in self.env and isinstance(self.env[e.name], str):
+            e = S.Name(str(self.env[e.name]), e.span)
+        name = e.name if isinstance(e, S.Name) else e.func.name if isinstance(e, S.Call) else None
+        if name not in PLACEMENTS:
+            self.error(
+                "E009" if name else "E008",
+                f"unknown placement `{name}`" if name else "`placement` takes a preset such as `pre`",
+                e.span,
+                help=did_you_mean(name or "", list(PLACEMENTS)),
+            )
+            return None
+        preset = PLACEMENTS[name]
+        params: dict[str, Value] = {}
+        if isinstance(e, S.Call):
+            params, _, ok = self.args(e, preset.params, name, {})
+            if not ok:
+                return None
+        else:
+            params = {p.name: p.default for p in preset.params}
+        if name == "deepnorm" and params.get("alpha") is None:
+            params["alpha"] = deepnorm_alpha(stack, *self.depths)
+        return name, params  # type: ignore[return-value]
+
+    def flow_block(
+        self, sec: S.Section, flow: S.Section, declared: dict[str, S.Attr], ctx: Ctx | None, memory: bool
+    ) -> Block | None:
+        """The explicit dataflow form: named sublayers and statements over tensors."""
+        for name, a in declared.items():
+            if keyword.iskeyword(name) or name.startswith("_") or name in RESERVED_SUBLAYERS:
+                self.error("E009", f"`{name}` cannot name a sublayer", a.key.span, help="choose another name")
+                return None
+        tensors = {"x"} | ({"memory"} if memory else set())
+        arity: dict[str, int] = {}
+        body: list[Stmt] = []
+        ok = True
+        for entry in flow.entries:
+            if not isinstance(entry, S.Attr):
+                self.error(
+                    "E016", "a flow holds statements `name = expression`", getattr(entry, "span", None)
+                )
+                ok = False
+                continue
+            target = entry.key.name
+            if target in declared:
+                self.error(
+                    "E010",
+                    f"`{target}` names both a sublayer and a tensor",
+                    entry.key.span,
+                    help="give the tensor another name",
+                )
+                ok = False
+                continue
+            value = self.attempt(self.texpr, entry.value, tensors, declared, arity)
+            if isinstance(value, _Poison):
+                ok = False
+                continue
+            body.append(Stmt(target, value, entry.span))
+            tensors.add(target)
+        if not body:
+            self.error(
+                "E007", "a flow needs at least one statement", flow.keyword.span, "e.g. x = x + attn(ln_1(x))"
+            )
+            return None
+        nodes: dict[str, Node | None] = {}
+        for name, a in declared.items():
+            if name not in arity:
+                self.error(
+                    "E013",
+                    f"sublayer `{name}` is never used in the flow",
+                    a.key.span,
+                    help="use it or remove it",
+                )
+                ok = False
+                continue
+            nodes[name] = self.component(name, "any", a.value, ctx, arity=arity[name])
+            ok = ok and nodes[name] is not None
+        if not ok or ctx is None:
+            return None
+        inputs = ("x", "memory") if memory else ("x",)
+        name = _camel(sec.label.name) + "Block" if sec.label else "FlowBlock"
+        doc = (
+            f"Block `{sec.label.name}`, from the spec's flow."
+            if sec.label
+            else "A block from the spec's flow."
+        )
+        return _canonical(nodes, body, inputs, name, doc, sec.span)  # type: ignore[arg-type]
+
+    def texpr(
+        self, e: S.Expr, tensors: set[str], declared: dict[str, S.Attr], arity: dict[str, int]
+    ) -> TExpr:
+        if isinstance(e, S.Name):
+            if e.name in tensors:
+                return Ref(e.name, e.span)
+            hint = did_you_mean(e.name, sorted(tensors))
+            if e.name == "memory":
+                hint = "`memory` (the encoder output) exists in the decoder of an encoder_decoder"
+            elif e.name in declared:
+                hint = f"`{e.name}` is a sublayer: apply it, e.g. `{e.name}(x)`"
+            raise _fail("E003", f"no tensor `{e.name}` here", e.span, hint)
+        if isinstance(e, S.Call):
+            name = e.func.name
+            if name not in declared:
+                raise _fail(
+                    "E003",
+                    f"no sublayer `{name}` in this block",
+                    e.func.span,
+                    did_you_mean(name, sorted(declared)) or f"declare it: `{name} = mha(…)`",
+                )
+            if any(a.key is not None for a in e.args) or not e.args:
+                raise _fail("E008", f"apply `{name}` to tensors: `{name}(x)`", e.span)
+            n = len(e.args)
+            if arity.setdefault(name, n) != n:
+                raise _fail(
+                    "E008", f"`{name}` is applied to {arity[name]} tensors elsewhere and {n} here", e.span
+                )
+            return Apply(name, tuple(self.texpr(a.value, tensors, declared, arity) for a in e.args), e.span)
+        if isinstance(e, S.BinOp) and e.op == "+":
+            terms: list[TExpr] = []
+            for side in (e.left, e.right):
+                t = self.texpr(side, tensors, declared, arity)
+                terms.extend(t.terms if isinstance(t, Sum) else (t,))
+            return Sum(tuple(terms), e.span)
+        if isinstance(e, S.BinOp) and e.op == "*":
+            for num, other in ((e.left, e.right), (e.right, e.left)):
+                if _mentions(num, tensors | set(declared)):
+                    continue
+                f = evaluate(num, self.env)
+                if isinstance(f, bool) or not isinstance(f, int | float):
+                    raise _fail(
+                        "E008", f"a tensor can be scaled by a number, not {_describe(num, f)}", num.span
+                    )
+                return Scale(float(f), self.texpr(other, tensors, declared, arity), e.span)
+            raise _fail(
+                "E008",
+                "two tensors cannot be multiplied in a flow",
+                e.span,
+                "scale by a number: 0.5 * mlp(x)",
+            )
+        raise _fail(
+            "E008",
+            "a flow combines tensors with sublayer calls, `+` and scaling by a number",
+            e.span,
+            help="e.g. h = x + attn(ln_1(x))",
         )
 
-    def block(self, sec: S.Section, ctx: Ctx | None) -> tuple[Block, ...]:
-        where = sec.keyword.span
-        s_attrs, c_attrs, _ = self.split(sec, BLOCK_SETTINGS, BLOCK_SLOTS, ())
-        st = self.settings(s_attrs, BLOCK_SETTINGS, where, "block")
-        comps = self.slots(c_attrs, BLOCK_SLOTS, ctx, where, "block")
-        if any(v is _POISON for v in st.values()) or any(c is None for c in comps.values()):
-            return ()
-        blk = Block(str(st["placement"]), comps["norm"], comps["attention"], comps["ffn"], where)  # type: ignore[arg-type]
-        return (blk,) * int(st["repeat"])
+
+def _val(a: S.Attr | None) -> S.Expr | None:
+    return a.value if a is not None else None
 
 
-class _Poison(Word):
-    """Stands in for a value whose definition already produced a diagnostic (no follow-on errors)."""
+def _is_num(e: S.Expr) -> bool:
+    return isinstance(e, S.Num | S.Name) and not isinstance(e, S.List)
 
 
-_POISON: Value = _Poison("<error>")
+def _mentions(e: S.Expr, names: set[str]) -> bool:
+    if isinstance(e, S.Name):
+        return e.name in names
+    if isinstance(e, S.BinOp):
+        return _mentions(e.left, names) or _mentions(e.right, names)
+    if isinstance(e, S.Neg):
+        return _mentions(e.operand, names)
+    if isinstance(e, S.Call):
+        return e.func.name in names or any(_mentions(a.value, names) for a in e.args)
+    if isinstance(e, S.List):
+        return any(_mentions(x, names) for x in e.items)
+    return False
+
+
+def _canonical(
+    nodes: Mapping[str, Node],
+    body: list[Stmt],
+    inputs: tuple[str, ...],
+    name: str,
+    doc: str,
+    span: Span | None,
+) -> Block:
+    """Sublayers in the order the flow first applies them, so a preset and the same flow written out
+    give equal blocks."""
+    order: list[str] = []
+
+    def visit(t: TExpr) -> None:
+        if isinstance(t, Apply):
+            for a in t.args:
+                visit(a)
+            if t.layer not in order:
+                order.append(t.layer)
+        elif isinstance(t, Sum):
+            for a in t.terms:
+                visit(a)
+        elif isinstance(t, Scale):
+            visit(t.operand)
+
+    for st in body:
+        visit(st.value)
+    return Block(tuple((n, nodes[n]) for n in order), tuple(body), inputs, name, doc, span)
 
 
 def _stem(path: str) -> str:
@@ -493,23 +1025,48 @@ def _stem(path: str) -> str:
     return Path(path).stem
 
 
+TOP_SECTIONS = ("model", "block")
+
+
 def elaborate(file: S.File, overrides: Mapping[str, S.Expr] | None = None) -> tuple[Model, dict[str, Value]]:
-    """Elaborate a parsed file into its model IR and its evaluated constants."""
+    """Elaborate a (composed) file into its model IR and its evaluated constants."""
     ela = Elaborator(file.path)
     consts = [e for e in file.entries if isinstance(e, S.Attr)]
-    models = [e for e in file.entries if isinstance(e, S.Section) and e.keyword.name == "model"]
+    models = []
     for e in file.entries:
-        if isinstance(e, S.Section) and e.keyword.name != "model":
+        if not isinstance(e, S.Section):
+            continue
+        kw = e.keyword.name
+        if kw == "model":
+            models.append(e)
+        elif kw == "block":
+            if e.label is None:
+                ela.error(
+                    "E007",
+                    "a top-level block needs a name: `block NAME { … }`",
+                    e.keyword.span,
+                    help="or put an inline `block { repeat = … }` inside the model",
+                )
+            elif e.label.name in ela.blocks:
+                ela.error("E010", f"block `{e.label.name}` is defined twice", e.label.span)
+            else:
+                ela.blocks[e.label.name] = e
+        else:
             ela.error(
                 "E016",
-                f"unknown top-level section `{e.keyword.name}`",
+                f"unknown top-level section `{kw}`",
                 e.keyword.span,
-                help=did_you_mean(e.keyword.name, ["model"]),
+                help=did_you_mean(kw, list(TOP_SECTIONS)),
             )
+    clash = sorted(set(ela.blocks) & {a.key.name for a in consts})
+    for name in clash:
+        ela.error("E010", f"`{name}` names both a constant and a block", ela.blocks[name].label.span)  # type: ignore[union-attr]
     ela.constants(consts, overrides or {})
     model = None
     if not models:
-        ela.error("E007", "the spec has no `model` section", S_span(file.path), "add `model NAME { … }`")
+        ela.error(
+            "E007", "the spec has no `model` section", Span(file.path, 1, 1, 1, 2), "add `model NAME { … }`"
+        )
     for extra in models[1:]:
         ela.error(
             "E010",
@@ -521,9 +1078,5 @@ def elaborate(file: S.File, overrides: Mapping[str, S.Expr] | None = None) -> tu
         model = ela.model(models[0])
     if ela.diags or model is None:
         raise SpecError(ela.diags or [Diagnostic("E007", "the model is incomplete", None)])
-    env = {k: v for k, v in ela.env.items() if not isinstance(v, Word) or not isinstance(v, _Poison)}
+    env = {k: v for k, v in ela.env.items() if not isinstance(v, _Poison)}
     return model, env
-
-
-def S_span(path: str) -> Span:  # noqa: N802
-    return Span(path, 1, 1, 1, 2)

@@ -1,73 +1,141 @@
 """The model as a networkx graph: nodes are ops, edges are tensors.
 
-The graph is a *view* derived from the IR. Component nodes carry their IR :class:`~archdsl.ir.Node`
-(``node``), the registry kind (``kind``), the module path they lower to (``path``, e.g. ``h.3.attn``) and
-the layer they belong to (``layer``, e.g. ``h.3``); structural nodes are ``input``, ``add`` and
-``output``. Shape inference (:mod:`archdsl.passes`) fills ``shape`` on every node.
+The graph is a *view* derived from the IR. Every node has ``op`` (a registry kind's name, or one of
+``input``, ``add``, ``scale``, ``output``), ``layer`` (the report row it belongs to: ``embedding``,
+``h.3``, ``encoder.h.0``, ``lm_head``) and ``span``. Component nodes also carry their IR
+:class:`~archdsl.ir.Node` (``node``), the registry kind (``kind``), the module path they lower to
+(``path``, e.g. ``h.3.attn``), the ``ctx`` they were elaborated in, and ``owner``: whether this node
+accounts for the module's parameters (a module applied twice, or shared between layers, owns them once).
+Shape inference (:mod:`archdsl.passes`) fills ``shape`` on every node and edge.
 """
 
 from __future__ import annotations
 
 import networkx as nx
 
-from archdsl.ir import Block, Model, Node
+from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Sum, TExpr
 from archdsl.kinds import REGISTRY, Ctx
 
 
-def ctx_of(model: Model) -> Ctx:
-    return Ctx(d_model=model.d_model, vocab=model.vocab, type=model.type)
+def ctx_of(model: Model, stack: str | None = None) -> Ctx:
+    if stack is None:
+        stack = "encoder" if model.type == "encoder" else "decoder"
+    return Ctx(d_model=model.d_model, vocab=model.vocab, stack=stack)
 
 
 class _Builder:
     def __init__(self, model: Model) -> None:
-        self.g = nx.DiGraph(model=model.name, ctx=ctx_of(model))
+        self.model = model
+        self.g = nx.DiGraph(model=model.name)
+        self.owned: set[str] = set()
 
-    def op(self, name: str, op: str, layer: str, inputs: list[str], node: Node | None = None) -> str:
-        attrs: dict[str, object] = {"op": op, "layer": layer, "span": None}
-        if node is not None:
-            attrs.update(kind=REGISTRY[node.kind], node=node, span=node.span)
-        self.g.add_node(name, **attrs)
+    def op(self, nid: str, op: str, layer: str, inputs: list[str], **attrs: object) -> str:
+        self.g.add_node(nid, op=op, layer=layer, span=attrs.pop("span", None), **attrs)
         for i, src in enumerate(inputs):
-            self.g.add_edge(src, name, index=i)
-        return name
+            self.g.add_edge(src, nid, index=i)
+        return nid
 
-    def comp(self, path: str, node: Node, layer: str, x: str) -> str:
-        return self.op(path, node.kind, layer, [x], node)
+    def comp(
+        self, nid: str, path: str, node: Node, ctx: Ctx, layer: str, inputs: list[str], owner: bool = True
+    ) -> str:
+        """A component; it owns its module's parameters the first time that module appears."""
+        owns = owner and path not in self.owned
+        self.owned.add(path)
+        return self.op(
+            nid,
+            node.kind,
+            layer,
+            inputs,
+            node=node,
+            kind=REGISTRY[node.kind],
+            path=path,
+            ctx=ctx,
+            owner=owns,
+            span=node.span,
+        )
 
-    def block(self, i: int, blk: Block, x: str) -> str:
-        """Pre-norm: x + f(norm(x)); post-norm: norm(x + f(x)) — for attention, then the FFN."""
-        p = f"h.{i}"
-        for j, (name, node) in enumerate((("attn", blk.attention), ("mlp", blk.ffn)), start=1):
-            ln = f"{p}.ln_{j}"
-            if blk.placement == "pre":
-                y = self.comp(f"{p}.{name}", node, p, self.comp(ln, blk.norm, p, x))
-                x = self.op(f"{p}.add_{j}", "add", p, [x, y])
-            else:
-                y = self.comp(f"{p}.{name}", node, p, x)
-                s = self.op(f"{p}.add_{j}", "add", p, [x, y])
-                x = self.comp(ln, blk.norm, p, s)
+    def texpr(self, t: TExpr, env: dict[str, str], prefix: str, blk: Block, ctx: Ctx, owner: bool) -> str:
+        if isinstance(t, Ref):
+            return env[t.name]
+        if isinstance(t, Apply):
+            args = [self.texpr(a, env, prefix, blk, ctx, owner) for a in t.args]
+            path = f"{prefix}.{t.layer}"
+            nid, k = path, 1
+            while nid in self.g:
+                k += 1
+                nid = f"{path}#{k}"
+            return self.comp(nid, path, blk.sublayer(t.layer), ctx, prefix, args, owner)
+        if isinstance(t, Sum):
+            args = [self.texpr(a, env, prefix, blk, ctx, owner) for a in t.terms]
+            return self.op(self.fresh(prefix, "add"), "add", prefix, args, span=t.span)
+        assert isinstance(t, Scale)
+        arg = self.texpr(t.operand, env, prefix, blk, ctx, owner)
+        return self.op(self.fresh(prefix, "scale"), "scale", prefix, [arg], factor=t.factor, span=t.span)
+
+    def fresh(self, prefix: str, what: str) -> str:
+        k = 1
+        while f"{prefix}.{what}_{k}" in self.g:
+            k += 1
+        return f"{prefix}.{what}_{k}"
+
+    def stack(self, stack: Stack, x: str, memory: str | None, prefix: str) -> str:
+        ctx = ctx_of(self.model, stack.role)
+        emb_layer = f"{prefix}embedding"
+        if stack.position is not None:
+            x = self.comp(f"{prefix}wpe", f"{prefix}wpe", stack.position, ctx, emb_layer, [x])
+        seen_instances: set[int] = set()
+        for i, (blk, inst) in enumerate(zip(stack.layers, stack.instances, strict=True)):
+            p = f"{prefix}h.{i}"
+            owner = inst not in seen_instances
+            seen_instances.add(inst)
+            env = {"x": x}
+            if memory is not None:
+                env["memory"] = memory
+            for st in blk.body:
+                env[st.target] = self.texpr(st.value, env, p, blk, ctx, owner)
+            x = env[blk.output]
+        if stack.final_norm is not None:
+            x = self.comp(f"{prefix}ln_f", f"{prefix}ln_f", stack.final_norm, ctx, f"{prefix}ln_f", [x])
         return x
+
+
+def input_shapes(model: Model) -> dict[str, tuple[object, ...]]:
+    """The model's inputs by name: token ids (B, T) — for an encoder-decoder, source (B, S) and target
+    (B, T) — or pixels (B, C, H, W)."""
+    kind = REGISTRY[model.embedding.kind]
+    if model.type == "encoder_decoder":
+        return {
+            "src": kind.input_shape(model.embedding, ctx_of(model, "encoder"), "S"),
+            "idx": kind.input_shape(model.embedding, ctx_of(model, "decoder"), "T"),
+        }
+    return {"idx": kind.input_shape(model.embedding, ctx_of(model), "T")}
 
 
 def build_graph(model: Model) -> nx.DiGraph:
     b = _Builder(model)
-    x = b.op("input", "input", "input", [])
-    x = b.comp("wte", model.embedding, "embedding", x)
-    if model.position is not None:
-        x = b.comp("wpe", model.position, "embedding", x)
-    for i, blk in enumerate(model.layers):
-        x = b.block(i, blk, x)
-    if model.final_norm is not None:
-        x = b.comp("ln_f", model.final_norm, "ln_f", x)
-    x = b.comp("lm_head", model.head, "lm_head", x)
+    shapes = input_shapes(model)
+    for name, shape in shapes.items():
+        b.op(name, "input", "input", [], shape=shape)
+    emb = model.embedding
+    if model.type == "encoder_decoder":
+        enc, dec = model.encoder, model.decoder
+        assert enc is not None and dec is not None
+        src = b.comp("encoder.wte", "wte", emb, ctx_of(model, "encoder"), "embedding", ["src"])
+        memory = b.stack(enc, src, None, "encoder.")
+        tgt = b.comp("decoder.wte", "wte", emb, ctx_of(model, "decoder"), "embedding", ["idx"])
+        x = b.stack(dec, tgt, memory, "decoder.")
+    else:
+        x = b.comp("wte", "wte", emb, ctx_of(model), "embedding", ["idx"])
+        x = b.stack(model.stacks[0], x, None, "")
+    x = b.comp("lm_head", "lm_head", model.head, ctx_of(model), "lm_head", [x])
     b.op("output", "output", "output", [x])
     return b.g
 
 
 def layer_order(g: nx.DiGraph) -> list[str]:
-    """Layer names in the order their first node appears in the graph."""
+    """Layer names in the order the builder met them (inputs first, the head last)."""
     seen: dict[str, None] = {}
-    for n in nx.topological_sort(g):
+    for n in g.nodes:
         layer = g.nodes[n]["layer"]
         if layer not in ("input", "output"):
             seen.setdefault(layer, None)

@@ -1,8 +1,15 @@
 """The intermediate representation: frozen dataclasses holding only resolved values.
 
-Names, expressions and defaults are gone by the time a spec reaches the IR (see :mod:`elaborate`).
-Spans are kept for diagnostics but excluded from equality, so the text and YAML forms of one spec give
-equal IR. A component instance is a :class:`Node`: its kind (a key of the registry) and its parameters.
+Names, expressions, presets, patterns and defaults are gone by the time a spec reaches the IR (see
+:mod:`archdsl.elaborate`). Spans are kept for diagnostics but excluded from equality, so the text and
+YAML forms of one spec give equal IR, and a block written with a placement preset equals the same block
+written as an explicit ``flow``.
+
+* A component instance is a :class:`Node`: its kind (a key of the registry) and its parameters.
+* A block is a small dataflow program: named sublayers (``Node``s) and statements over tensors
+  (:class:`Stmt` with :class:`Ref` / :class:`Apply` / :class:`Sum` / :class:`Scale` expressions).
+* A :class:`Stack` is the layers of an encoder or a decoder; a :class:`Model` is one or two stacks with
+  an embedding and a head.
 """
 
 from __future__ import annotations
@@ -44,39 +51,119 @@ class Node:
         return self.span
 
 
+# -- tensor expressions inside a block --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor by name: the block input ``x``, the encoder output ``memory``, or an earlier target."""
+
+    name: str
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Apply:
+    """A sublayer applied to tensors: ``attn(ln_1(x))``, ``cross(h, memory)``."""
+
+    layer: str
+    args: tuple[TExpr, ...]
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Sum:
+    """A residual sum of two or more tensors of one shape."""
+
+    terms: tuple[TExpr, ...]
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A tensor times a constant (``0.5 * mlp(x)`` in Conformer's macaron FFN; DeepNet's ``alpha * x``)."""
+
+    factor: float
+    operand: TExpr
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+TExpr = Ref | Apply | Sum | Scale
+
+
+@dataclass(frozen=True)
+class Stmt:
+    target: str
+    value: TExpr
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
 @dataclass(frozen=True)
 class Block:
-    """One layer. ``placement`` says where the norms sit: ``pre`` (Xiong et al. 2020, GPT-2) or ``post``
-    (Vaswani et al. 2017, BERT)."""
+    """One layer as a dataflow program over its inputs (``x``, and ``memory`` in a decoder with
+    cross-attention). Its output is the target of the last statement. ``name`` only names the class
+    the block lowers to (``PreNormBlock``, ``OlmoBlock``); it is not part of the block's identity."""
 
-    placement: str
-    norm: Node
-    attention: Node
-    ffn: Node
+    sublayers: tuple[tuple[str, Node], ...]
+    body: tuple[Stmt, ...]
+    inputs: tuple[str, ...] = ("x",)
+    name: str = field(default="Block", compare=False)
+    doc: str = field(default="", compare=False, repr=False)
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def output(self) -> str:
+        return self.body[-1].target
+
+    def sublayer(self, name: str) -> Node:
+        return dict(self.sublayers)[name]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The layers of an encoder or a decoder. ``instances[i]`` says which module layer ``i`` uses:
+    layers with the same instance share their weights (ALBERT); by default every layer is its own."""
+
+    role: str  # "encoder" | "decoder"
+    layers: tuple[Block, ...]
+    instances: tuple[int, ...]
+    position: Node | None = None
+    final_norm: Node | None = None
     span: Span | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Model:
     name: str
-    type: str  # "decoder" | "encoder"
+    type: str  # "decoder" | "encoder" | "encoder_decoder"
     d_model: int
-    vocab: int
+    vocab: int  # 0 for models without a token vocabulary (image classifiers)
     embedding: Node
-    position: Node | None
-    layers: tuple[Block, ...]
-    final_norm: Node | None
+    stacks: tuple[Stack, ...]  # (decoder,) | (encoder,) | (encoder, decoder)
     head: Node
     span: Span | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def encoder(self) -> Stack | None:
+        return next((s for s in self.stacks if s.role == "encoder"), None)
+
+    @property
+    def decoder(self) -> Stack | None:
+        return next((s for s in self.stacks if s.role == "decoder"), None)
+
+    @property
+    def n_layers(self) -> int:
+        return sum(len(s.layers) for s in self.stacks)
+
     def components(self) -> Iterator[Node]:
         yield self.embedding
-        if self.position is not None:
-            yield self.position
-        for b in self.layers:
-            yield from (b.norm, b.attention, b.ffn)
-        if self.final_norm is not None:
-            yield self.final_norm
+        for s in self.stacks:
+            if s.position is not None:
+                yield s.position
+            for blk in s.layers:
+                yield from (n for _, n in blk.sublayers)
+            if s.final_norm is not None:
+                yield s.final_norm
         yield self.head
 
 

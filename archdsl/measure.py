@@ -36,10 +36,10 @@ def flop_counter_mode(**kwargs: Any) -> FlopCounterMode:
     return FlopCounterMode(custom_mapping=dict(SDPA_CPU_FORMULAS), **kwargs)
 
 
-def count_forward_flops(model: torch.nn.Module, idx: torch.Tensor) -> tuple[int, dict[str, int]]:
+def count_forward_flops(model: torch.nn.Module, *inputs: torch.Tensor) -> tuple[int, dict[str, int]]:
     """Total forward FLOPs, and FLOPs per module path (``h.0.attn``; the root is ``""``)."""
     with torch.no_grad(), flop_counter_mode(depth=99) as fc:
-        model(idx)
+        model(*inputs)
     # FlopCounterMode names modules "<RootClass>.h.0.attn"; drop the root's name to get module paths.
     per = {
         name.partition(".")[2]: int(sum(ops.values()))

@@ -1,9 +1,9 @@
 """The pipeline, as a table of contents. Each step is a named, pure function of the one before:
 
-    read -> parse (Lark | strict YAML) -> elaborate -> IR
+    read -> parse (Lark | strict YAML) -> compose (extends, import, --set) -> elaborate -> IR
     IR -> graph view -> validation passes (acyclic, connected, shapes) -> diagnostics
     IR + graph -> analysis (params, FLOPs) -> Report
-    IR -> lower (registry) -> constructor tree -> nn.Module | standalone .py
+    IR -> lower (registry, generated blocks) -> constructor tree -> nn.Module | standalone .py
 
 Only ``build`` imports torch.
 """
@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 import networkx as nx
 
 from archdsl import syntax as S
+from archdsl.compose import apply_overrides, compose_file
 from archdsl.cost import Report, analyze_graph
-from archdsl.diagnostics import Diagnostic, SourceCache, Span, SpecError
+from archdsl.diagnostics import Diagnostic, SourceCache, SpecError
 from archdsl.elaborate import elaborate
 from archdsl.frontend import parse_source
 from archdsl.frontend.text import parse_expr
-from archdsl.graph import build_graph
-from archdsl.ir import Spec, Value
+from archdsl.graph import build_graph, input_shapes
+from archdsl.ir import Spec
 from archdsl.lower.lowering import lower
 from archdsl.passes import run_passes
 
@@ -41,11 +42,10 @@ def parse_overrides(overrides: Mapping[str, Override] | None) -> tuple[dict[str,
     texts: dict[str, str] = {}
     for name, value in (overrides or {}).items():
         where = f"<--set {name}>"
-        text = (
-            value
-            if isinstance(value, str)
-            else ("true" if value is True else "false" if value is False else repr(value))
-        )
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = value if isinstance(value, str) else repr(value)
         texts[where] = text
         exprs[name] = parse_expr(text, where)
     return exprs, texts
@@ -56,34 +56,38 @@ def read(path: str | Path) -> str:
 
 
 def load(path: str | Path, overrides: Mapping[str, Override] | None = None) -> Spec:
-    """Read, parse and elaborate a spec. Raises :class:`SpecError` (with every diagnostic) if it is
-    not a valid spec, and ``OSError`` if it cannot be read."""
+    """Read, parse, compose and elaborate a spec. Raises :class:`SpecError` (with every diagnostic)
+    if it is not a valid spec, and ``OSError`` if it cannot be read.
+
+    ``overrides`` replace constants (``{"n_layers": 2}``) or, with a dotted name, any value in the
+    spec (``{"model.block.attention.heads": 4}``)."""
     path = str(path)
-    text = read(path)
-    file = parse_source(text, path)
     exprs, texts = parse_overrides(overrides)
-    try:
-        model, env = elaborate(file, exprs)
-    except SpecError:
-        raise
-    return Spec(model=model, constants=tuple(env.items()), path=path, sources=((path, text), *texts.items()))
+    file, read_texts = compose_file(path, read, parse_source)
+    dotted = {k: v for k, v in exprs.items() if "." in k}
+    file = apply_overrides(file, dotted)
+    model, env = elaborate(file, {k: v for k, v in exprs.items() if "." not in k})
+    return Spec(
+        model=model, constants=tuple(env.items()), path=path, sources=(*read_texts.items(), *texts.items())
+    )
 
 
 def graph(spec: Spec) -> nx.DiGraph:
     return build_graph(spec.model)
 
 
-def check(spec: Spec | str | Path) -> list[Diagnostic]:
-    """All diagnostics for a spec (empty when it is valid). Accepts a loaded spec or a path."""
+def check(spec: Spec | str | Path, overrides: Mapping[str, Override] | None = None) -> list[Diagnostic]:
+    """All diagnostics for a spec (empty when it is valid). Accepts a loaded spec, or a path (and
+    overrides) to load."""
     if not isinstance(spec, Spec):
         try:
-            spec = load(spec)
+            spec = load(spec, overrides)
         except SpecError as e:
             return e.diagnostics
     return run_passes(graph(spec))
 
 
-def _checked_graph(spec: Spec) -> nx.DiGraph:
+def checked_graph(spec: Spec) -> nx.DiGraph:
     g = graph(spec)
     diags = run_passes(g)
     if diags:
@@ -91,27 +95,46 @@ def _checked_graph(spec: Spec) -> nx.DiGraph:
     return g
 
 
-def analyze(spec: Spec, batch: int = 1, seq_len: int | None = None) -> Report:
-    """Exact parameters and forward FLOPs, per layer and in total, at ``batch`` x ``seq_len``.
+def default_seq_len(spec: Spec) -> int:
+    """The model's context: the shortest positional table, or 1024 without one."""
+    limits = [
+        limit
+        for s in spec.model.stacks
+        if s.position is not None
+        for limit in [_limit(s.position)]
+        if limit is not None
+    ]
+    return min(limits) if limits else DEFAULT_SEQ_LEN
 
-    ``seq_len`` defaults to the model's context (the positional table's ``max_len``) or 1024."""
-    g = _checked_graph(spec)
+
+def _limit(node: S.Expr) -> int | None:  # type: ignore[valid-type]
+    from archdsl.kinds import REGISTRY
+
+    return REGISTRY[node.kind].max_seq_len(node, None)  # type: ignore[attr-defined]
+
+
+def analyze(spec: Spec, batch: int = 1, seq_len: int | None = None, src_len: int | None = None) -> Report:
+    """Exact parameters and forward FLOPs, per layer and in total, at ``batch`` x ``seq_len`` (and an
+    encoder input of ``src_len``, default ``seq_len``, for encoder-decoders). ``seq_len`` defaults to
+    the model's context (its positional table's ``max_len``) or 1024. Image models take their length
+    from the image."""
+    g = checked_graph(spec)
     if seq_len is None:
-        seq_len = min(
-            (a["kind"].max_seq_len(a["node"], g.graph["ctx"]) or DEFAULT_SEQ_LEN)
-            for _, a in g.nodes(data=True)
-            if "kind" in a
-        )
-    if batch < 1 or seq_len < 1:
-        raise ValueError(f"batch and seq_len must be positive, got batch={batch}, seq_len={seq_len}")
+        seq_len = default_seq_len(spec)
+    if src_len is None:
+        src_len = seq_len
+    if batch < 1 or seq_len < 1 or src_len < 1:
+        raise ValueError(f"batch and lengths must be positive, got batch={batch}, seq_len={seq_len}")
     m = spec.model
+    is_encdec = m.type == "encoder_decoder"
     return Report(
         model=m.name,
         model_type=m.type,
         batch=batch,
         seq_len=seq_len,
-        layers=analyze_graph(g, batch, seq_len),
-        n_blocks=len(m.layers),
+        src_len=src_len if is_encdec else None,
+        layers=analyze_graph(g, {"B": batch, "T": seq_len, "S": src_len}),
+        n_blocks=m.n_layers,
         d_model=m.d_model,
         vocab=m.vocab,
     )
@@ -119,10 +142,25 @@ def analyze(spec: Spec, batch: int = 1, seq_len: int | None = None) -> Report:
 
 def build(spec: Spec, seed: int = 0) -> nn.Module:
     """The spec as a randomly initialised ``nn.Module`` (deterministic in ``seed``)."""
-    _checked_graph(spec)
+    checked_graph(spec)
     from archdsl.lower.build import build_module
 
     return build_module(lower(spec.model), seed=seed)
+
+
+def example_inputs_source(spec: Spec, batch: int = 2, seq_len: int = 16) -> str:
+    """Python that makes example inputs for the model, named as its forward's arguments."""
+    lines = []
+    names = []
+    for name, shape in input_shapes(spec.model).items():
+        dims = tuple(batch if d == "B" else seq_len if d in ("T", "S") else d for d in shape)
+        if len(shape) == 2:
+            lines.append(f"{name} = torch.randint(0, {spec.model.vocab}, {dims})  # token ids")
+        else:
+            lines.append(f"{name} = torch.randn{dims}  # images")
+        names.append(name)
+    lines.append(f"out = model({', '.join(names)})")
+    return "\n".join(lines)
 
 
 def emit_source(spec: Spec) -> str:
@@ -130,25 +168,24 @@ def emit_source(spec: Spec) -> str:
     from archdsl import __version__
     from archdsl.lower.emit import emit
 
-    g = _checked_graph(spec)
-    r = analyze_graph(g, 1, 1)
+    g = checked_graph(spec)
+    r = analyze_graph(g, {"B": 1, "T": 1, "S": 1})
     params = sum(layer.params for layer in r)
     m = spec.model
+    inputs = ", ".join(input_shapes(m))
     header = (
         f"{m.name}: generated by archdsl {__version__} from {Path(spec.path).name}.\n\n"
-        f"A {m.type} with {len(m.layers)} blocks, d_model {m.d_model}, vocab {m.vocab}: "
-        f"{params:,} parameters.\n"
+        f"A {m.type.replace('_', '-')} with {m.n_layers} blocks, d_model {m.d_model}"
+        + (f", vocab {m.vocab}" if m.vocab else "")
+        + f": {params:,} parameters.\n"
         "Standalone: needs only torch.\n\n"
         "    model = build_model()\n"
-        "    logits = model(idx)  # idx: (B, T) token ids -> logits: (B, T, vocab)\n"
+        f"    out = model({inputs})\n"
     )
-    return emit(lower(m), header, example_vocab=m.vocab)
+    return emit(lower(m), header, example_inputs_source(spec))
 
 
-def sources(spec_or_none: Spec | None = None, extra: Mapping[str, str] | None = None) -> SourceCache:
-    texts = dict(spec_or_none.sources) if spec_or_none else {}
+def sources(spec: Spec | None = None, extra: Mapping[str, str] | None = None) -> SourceCache:
+    texts = dict(spec.sources) if spec else {}
     texts.update(extra or {})
     return SourceCache(texts)
-
-
-__all__ = ["Span", "Value", "analyze", "build", "check", "emit_source", "graph", "load"]

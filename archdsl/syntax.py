@@ -1,10 +1,11 @@
 """The surface tree both front ends produce.
 
-A spec is a list of entries. An entry is an attribute (``name = value``) or a section
-(``keyword label { entries }``). Values are expressions: numbers, booleans, names, arithmetic, and calls
-``kind(key = value, ...)`` (a component) or ``min(a, b)`` (a function). The text form writes this tree
-directly; the YAML form writes mappings (a mapping with ``kind`` is a call, any other mapping a section,
-its ``name`` key the label). Spans are carried on every node and excluded from equality, so the two forms
+A spec is a list of entries: attributes (``name = value``), sections (``keyword label { entries }``),
+``extends "base.arch"`` and ``import a, b from "blocks.arch"``. Values are expressions: numbers,
+booleans, names, lists, arithmetic, and calls ``kind(key = value, ...)`` (a component), ``min(a, b)`` (a
+function) or ``attn(ln_1(x))`` (a sublayer applied to tensors, inside ``flow``). The text form writes
+this tree directly; the YAML form writes mappings (see :mod:`archdsl.frontend.yaml`). Spans (and the
+source text of number literals) are carried on every node and excluded from equality, so the two forms
 of one spec give equal trees.
 """
 
@@ -25,6 +26,7 @@ class Ident:
 class Num:
     value: int | float
     span: Span | None = field(default=None, compare=False, repr=False)
+    text: str | None = field(default=None, compare=False, repr=False)  # as written, for the formatter
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Bool:
 
 @dataclass(frozen=True)
 class Name:
-    """A reference: a constant, or an enum word such as ``gelu`` (resolved by the parameter's schema)."""
+    """A reference: a constant, a block, a tensor in a flow, or an enum word such as ``gelu``."""
 
     name: str
     span: Span | None = field(default=None, compare=False, repr=False)
@@ -56,8 +58,14 @@ class Neg:
 
 
 @dataclass(frozen=True)
+class List:
+    items: tuple[Expr, ...]
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class Arg:
-    key: Ident | None  # None for positional arguments (functions such as min/max)
+    key: Ident | None  # None for positional arguments (functions, tensors in a flow)
     value: Expr
     span: Span | None = field(default=None, compare=False, repr=False)
 
@@ -69,7 +77,7 @@ class Call:
     span: Span | None = field(default=None, compare=False, repr=False)
 
 
-Expr = Num | Bool | Name | BinOp | Neg | Call
+Expr = Num | Bool | Name | BinOp | Neg | List | Call
 
 
 @dataclass(frozen=True)
@@ -87,32 +95,71 @@ class Section:
     span: Span | None = field(default=None, compare=False, repr=False)
 
 
-Entry = Attr | Section
+@dataclass(frozen=True)
+class Extends:
+    path: str
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Import:
+    names: tuple[Ident, ...]
+    path: str
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+Entry = Attr | Section | Extends | Import
+
+
+@dataclass(frozen=True)
+class Comment:
+    line: int
+    col: int
+    text: str  # including the leading '#'
 
 
 @dataclass(frozen=True)
 class File:
     path: str
     entries: tuple[Entry, ...]
+    comments: tuple[Comment, ...] = field(default=(), compare=False, repr=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Canonical expression text (messages, the formatter, the YAML writer)
+
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2, "**": 4}
+
+
+def number_text(e: Num) -> str:
+    if e.text is not None:
+        return e.text
+    return repr(e.value)
 
 
 def expr_text(e: Expr) -> str:
-    """Canonical text of an expression (used in messages and, later, by the formatter)."""
+    """Canonical text of an expression, with only the parentheses precedence needs."""
+    return _text(e, 0)
+
+
+def _text(e: Expr, ctx: int) -> str:
     if isinstance(e, Num):
-        return repr(e.value)
+        return number_text(e)
     if isinstance(e, Bool):
         return "true" if e.value else "false"
     if isinstance(e, Name):
         return e.name
+    if isinstance(e, List):
+        return "[" + ", ".join(_text(x, 0) for x in e.items) + "]"
     if isinstance(e, Neg):
-        return f"-{_paren(e.operand)}"
+        s = "-" + _text(e.operand, 3)
+        return f"({s})" if ctx > 3 else s
     if isinstance(e, BinOp):
-        return f"{_paren(e.left)} {e.op} {_paren(e.right)}"
-    args = ", ".join(
-        (f"{a.key.name} = {expr_text(a.value)}" if a.key else expr_text(a.value)) for a in e.args
-    )
+        p = _PREC[e.op]
+        if e.op == "**":  # right-associative; its left operand is an atom
+            s = f"{_text(e.left, 5)} ** {_text(e.right, 3)}"
+        else:
+            s = f"{_text(e.left, p)} {e.op} {_text(e.right, p + 1)}"
+        return f"({s})" if p < ctx else s
+    args = ", ".join((f"{a.key.name} = {_text(a.value, 0)}" if a.key else _text(a.value, 0)) for a in e.args)
     return f"{e.func.name}({args})"
-
-
-def _paren(e: Expr) -> str:
-    return f"({expr_text(e)})" if isinstance(e, BinOp) else expr_text(e)

@@ -44,3 +44,19 @@ def write_spec(tmp_path: Path):  # type: ignore[no-untyped-def]
         return p
 
     return write
+
+
+def model_inputs(spec, batch: int, seq_len: int, generator=None):  # type: ignore[no-untyped-def]
+    """Random inputs for a built model, in its forward's argument order (token ids or images)."""
+    import torch
+
+    from archdsl.graph import input_shapes
+
+    out = []
+    for shape in input_shapes(spec.model).values():
+        dims = [batch if d == "B" else seq_len if d in ("T", "S") else d for d in shape]
+        if len(dims) == 2:
+            out.append(torch.randint(0, spec.model.vocab, dims, generator=generator))
+        else:
+            out.append(torch.randn(dims, generator=generator))
+    return out

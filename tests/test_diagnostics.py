@@ -16,8 +16,7 @@ def diags_of(path) -> list[archdsl.Diagnostic]:  # type: ignore[no-untyped-def]
 
 
 def test_heads_not_dividing_points_at_the_argument() -> None:
-    spec = archdsl.load(SPECS / "gpt2_small.arch", {"n_heads": 10})
-    [d] = archdsl.check(spec)
+    [d] = archdsl.check(SPECS / "gpt2_small.arch", {"n_heads": 10})
     assert d.code == "E011"
     assert "768" in d.message and "10" in d.message
     src = (SPECS / "gpt2_small.arch").read_text().splitlines()
@@ -28,7 +27,7 @@ def test_heads_not_dividing_points_at_the_argument() -> None:
 
 
 def test_heads_not_dividing_in_yaml_points_at_the_argument() -> None:
-    [d] = archdsl.check(archdsl.load(SPECS / "gpt2_small.yaml", {"n_heads": 10}))
+    [d] = archdsl.check(SPECS / "gpt2_small.yaml", {"n_heads": 10})
     src = (SPECS / "gpt2_small.yaml").read_text().splitlines()
     assert d.code == "E011" and d.span is not None
     assert src[d.span.line - 1][d.span.col - 1 :].startswith("heads: n_heads")
@@ -101,14 +100,14 @@ def test_syntax_errors_are_positioned(write_spec, text: str, code: str, line: in
         ("a: 1\na: 2\nmodel: {name: m}\n", "duplicate key `a`"),
         ("a: !!python/object:os.system 1\n", "YAML tag"),
         ("a: &x 1\nb: *x\n", "YAML anchor"),
-        ("a: [1, 2]\n", "a list is not a value here"),
+        ("a: [1, 2]\nmodel: {name: m}\n", "a list is only a value of `layers`"),
         ("a: {b: 1\n", "YAML syntax error"),
     ],
 )
 def test_strict_yaml(write_spec, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
     ds = diags_of(write_spec("s.yaml", text))
     assert ds and ds[0].span is not None
-    assert message in ds[0].message
+    assert any(message in d.message for d in ds), ds
 
 
 def _graph():  # type: ignore[no-untyped-def]

@@ -55,7 +55,8 @@ def test_gpt2_small_twins_elaborate_to_equal_ir() -> None:
     b = archdsl.load(SPECS / "gpt2_small.yaml")
     assert a.model == b.model
     assert a.constants == b.constants
-    assert a.model.layers[0].norm["eps"] == 1e-5 and isinstance(a.model.layers[0].norm["eps"], float)
+    eps = a.model.stacks[0].layers[0].sublayer("ln_1")["eps"]
+    assert eps == 1e-5 and isinstance(eps, float)
 
 
 def test_inline_twins_with_expressions(write_spec) -> None:  # type: ignore[no-untyped-def]
@@ -63,12 +64,14 @@ def test_inline_twins_with_expressions(write_spec) -> None:  # type: ignore[no-u
     b = archdsl.load(write_spec("m.yaml", YAML)).model
     assert a == b
     assert isinstance(a, Model)
-    assert a.vocab == 127 and a.type == "encoder" and len(a.layers) == 2
-    assert a.position is not None and a.position["max_len"] == 96
-    assert a.layers[0].attention["heads"] == 3
+    stack = a.stacks[0]
+    blk = stack.layers[0]
+    assert a.vocab == 127 and a.type == "encoder" and len(stack.layers) == 2
+    assert stack.position is not None and stack.position["max_len"] == 96
+    assert blk.sublayer("attn")["heads"] == 3
     # an encoder's attention defaults to bidirectional
-    assert a.layers[0].attention["causal"] is False
-    assert a.layers[0].norm["eps"] == 1e-6
+    assert blk.sublayer("attn")["causal"] is False
+    assert blk.sublayer("ln_1")["eps"] == 1e-6
 
 
 def test_twins_differ_when_a_value_differs(write_spec) -> None:  # type: ignore[no-untyped-def]
@@ -79,7 +82,7 @@ def test_twins_differ_when_a_value_differs(write_spec) -> None:  # type: ignore[
 
 def test_overrides_flow_through_derived_constants() -> None:
     s = archdsl.load(SPECS / "gpt2_small.arch", {"d_model": 64, "n_heads": "2 * 2"})
-    blk = s.model.layers[0]
+    blk = s.model.stacks[0].layers[0]
     assert s.model.d_model == 64
-    assert blk.ffn["hidden"] == 256  # 4 * d_model follows the override
-    assert blk.attention["heads"] == 4
+    assert blk.sublayer("mlp")["hidden"] == 256  # 4 * d_model follows the override
+    assert blk.sublayer("attn")["heads"] == 4

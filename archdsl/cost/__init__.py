@@ -2,7 +2,8 @@
 
 Nothing here builds a module or imports torch. Conventions (stated in every report):
 
-* parameters are counted once even when shared (a tied LM head adds none), as ``sum(p.numel())`` does;
+* parameters are counted once even when shared (a tied LM head, a module shared between layers), as
+  ``sum(p.numel())`` over ``module.parameters()`` does;
 * FLOPs are 2 per multiply-add, matmuls only (elementwise ops, norms, softmax and lookups add none), with
   attention scores and the value product over the full n x n even under a causal mask — the convention of
   ``torch.utils.flop_counter.FlopCounterMode``, which the tests hold the model to.
@@ -10,6 +11,7 @@ Nothing here builds a module or imports torch. Conventions (stated in every repo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +19,13 @@ import networkx as nx
 
 from archdsl.diagnostics import Diagnostic, SpecError
 from archdsl.graph import layer_order
+from archdsl.passes.shapes import inputs_of
 
 CONVENTIONS = {
-    "params": "each parameter counted once (tied weights once), as sum(p.numel()) over module.parameters()",
+    "params": (
+        "each parameter counted once (tied or shared weights once), "
+        "as sum(p.numel()) over module.parameters()"
+    ),
     "flops": (
         "dense: 2 FLOPs per multiply-add, matmuls only, attention over the full n x n (no causal halving); "
         "equals torch.utils.flop_counter.FlopCounterMode on the lowered module"
@@ -29,20 +35,10 @@ CONVENTIONS = {
 EMBEDDING_ROLES = ("embedding", "position")
 
 
-@dataclass(frozen=True)
-class Cost:
-    """An additive cost value: parameters and forward FLOPs (ints, or sympy expressions)."""
-
-    params: int = 0
-    flops: Any = 0
-
-    def __add__(self, other: Cost) -> Cost:
-        return Cost(self.params + other.params, self.flops + other.flops)
-
-
 @dataclass
 class ComponentCost:
-    path: str
+    path: str  # the graph node (a module applied twice appears as `path` and `path#2`)
+    module: str  # the module it lowers to
     kind: str
     role: str
     params: int
@@ -51,6 +47,7 @@ class ComponentCost:
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
+            "module": self.module,
             "kind": self.kind,
             "role": self.role,
             "params": self.params,
@@ -80,6 +77,7 @@ class Report:
     model_type: str
     batch: int
     seq_len: int
+    src_len: int | None
     layers: list[LayerCost]
     n_blocks: int
     d_model: int
@@ -98,10 +96,13 @@ class Report:
         return sum(layer.flops_forward for layer in self.layers)
 
     def to_dict(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {"batch": self.batch, "seq_len": self.seq_len}
+        if self.src_len is not None:
+            settings["src_len"] = self.src_len
         return {
             "model": self.model,
             "type": self.model_type,
-            "settings": {"batch": self.batch, "seq_len": self.seq_len},
+            "settings": settings,
             "conventions": dict(CONVENTIONS),
             "params": {
                 "total": self.params_total,
@@ -113,42 +114,58 @@ class Report:
         }
 
 
-def check_seq_len(g: nx.DiGraph, seq_len: int) -> list[Diagnostic]:
-    ctx = g.graph["ctx"]
+def concrete(shape: tuple[Any, ...], sizes: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(sizes.get(d, d) if isinstance(d, str) else d for d in shape)
+
+
+def check_seq_len(g: nx.DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
     diags = []
-    for _n, a in g.nodes(data=True):
+    for n, a in g.nodes(data=True):
         if "kind" not in a:
             continue
-        limit = a["kind"].max_seq_len(a["node"], ctx)
-        if limit is not None and seq_len > limit:
+        limit = a["kind"].max_seq_len(a["node"], a["ctx"])
+        if limit is None:
+            continue
+        length = concrete(g.nodes[inputs_of(g, n)[0]]["shape"], sizes)[1]
+        if isinstance(length, int) and length > limit:
             diags.append(
                 Diagnostic(
                     "E014",
-                    f"sequence length {seq_len} exceeds `{a['node'].kind}` max_len ({limit})",
+                    f"sequence length {length} exceeds `{a['node'].kind}` max_len ({limit})",
                     a["node"].span_of("max_len"),
-                    help=f"analyse with --seq {limit} or less, or raise max_len",
+                    help=f"analyse with a length of {limit} or less, or raise max_len",
                 )
             )
-    return diags
+    return _unique(diags)
 
 
-def analyze_graph(g: nx.DiGraph, batch: int, seq_len: int) -> list[LayerCost]:
-    diags = check_seq_len(g, seq_len)
+def _unique(diags: list[Diagnostic]) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for d in diags:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def analyze_graph(g: nx.DiGraph, sizes: Mapping[str, Any]) -> list[LayerCost]:
+    """Per-layer costs with the symbolic sizes (``B``, ``T``, ``S``) bound to ``sizes``."""
+    diags = check_seq_len(g, sizes)
     if diags:
         raise SpecError(diags)
-    ctx = g.graph["ctx"]
     layers = {name: LayerCost(name) for name in layer_order(g)}
-    for n in nx.topological_sort(g):
+    for n in g.nodes:
         a = g.nodes[n]
         if "kind" not in a:
             continue
-        kind, node = a["kind"], a["node"]
+        kind, node, ctx = a["kind"], a["node"], a["ctx"]
+        ins = [concrete(g.nodes[p]["shape"], sizes) for p in inputs_of(g, n)]
         c = ComponentCost(
             path=n,
+            module=a["path"],
             kind=node.kind,
             role=kind.role,
-            params=int(kind.n_params(node, ctx)),
-            flops_forward=int(kind.flops(node, ctx, batch, seq_len)),
+            params=int(kind.n_params(node, ctx)) if a["owner"] else 0,
+            flops_forward=int(kind.flops(node, ctx, ins)),
         )
         layer = layers[a["layer"]]
         layer.components.append(c)

@@ -6,11 +6,13 @@ become words a user knows, and no Lark traceback escapes (``from None``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
+from typing import Any
 
 from lark import Lark, Token, Transformer_NonRecursive, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from archdsl import syntax as S
 from archdsl.diagnostics import Diagnostic, Span, SpecError
@@ -24,6 +26,9 @@ def grammar_path() -> Path:
     return packaged if packaged.exists() else here.parent / "grammar" / "archdsl.lark"
 
 
+_COMMENTS: list[Token] = []  # filled by the lexer during one parse (see parse_text)
+
+
 @functools.cache
 def _parser() -> Lark:
     return Lark(
@@ -32,6 +37,7 @@ def _parser() -> Lark:
         start=["start", "expr"],
         propagate_positions=True,
         maybe_placeholders=False,
+        lexer_callbacks={"COMMENT": _COMMENTS.append},
     )
 
 
@@ -53,6 +59,12 @@ _WORDS = {
     "PERCENT": "'%'",
     "TRUE": "'true'",
     "FALSE": "'false'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "STRING": 'a "quoted path"',
+    "EXTENDS": "'extends'",
+    "IMPORT": "'import'",
+    "FROM": "'from'",
     "$END": "end of file",
 }
 
@@ -149,9 +161,32 @@ def _tok_span(path: str, tok: Token) -> Span:
     return Span(path, tok.line or 1, tok.column or 1, tok.end_line or 1, tok.end_column or 1)
 
 
-def _number(tok: Token) -> int | float:
+def _number(tok: Token, path: str) -> int | float:
     s = str(tok).replace("_", "")
+    if tok.type == "INT" and len(s) > 1 and s[0] == "0":
+        raise SpecError(
+            [
+                Diagnostic(
+                    "E001",
+                    f"integer `{tok}` has a leading zero",
+                    _tok_span(path, tok),
+                    help=f"write {int(s)}; YAML 1.1 would read `{tok}` as the octal {_octal(s)}",
+                )
+            ]
+        )
     return float(s) if tok.type == "FLOAT" else int(s)
+
+
+def _octal(s: str) -> str:
+    try:
+        return str(int(s, 8))
+    except ValueError:
+        return "(not octal either)"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Label:
+    ident: S.Ident
 
 
 class _ToSyntax(Transformer_NonRecursive):
@@ -182,17 +217,34 @@ class _ToSyntax(Transformer_NonRecursive):
         keyword = children[0]
         label = None
         rest = children[1:]
-        if rest and isinstance(rest[0], S.Ident):
-            label, rest = rest[0], rest[1:]
+        if rest and isinstance(rest[0], _Label):
+            label, rest = rest[0].ident, rest[1:]
         return S.Section(keyword, label, tuple(rest), self._s(meta))  # type: ignore[arg-type]
 
     @v_args(meta=True)
+    def label(self, meta: object, children: list[Token]) -> _Label:
+        return _Label(S.Ident(str(children[0]), _tok_span(self.path, children[0])))
+
+    @v_args(meta=True)
+    def extends(self, meta: object, children: list[Token]) -> S.Extends:
+        return S.Extends(str(children[0])[1:-1], self._s(meta))
+
+    @v_args(meta=True)
+    def import_(self, meta: object, children: list[object]) -> S.Import:
+        *names, path = children
+        return S.Import(tuple(names), str(path)[1:-1], self._s(meta))  # type: ignore[arg-type]
+
+    @v_args(meta=True)
+    def list(self, meta: object, children: list[S.Expr]) -> S.List:
+        return S.List(tuple(c for c in children if c is not None), self._s(meta))
+
+    @v_args(meta=True)
     def int(self, meta: object, children: list[Token]) -> S.Num:
-        return S.Num(_number(children[0]), self._s(meta))
+        return S.Num(_number(children[0], self.path), self._s(meta), str(children[0]))
 
     @v_args(meta=True)
     def float(self, meta: object, children: list[Token]) -> S.Num:
-        return S.Num(_number(children[0]), self._s(meta))
+        return S.Num(_number(children[0], self.path), self._s(meta), str(children[0]))
 
     @v_args(meta=True)
     def true(self, meta: object, children: list[Token]) -> S.Bool:
@@ -268,16 +320,28 @@ def _depth_error(text: str, path: str) -> Diagnostic | None:
     return None
 
 
+def _transform(path: str, tree: object) -> Any:
+    try:
+        return _ToSyntax(path).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, SpecError):
+            raise e.orig_exc from None
+        raise
+
+
 def parse_text(text: str, path: str) -> S.File:
     deep = _depth_error(text, path)
     if deep is not None:
         raise SpecError([deep])
+    _COMMENTS.clear()
     try:
         tree = _parser().parse(text, start="start")
     except UnexpectedInput as err:
         raise SpecError([_syntax_error(err, text, path)]) from None
-    entries = _ToSyntax(path).transform(tree)
-    return S.File(path, entries)
+    comments = tuple(S.Comment(t.line or 0, t.column or 0, str(t).rstrip()) for t in _COMMENTS)
+    _COMMENTS.clear()
+    entries = _transform(path, tree)
+    return S.File(path, entries, comments)
 
 
 def parse_expr(text: str, path: str, line: int = 1, col: int = 1) -> S.Expr:
@@ -289,7 +353,10 @@ def parse_expr(text: str, path: str, line: int = 1, col: int = 1) -> S.Expr:
         tree = _parser().parse(text, start="expr")
     except UnexpectedInput as err:
         raise SpecError([_shift(_syntax_error(err, text, path), line, col)]) from None
-    expr = _ToSyntax(path).transform(tree)
+    try:
+        expr = _transform(path, tree)
+    except SpecError as e:
+        raise SpecError([_shift(d, line, col) for d in e.diagnostics]) from None
     return _shift_tree(expr, line, col)
 
 
@@ -307,8 +374,6 @@ def _shift(d: Diagnostic, line: int, col: int) -> Diagnostic:
 
 def _shift_tree(e: object, line: int, col: int) -> object:
     """Rebuild a parsed expression with spans moved into the enclosing file's coordinates."""
-    import dataclasses
-
     if (line, col) == (1, 1) or not dataclasses.is_dataclass(e):
         return e
     changes: dict[str, object] = {}

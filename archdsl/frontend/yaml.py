@@ -1,11 +1,18 @@
 """YAML form (.yaml / .yml) -> surface tree, strictly.
 
 PyYAML speaks YAML 1.1, whose implicit typing is a trap for specs (``1e-3`` is a string, ``no`` is
-False, ``017`` is 15) and whose full loader can build Python objects. We therefore use PyYAML only for
-structure: tags, anchors and aliases are refused, nesting is bounded before composing, and *every* scalar
-value is read by the text form's Lark expression rule, so ``4 * d_model``, ``1e-5`` and ``gelu`` mean
-exactly what they mean in a ``.arch`` file. A mapping with a ``kind`` key is a component call; any other
-mapping is a section whose ``name`` key (if any) is its label.
+False, ``017`` is 15) and whose full loader can build Python objects. We use PyYAML only for structure:
+tags, anchors and aliases are refused, nesting is bounded before composing, duplicate keys are errors,
+and *every* scalar is read by the text form's Lark expression rule, so ``4 * d_model``, ``1e-5`` and
+``gelu`` mean exactly what they mean in a ``.arch`` file. The mapping to the text form:
+
+* a mapping with a ``kind`` key is a component call ``kind(key = value, ...)``;
+* any other mapping is a section; its ``name`` key (if any) is the section's label;
+* ``block: {dense: {...}}`` at the top level and ``layer: {0: {...}}`` in a stack hold labelled sections
+  (``block dense { ... }``, ``layer 0 { ... }``);
+* ``extends: base.arch`` and ``import: [{from: blocks.arch, blocks: [a, b]}]`` are the text form's
+  ``extends "base.arch"`` and ``import a, b from "blocks.arch"``;
+* a sequence is a list ``[a, b]``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,13 @@ from archdsl.frontend import MAX_DEPTH
 from archdsl.frontend.text import parse_expr
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_INT_LABEL = re.compile(r"[0-9]+\Z")
+_NON_FINITE = re.compile(r"[-+]?\.(inf|Inf|INF|nan|NaN|NAN)\Z")
+_NULL = re.compile(r"(~|null|Null|NULL)\Z")
+
+#: sections whose YAML form is ``keyword: {label: body}``, by where they may stand
+LABELLED_TOP = ("block",)
+LABELLED_NESTED = ("layer",)
 
 
 def _mark_span(path: str, node: yaml.Node) -> Span:
@@ -38,31 +52,57 @@ def _event_span(path: str, ev: yaml.Event) -> Span:
     return Span(path, s.line + 1, s.column + 1, e.line + 1, max(e.column + 1, s.column + 2))
 
 
+def _has_kind(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.MappingNode) and any(
+        isinstance(k, yaml.ScalarNode) and k.value == "kind" for k, _ in node.value
+    )
+
+
 class _Convert:
     def __init__(self, path: str) -> None:
         self.path = path
         self.diags: list[Diagnostic] = []
 
-    def err(self, node: yaml.Node, message: str, help: str | None = None) -> None:
-        self.diags.append(Diagnostic("E002", message, _mark_span(self.path, node), help))
+    def err(self, node: yaml.Node, message: str, help: str | None = None, code: str = "E002") -> None:
+        self.diags.append(Diagnostic(code, message, _mark_span(self.path, node), help))
 
-    def ident(self, node: yaml.Node, what: str) -> S.Ident | None:
-        if not isinstance(node, yaml.ScalarNode) or not _IDENT.match(str(node.value)):
+    def ident(self, node: yaml.Node, what: str, allow_int: bool = False) -> S.Ident | None:
+        ok = isinstance(node, yaml.ScalarNode) and (
+            _IDENT.match(str(node.value)) or (allow_int and _INT_LABEL.match(str(node.value)))
+        )
+        if not ok:
             shown = repr(node.value) if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
             self.err(node, f"{what} must be a name, found {shown}", "names are letters, digits and _")
             return None
         return S.Ident(node.value, _mark_span(self.path, node))
 
+    def text(self, node: yaml.Node, what: str) -> str | None:
+        if not isinstance(node, yaml.ScalarNode) or not str(node.value).strip():
+            self.err(node, f"{what} must be a path", 'e.g. extends: "base.arch"')
+            return None
+        return str(node.value)
+
+    # -- values ----------------------------------------------------------------------------------
+
     def expr(self, node: yaml.Node) -> S.Expr | None:
         if isinstance(node, yaml.MappingNode):
+            if not _has_kind(node):
+                self.err(node, "a mapping here needs a `kind`", "e.g. {kind: layernorm, eps: 1e-5}")
+                return None
             return self.call(node)
         if isinstance(node, yaml.SequenceNode):
-            self.err(node, "a list is not a value here", "write one value, e.g. `heads: 12`")
-            return None
+            items = [self.expr(v) for v in node.value]
+            if any(i is None for i in items):
+                return None
+            return S.List(tuple(items), _mark_span(self.path, node))  # type: ignore[arg-type]
         assert isinstance(node, yaml.ScalarNode)
         text = str(node.value)
-        if text.strip() == "":
-            self.err(node, "empty value", "give a value, e.g. `eps: 1e-5`")
+        plain = node.style is None
+        if text.strip() == "" or (plain and _NULL.match(text)):
+            self.err(node, "empty value", "give a value, e.g. `eps: 1e-5`; null is not a value in a spec")
+            return None
+        if plain and _NON_FINITE.match(text):
+            self.err(node, f"non-finite number `{text}`", "sizes and rates in a spec are finite numbers")
             return None
         m = node.start_mark
         col = m.column + 1 + (1 if node.style in ("'", '"') else 0)
@@ -72,11 +112,11 @@ class _Convert:
             self.diags.extend(e.diagnostics)
             return None
 
-    def pairs(self, node: yaml.MappingNode) -> list[tuple[S.Ident, yaml.Node]]:
+    def pairs(self, node: yaml.MappingNode, allow_int: bool = False) -> list[tuple[S.Ident, yaml.Node]]:
         seen: dict[str, S.Ident] = {}
         out: list[tuple[S.Ident, yaml.Node]] = []
         for k, v in node.value:
-            key = self.ident(k, "a key")
+            key = self.ident(k, "a key", allow_int)
             if key is None:
                 continue
             if key.name in seen:
@@ -108,20 +148,35 @@ class _Convert:
             return None
         return S.Call(func, tuple(args), _mark_span(self.path, node))
 
-    def entries(self, node: yaml.MappingNode) -> tuple[S.Entry, ...]:
+    # -- entries ---------------------------------------------------------------------------------
+
+    def entries(self, node: yaml.MappingNode, top: bool) -> tuple[S.Entry, ...]:
         out: list[S.Entry] = []
+        labelled = LABELLED_TOP if top else LABELLED_NESTED
         for key, v in self.pairs(node):
-            if isinstance(v, yaml.MappingNode) and not any(
-                isinstance(k, yaml.ScalarNode) and k.value == "kind" for k, _ in v.value
-            ):
-                out.append(self.section(key, v))
+            span = _join(key.span, _mark_span(self.path, v))
+            if top and key.name == "extends":
+                path = self.text(v, "`extends`")
+                if path is not None:
+                    out.append(S.Extends(path, span))
+            elif top and key.name == "import":
+                out.extend(self.imports(v))
+            elif key.name in labelled and isinstance(v, yaml.MappingNode) and not _has_kind(v):
+                for label, body in self.pairs(v, allow_int=True):
+                    if not isinstance(body, yaml.MappingNode):
+                        self.err(body, f"`{key.name} {label.name}` must be a mapping of its entries")
+                        continue
+                    s = _join(label.span, _mark_span(self.path, body))
+                    out.append(S.Section(key, label, self.entries(body, top=False), s))
+            elif isinstance(v, yaml.MappingNode) and not _has_kind(v):
+                out.append(self.section(key, v, span))
             else:
                 value = self.expr(v)
                 if value is not None:
-                    out.append(S.Attr(key, value, key.span))
+                    out.append(S.Attr(key, value, span))
         return tuple(out)
 
-    def section(self, keyword: S.Ident, node: yaml.MappingNode) -> S.Section:
+    def section(self, keyword: S.Ident, node: yaml.MappingNode, span: Span) -> S.Section:
         label: S.Ident | None = None
         rest = []
         for k, v in node.value:
@@ -130,7 +185,34 @@ class _Convert:
             else:
                 rest.append((k, v))
         body = yaml.MappingNode(node.tag, rest, node.start_mark, node.end_mark)
-        return S.Section(keyword, label, self.entries(body), keyword.span)
+        return S.Section(keyword, label, self.entries(body, top=False), span)
+
+    def imports(self, node: yaml.Node) -> list[S.Import]:
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        out = []
+        for item in items:
+            if not isinstance(item, yaml.MappingNode):
+                self.err(
+                    item, "an import is a mapping", "e.g. import: [{from: blocks.arch, blocks: [dense]}]"
+                )
+                continue
+            fields = dict((k.name, v) for k, v in self.pairs(item))
+            unknown = set(fields) - {"from", "blocks"}
+            if unknown or "from" not in fields or "blocks" not in fields:
+                self.err(
+                    item,
+                    "an import has exactly `from` and `blocks`",
+                    "e.g. {from: blocks.arch, blocks: [dense]}",
+                )
+                continue
+            path = self.text(fields["from"], "`from`")
+            names_node = fields["blocks"]
+            names_nodes = names_node.value if isinstance(names_node, yaml.SequenceNode) else [names_node]
+            names = [self.ident(n, "a block name") for n in names_nodes]
+            if path is None or any(n is None for n in names):
+                continue
+            out.append(S.Import(tuple(names), path, _mark_span(self.path, item)))  # type: ignore[arg-type]
+        return out
 
 
 def _check_events(text: str, path: str) -> list[Diagnostic]:
@@ -180,6 +262,24 @@ def _check_events(text: str, path: str) -> list[Diagnostic]:
     return diags
 
 
+def yaml_comments(text: str) -> tuple[S.Comment, ...]:
+    """Comments in YAML source (PyYAML drops them): a ``#`` at the start of a line or after a space,
+    outside quotes."""
+    out = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        quote: str | None = None
+        for i, ch in enumerate(line):
+            if quote:
+                if ch == quote:
+                    quote = None
+            elif ch in "'\"" and (i == 0 or line[i - 1] in " \t:[{,"):
+                quote = ch
+            elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+                out.append(S.Comment(lineno, i + 1, line[i:].rstrip()))
+                break
+    return tuple(out)
+
+
 def parse_yaml(text: str, path: str) -> S.File:
     try:
         diags = _check_events(text, path)
@@ -194,12 +294,12 @@ def parse_yaml(text: str, path: str) -> S.File:
     except yaml.YAMLError as e:
         raise SpecError([Diagnostic("E002", f"YAML error: {e}", None)]) from None
     if root is None:
-        return S.File(path, ())
+        return S.File(path, (), yaml_comments(text))
     conv = _Convert(path)
     if not isinstance(root, yaml.MappingNode):
         conv.err(root, "a spec must be a mapping at the top level", "start with `model:` and constants")
         raise SpecError(conv.diags)
-    entries = conv.entries(root)
+    entries = conv.entries(root, top=True)
     if conv.diags:
         raise SpecError(conv.diags)
-    return S.File(path, entries)
+    return S.File(path, entries, yaml_comments(text))

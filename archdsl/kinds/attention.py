@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from archdsl.ir import Node, Value
@@ -12,45 +13,90 @@ NN = "archdsl.kinds.attention_nn"
 
 
 class MultiHeadAttention(Kind):
-    """Multi-head scaled dot-product self-attention (Vaswani et al. 2017, §3.2.2).
+    """Multi-head scaled dot-product attention (Vaswani et al. 2017, §3.2.2), self or cross.
 
-    Parameters: a fused QKV projection ``d x 3d`` and an output projection ``d x d`` (plus biases):
-    ``4 d^2 + 4 d``. Forward FLOPs at batch b, length n: projections ``2 b n (3 d^2 + d^2) = 8 b n d^2``;
-    scores ``Q K^T`` and the value product ``A V`` over the full n x n, ``2 b n^2 d`` each, so
-    ``4 b n^2 d`` (the dense convention: the causal mask does not halve it).
+    Self-attention is applied to one tensor, cross-attention to two (queries from the first, keys and
+    values from the second: the encoder output in a decoder). Parameters: Q, K, V and output projections
+    ``d x d`` each (plus biases): ``4 d^2 + 4 d``. Forward FLOPs for queries of length n and keys of
+    length m: projections ``2 b (n d^2 + 2 m d^2 + n d^2)``; scores ``Q K^T`` and the value product
+    ``A V``, ``2 b n m d`` each — over the full n x m (the dense convention: a causal mask does not
+    halve it).
     """
 
     name = "mha"
     role = "attention"
+    arities = (1, 2)
     params = (
         Param("heads", "int", min=1, doc="number of attention heads; must divide d_model"),
-        Param("causal", "bool", default=None, doc="mask future positions (default: true in a decoder)"),
-        Param("bias", "bool", default=True, doc="bias on the QKV and output projections"),
+        Param(
+            "causal",
+            "bool",
+            default=None,
+            doc="mask future positions (default: in a decoder's self-attention)",
+        ),
+        Param("bias", "bool", default=True, doc="bias on the Q, K, V and output projections"),
+        Param("cross", "bool", default=None, doc="attend to a second input (default: when applied to two)"),
     )
 
-    def defaults(self, ctx: Ctx) -> dict[str, Value]:
-        return {"causal": ctx.type == "decoder"}
+    def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
+        return {"causal": ctx.stack == "decoder" and arity == 1, "cross": arity == 2}
 
-    def out_shape(self, node: Node, ctx: Ctx, x: Shape) -> Shape:
-        d, h = x[-1], node["heads"]
-        assert isinstance(d, int) and isinstance(h, int)
+    def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
+        errs = []
+        d, h = ctx.d_model, int(node["heads"])
         if d % h:
+            errs.append(
+                ShapeError(
+                    f"d_model ({d}) is not divisible by heads ({h})",
+                    help="choose heads among " + ", ".join(map(str, divisors(d))) + ", …",
+                    param="heads",
+                )
+            )
+        if bool(node["cross"]) != (arity == 2):
+            errs.append(
+                ShapeError(
+                    f"`cross = {'true' if node['cross'] else 'false'}` but the attention is applied to "
+                    f"{arity} tensor{'s' if arity != 1 else ''}",
+                    help="cross-attention takes (x, memory); self-attention takes x",
+                    param="cross",
+                    code="E008",
+                )
+            )
+        if node["cross"] and node["causal"]:
+            errs.append(
+                ShapeError(
+                    "cross-attention cannot be causal",
+                    help="queries and keys come from different sequences; drop `causal = true`",
+                    param="causal",
+                    code="E009",
+                )
+            )
+        return errs
+
+    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
+        d, h = ins[0][-1], int(node["heads"])
+        if isinstance(d, int) and d % h:
             raise ShapeError(
                 f"d_model ({d}) is not divisible by heads ({h})",
                 help="choose heads among " + ", ".join(map(str, divisors(d))) + ", …",
                 param="heads",
             )
-        return x
+        if len(ins) == 2 and ins[0][-1] != ins[1][-1]:
+            raise ShapeError(f"cross-attention inputs have widths {ins[0][-1]} and {ins[1][-1]}")
+        return ins[0]
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         d = ctx.d_model
         return 4 * d * d + (4 * d if node["bias"] else 0)
 
-    def flops(self, node: Node, ctx: Ctx, b: Any, n: Any) -> Any:
-        d = ctx.d_model
-        return 8 * b * n * d * d + 4 * b * n * n * d
+    def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        b, n, d = ins[0]
+        m = ins[1][1] if len(ins) == 2 else n
+        return 2 * b * (n * d * d + 2 * m * d * d + n * d * d) + 4 * b * n * m * d
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        if node["cross"]:
+            return ours(NN, "CrossAttention", d_model=ctx.d_model, n_heads=node["heads"], bias=node["bias"])
         return ours(
             NN,
             "SelfAttention",

@@ -25,3 +25,27 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.c_proj(y)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from x (queries) to memory (keys, values): the decoder's encoder-decoder
+    attention (Vaswani et al. 2017, §3.2.3)."""
+
+    def __init__(self, d_model: int, n_heads: int, bias: bool = True):
+        super().__init__()
+        assert d_model % n_heads == 0
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=bias)  # k, v for all heads at once
+        self.c_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.n_heads = n_heads
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        S = memory.size(1)  # encoder sequence length
+        q = self.q_proj(x).view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        k, v = self.kv_proj(memory).split(C, dim=2)
+        k = k.view(B, S, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, S, hs)
+        v = v.view(B, S, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, S, hs)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)

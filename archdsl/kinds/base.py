@@ -2,13 +2,14 @@
 PyTorch constructor.
 
 A kind is a subclass of :class:`Kind` registered in :mod:`archdsl.kinds`. Elaboration validates spec
-arguments against ``params``; the graph passes call ``out_shape``; analysis calls ``n_params`` and
-``flops``; lowering calls ``ctor``. Costs are written with ``+ - * //`` only, so they work on integers
-and, unchanged, on sympy symbols for symbolic reports.
+arguments against ``params`` and calls ``defaults`` / ``validate``; the graph passes call ``out_shape``;
+analysis calls ``n_params`` and ``flops`` with the node's input shapes; lowering calls ``ctor``. Costs
+are written with ``+ - * //`` only, so they work on integers and, unchanged, on sympy symbols.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,13 +18,15 @@ from archdsl.lower.ctor import Ctor
 
 REQUIRED: Any = object()
 
-# The slot each role fills in a model or block; a kind declares its role.
+# The role each kind plays; slots in a model or block accept kinds of one role.
 ROLES = ("embedding", "position", "norm", "attention", "ffn", "head")
 
 
 @dataclass(frozen=True)
 class Param:
-    """One keyword parameter of a kind: type ``int | float | bool | enum``, default, bounds, doc."""
+    """One keyword parameter of a kind: type ``int | float | bool | enum``, default, bounds, doc.
+
+    A default of ``None`` means "decided by context" (:meth:`Kind.defaults`)."""
 
     name: str
     type: str
@@ -32,6 +35,7 @@ class Param:
     min: float | None = None  # inclusive
     gt: float | None = None  # exclusive lower bound
     max: float | None = None  # inclusive
+    lt: float | None = None  # exclusive upper bound
     doc: str = ""
 
     @property
@@ -41,24 +45,26 @@ class Param:
 
 @dataclass(frozen=True)
 class Ctx:
-    """Model-level facts a component needs: the residual width, vocabulary size and model type."""
+    """What a component knows of its surroundings: the residual width, the vocabulary size, and
+    which stack it sits in (``decoder`` or ``encoder``)."""
 
     d_model: int
     vocab: int
-    type: str = "decoder"
+    stack: str = "decoder"
 
 
-Shape = tuple[int | str, ...]  # symbolic dims are "B" (batch) and "T" (sequence)
+Shape = tuple[Any, ...]  # ints and symbols: "B" (batch), "T" (sequence), "S" (encoder sequence)
 
 
 class ShapeError(Exception):
-    """A shape rule's complaint; ``param`` names the argument to point the caret at."""
+    """A shape rule's or a check's complaint; ``param`` names the argument to point the caret at."""
 
-    def __init__(self, message: str, help: str | None = None, param: str | None = None) -> None:
+    def __init__(self, message: str, help: str | None = None, param: str | None = None, code: str = "E011"):
         super().__init__(message)
         self.message = message
         self.help = help
         self.param = param
+        self.code = code
 
 
 class Kind:
@@ -66,20 +72,31 @@ class Kind:
     role: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
     doc: ClassVar[str] = ""
+    #: how many tensors the component takes when applied (attention: 1 for self, 2 for cross)
+    arities: ClassVar[tuple[int, ...]] = (1,)
 
-    def defaults(self, ctx: Ctx) -> dict[str, Value]:
-        """Defaults that depend on the model (e.g. causal attention in a decoder)."""
+    def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
+        """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""
         return {}
 
-    def out_shape(self, node: Node, ctx: Ctx, x: Shape) -> Shape:
-        return x
+    def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
+        """Checks across parameters, context and use (``arity``: how many tensors it is applied to),
+        run when the spec is elaborated."""
+        return []
+
+    def input_shape(self, node: Node, ctx: Ctx, seq: str) -> Shape:
+        """For embeddings: the shape of the model input they read (``seq`` names the length)."""
+        return ("B", seq)
+
+    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
+        return ins[0]
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         return 0
 
-    def flops(self, node: Node, ctx: Ctx, b: Any, n: Any) -> Any:
-        """Forward FLOPs at batch ``b`` and sequence length ``n``: 2 per multiply-add, matmuls only,
-        attention over the full n x n (the FlopCounterMode convention)."""
+    def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        """Forward FLOPs for inputs of the given (concrete or symbolic) shapes: 2 per multiply-add,
+        matmuls only, attention over the full n x n (the FlopCounterMode convention)."""
         return 0
 
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
@@ -99,3 +116,10 @@ class Kind:
 
 def divisors(n: int, limit: int = 12) -> list[int]:
     return [k for k in range(1, n + 1) if n % k == 0][:limit]
+
+
+def prod(xs: Sequence[Any]) -> Any:
+    out: Any = 1
+    for x in xs:
+        out = out * x
+    return out

@@ -1,12 +1,26 @@
-"""Token embeddings and output heads."""
+"""Input embeddings (tokens, image patches) and output heads."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from archdsl.ir import Node
-from archdsl.kinds.base import Ctx, Kind, Param, Shape
-from archdsl.lower.ctor import Ctor, torch_nn
+from archdsl.kinds.base import Ctx, Kind, Param, Shape, ShapeError
+from archdsl.kinds.ffn import tokens
+from archdsl.lower.ctor import Ctor, ours, torch_nn
+
+NN = "archdsl.kinds.embed_nn"
+
+
+def _needs_vocab(kind: str, ctx: Ctx) -> list[ShapeError]:
+    if ctx.vocab < 1:
+        return [
+            ShapeError(
+                f"`{kind}` needs the model's `vocab`", help="add `vocab = …` to the model", code="E007"
+            )
+        ]
+    return []
 
 
 class TokenEmbedding(Kind):
@@ -17,8 +31,11 @@ class TokenEmbedding(Kind):
     role = "embedding"
     params = ()
 
-    def out_shape(self, node: Node, ctx: Ctx, x: Shape) -> Shape:
-        return (*x, ctx.d_model)
+    def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
+        return _needs_vocab(self.name, ctx)
+
+    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
+        return (*ins[0], ctx.d_model)
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         return ctx.vocab * ctx.d_model
@@ -27,9 +44,66 @@ class TokenEmbedding(Kind):
         return torch_nn("Embedding", ctx.vocab, ctx.d_model)
 
 
+class PatchEmbedding(Kind):
+    """ViT's image input (Dosovitskiy et al. 2021): non-overlapping ``patch x patch`` patches, each
+    projected to d by a strided convolution, with an optional learned class token in front.
+
+    Input (B, channels, image, image) -> (B, (image/patch)^2 [+1], d). Parameters ``channels p^2 d + d``
+    (+ d for the class token); FLOPs ``2 B N channels p^2 d`` for N patches (one matmul per patch).
+    """
+
+    name = "patch_embedding"
+    role = "embedding"
+    params = (
+        Param("image", "int", min=1, doc="image height and width in pixels"),
+        Param("patch", "int", min=1, doc="patch height and width; must divide image"),
+        Param("channels", "int", default=3, min=1),
+        Param("cls_token", "bool", default=True, doc="prepend a learned class token"),
+    )
+
+    def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
+        img, p = int(node["image"]), int(node["patch"])
+        if img % p:
+            return [
+                ShapeError(
+                    f"image ({img}) is not divisible by patch ({p})",
+                    help="choose a patch size that tiles the image",
+                    param="patch",
+                )
+            ]
+        return []
+
+    def n_patches(self, node: Node) -> int:
+        return (int(node["image"]) // int(node["patch"])) ** 2
+
+    def input_shape(self, node: Node, ctx: Ctx, seq: str) -> Shape:
+        return ("B", node["channels"], node["image"], node["image"])
+
+    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
+        return (ins[0][0], self.n_patches(node) + (1 if node["cls_token"] else 0), ctx.d_model)
+
+    def n_params(self, node: Node, ctx: Ctx) -> int:
+        c, p, d = int(node["channels"]), int(node["patch"]), ctx.d_model
+        return c * p * p * d + d + (d if node["cls_token"] else 0)
+
+    def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        c, p = int(node["channels"]), int(node["patch"])
+        return 2 * ins[0][0] * self.n_patches(node) * c * p * p * ctx.d_model
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        return ours(
+            NN,
+            "PatchEmbedding",
+            channels=node["channels"],
+            patch=node["patch"],
+            d_model=ctx.d_model,
+            cls_token=node["cls_token"],
+        )
+
+
 class LMHead(Kind):
     """Projection to vocabulary logits, ``d x vocab``; ``tied`` reuses the token embedding's matrix
-    (Press & Wolf 2017), so it adds no parameters. Forward FLOPs ``2 b n d V``."""
+    (Press & Wolf 2017), so it adds no parameters. Forward FLOPs ``2 N d V`` for N positions."""
 
     name = "lm_head"
     role = "head"
@@ -38,14 +112,17 @@ class LMHead(Kind):
         Param("bias", "bool", default=False),
     )
 
-    def out_shape(self, node: Node, ctx: Ctx, x: Shape) -> Shape:
-        return (*x[:-1], ctx.vocab)
+    def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
+        return _needs_vocab(self.name, ctx)
+
+    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
+        return (*ins[0][:-1], ctx.vocab)
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         return (0 if node["tied"] else ctx.vocab * ctx.d_model) + (ctx.vocab if node["bias"] else 0)
 
-    def flops(self, node: Node, ctx: Ctx, b: Any, n: Any) -> Any:
-        return 2 * b * n * ctx.d_model * ctx.vocab
+    def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        return 2 * tokens(ins[0]) * ctx.d_model * ctx.vocab
 
     def shares_embedding(self, node: Node) -> bool:
         return bool(node["tied"])
@@ -54,4 +131,38 @@ class LMHead(Kind):
         return torch_nn("Linear", ctx.d_model, ctx.vocab, bias=node["bias"])
 
 
-KINDS = (TokenEmbedding(), LMHead())
+class Classifier(Kind):
+    """Sequence classification: pool the sequence (the class token at position 0, or the mean over
+    positions), then a linear map to ``classes`` logits: ``d classes (+ classes)`` parameters, FLOPs
+    ``2 B d classes``. (B, T, d) -> (B, classes)."""
+
+    name = "classifier"
+    role = "head"
+    params = (
+        Param("classes", "int", min=1, doc="number of classes"),
+        Param("pool", "enum", default="cls", choices=("cls", "mean")),
+        Param("bias", "bool", default=True),
+    )
+
+    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
+        return (ins[0][0], node["classes"])
+
+    def n_params(self, node: Node, ctx: Ctx) -> int:
+        c = int(node["classes"])
+        return ctx.d_model * c + (c if node["bias"] else 0)
+
+    def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        return 2 * ins[0][0] * ctx.d_model * node["classes"]
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        return ours(
+            NN,
+            "Classifier",
+            d_model=ctx.d_model,
+            classes=node["classes"],
+            pool=node["pool"],
+            bias=node["bias"],
+        )
+
+
+KINDS = (TokenEmbedding(), PatchEmbedding(), LMHead(), Classifier())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from archdsl.ir import Node
 from archdsl.kinds.base import Ctx, Kind, Param, Shape, ShapeError
 from archdsl.lower.ctor import Ctor, ours
@@ -10,7 +12,7 @@ NN = "archdsl.kinds.position_nn"
 
 
 class Learned(Kind):
-    """A trained ``max_len x d`` table (GPT-2, BERT): ``max_len * d`` parameters, no FLOPs."""
+    """A trained ``max_len x d`` table (GPT-2, BERT, ViT): ``max_len * d`` parameters, no FLOPs."""
 
     name = "learned"
     role = "position"
@@ -33,13 +35,18 @@ class Sinusoidal(Kind):
     role = "position"
     params = (Param("max_len", "int", default=4096, min=1, doc="length of the precomputed table"),)
 
-    def out_shape(self, node: Node, ctx: Ctx, x: Shape) -> Shape:
-        if isinstance(x[-1], int) and x[-1] % 2:
-            raise ShapeError(
-                f"sinusoidal positions need an even d_model, got {x[-1]}",
-                help="sin and cos fill alternate channels; make d_model even",
-            )
-        return x
+    def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
+        if ctx.d_model % 2:
+            return [
+                ShapeError(
+                    f"sinusoidal positions need an even d_model, got {ctx.d_model}",
+                    help="sin and cos fill alternate channels; make d_model even",
+                )
+            ]
+        return []
+
+    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
+        return ins[0]
 
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
         return int(node["max_len"])

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import linecache
 from typing import Any
 
 import torch
 from torch import nn
 
-from archdsl.lower.ctor import ClassRef, Ctor, ModuleList, Repeat
+from archdsl.lower.codegen import GENERATED
+from archdsl.lower.ctor import ClassRef, Ctor, Layers
+
+
+@functools.cache
+def _compile_generated(name: str, source: str) -> type:
+    """Compile a generated block class (see :mod:`codegen` for why this is safe). Its source is
+    registered with linecache, so tracebacks and ``inspect`` show the real lines."""
+    filename = f"<archdsl generated {name} {abs(hash(source)):x}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    namespace: dict[str, Any] = {"torch": torch, "nn": nn, "__name__": "archdsl.generated"}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[name]  # type: ignore[no-any-return]
 
 
 def resolve(ref: ClassRef) -> type:
+    if ref.module == GENERATED:
+        assert ref.source is not None
+        return _compile_generated(ref.name, ref.source)
     mod = nn if ref.is_torch else importlib.import_module(ref.module)
     return getattr(mod, ref.name)  # type: ignore[no-any-return]
 
@@ -21,19 +38,18 @@ def instantiate(x: Any) -> Any:
         args = [instantiate(a) for a in x.args]
         kwargs = {k: instantiate(v) for k, v in x.kwargs}
         return resolve(x.cls)(*args, **kwargs)
-    if isinstance(x, ModuleList):
-        out: list[nn.Module] = []
-        for item in x.items:
-            if isinstance(item, Repeat):
-                out.extend(instantiate(item.ctor) for _ in range(item.n))
-            else:
-                out.append(instantiate(item))
-        return out
+    if isinstance(x, Layers):
+        made: dict[int, nn.Module] = {}
+        for ctor, inst in zip(x.ctors, x.instances, strict=True):
+            if inst not in made:
+                made[inst] = instantiate(ctor)
+        return [made[i] for i in x.instances]
     return x
 
 
 def build_module(ctor: Ctor, seed: int = 0) -> nn.Module:
-    """Instantiate with a fixed seed, so ``build(spec, seed)`` is reproducible."""
+    """Instantiate with a fixed seed, so ``build(spec, seed)`` is reproducible (the caller's RNG state
+    is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = instantiate(ctor)

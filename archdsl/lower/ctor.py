@@ -1,22 +1,26 @@
 """Constructor trees: what lowering produces, torch-free.
 
-A :class:`Ctor` names an ``nn.Module`` class and its keyword arguments (literals, other ``Ctor``s,
-:class:`Repeat`). The same tree is *instantiated* by :func:`archdsl.lower.build.instantiate` and *printed*
-by :mod:`archdsl.lower.emit`, so the in-memory module and the standalone file cannot disagree.
+A :class:`Ctor` names an ``nn.Module`` class and its arguments (literals, other ``Ctor``s, a
+:class:`Layers` list). The same tree is *instantiated* by :mod:`archdsl.lower.build` and *printed* by
+:mod:`archdsl.lower.emit`, so the in-memory module and the standalone file cannot disagree. Classes are
+``torch.nn`` classes, archdsl's own (``*_nn.py`` modules, read as source) or generated from a block's
+dataflow (:mod:`archdsl.lower.codegen`, carrying their source).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class ClassRef:
-    """A class by where it lives: ``module`` is ``torch.nn`` or an archdsl module of nn classes."""
+    """A class by where it lives: ``module`` is ``torch.nn``, an archdsl module of nn classes, or
+    ``<generated>`` with the class's ``source``."""
 
     module: str
     name: str
+    source: str | None = field(default=None, compare=True, repr=False)
 
     @property
     def is_torch(self) -> bool:
@@ -35,16 +39,12 @@ class Ctor:
 
 
 @dataclass(frozen=True)
-class Repeat:
-    """``n`` independent instances of ``ctor`` (an ``nn.ModuleList`` of identical layers)."""
+class Layers:
+    """The blocks of a stack: one constructor per layer, and which instance each layer uses (layers
+    with the same instance share one module, and so their weights)."""
 
-    ctor: Ctor
-    n: int
-
-
-@dataclass(frozen=True)
-class ModuleList:
-    items: tuple[Ctor | Repeat, ...]
+    ctors: tuple[Ctor, ...]
+    instances: tuple[int, ...]
 
 
 def torch_nn(name: str, *args: Any, **kwargs: Any) -> Ctor:

@@ -1,8 +1,9 @@
 """Constructor tree -> one standalone Python file that needs only torch.
 
-The nn classes are copied from archdsl's own ``*_nn.py`` modules (read as text with :mod:`ast`, so
-emitting never imports torch), and ``build_model()`` is the constructor tree printed as code. The same
-tree is what :func:`archdsl.build` instantiates, so parameter names and shapes match by construction.
+archdsl's own nn classes are copied from its ``*_nn.py`` modules (read as text with :mod:`ast`, so
+emitting never imports torch), generated block classes are printed from their source, and
+``build_model()`` is the constructor tree written as code. The same tree is what :func:`archdsl.build`
+instantiates, so parameter names and shapes match by construction.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from archdsl.lower.ctor import ClassRef, Ctor, ModuleList, Repeat
+from archdsl.lower.codegen import GENERATED
+from archdsl.lower.ctor import Ctor, Layers
 
 
 class Writer:
@@ -48,42 +51,40 @@ def _module_source(module: str) -> tuple[str, ast.Module]:
     return src, ast.parse(src)
 
 
-def class_source(ref: ClassRef) -> str:
-    src, tree = _module_source(ref.module)
-    lines = src.splitlines()
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == ref.name:
-            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            return "\n".join(lines[first - 1 : node.end_lineno])  # whole lines: keep trailing comments
-    raise LookupError(f"{ref.module} has no class {ref.name}")
+def _top_level(module: str) -> dict[str, ast.ClassDef | ast.FunctionDef]:
+    _, tree = _module_source(module)
+    return {n.name: n for n in tree.body if isinstance(n, ast.ClassDef | ast.FunctionDef)}
 
 
-def _with_bases(ref: ClassRef, out: dict[ClassRef, None]) -> None:
-    """Add ``ref`` after the base classes it takes from its own module."""
-    _, tree = _module_source(ref.module)
-    local = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-    for base in local[ref.name].bases:
-        if isinstance(base, ast.Name) and base.id in local:
-            _with_bases(ClassRef(ref.module, base.id), out)
-    out.setdefault(ref, None)
+def definition_source(module: str, name: str) -> str:
+    src, _ = _module_source(module)
+    node = _top_level(module)[name]
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    return "\n".join(src.splitlines()[first - 1 : node.end_lineno])  # whole lines: keep trailing comments
 
 
-def _classes(x: Any, out: dict[ClassRef, None]) -> None:
-    """Our classes used by the tree, leaves and bases first (each defined before it is referenced)."""
+def _with_deps(module: str, name: str, out: dict[tuple[str, str], str]) -> None:
+    """Add a definition after the classes and functions of its own module that it refers to."""
+    local = _top_level(module)
+    for ref in sorted({n.id for n in ast.walk(local[name]) if isinstance(n, ast.Name)} - {name}):
+        if ref in local and (module, ref) not in out:
+            _with_deps(module, ref, out)
+    out.setdefault((module, name), definition_source(module, name))
+
+
+def _definitions(x: Any, out: dict[tuple[str, str], str]) -> None:
+    """Every definition the tree needs, each after what it depends on."""
     if isinstance(x, Ctor):
         for a in (*x.args, *(v for _, v in x.kwargs)):
-            _classes(a, out)
-        if not x.cls.is_torch:
-            _with_bases(x.cls, out)
-    elif isinstance(x, ModuleList):
-        for item in x.items:
-            _classes(item.ctor if isinstance(item, Repeat) else item, out)
-
-
-def _literal(v: Any) -> str:
-    if isinstance(v, float):
-        return repr(v)
-    return repr(v)
+            _definitions(a, out)
+        if x.cls.module == GENERATED:
+            assert x.cls.source is not None
+            out.setdefault((GENERATED, x.cls.name), x.cls.source)
+        elif not x.cls.is_torch:
+            _with_deps(x.cls.module, x.cls.name, out)
+    elif isinstance(x, Layers):
+        for c in x.ctors:
+            _definitions(c, out)
 
 
 def _inline(x: Any) -> str | None:
@@ -95,54 +96,120 @@ def _inline(x: Any) -> str | None:
         if any(p is None for p in parts):
             return None
         text = f"{x.cls.qualname}({', '.join(parts)})"  # type: ignore[arg-type]
-        return text if len(text) <= 72 else None
-    if isinstance(x, ModuleList):
+        return text if len(text) <= 76 else None
+    if isinstance(x, Layers):
         return None
-    return _literal(x)
+    return repr(x)
 
 
-def _emit_value(w: Writer, prefix: str, x: Any, suffix: str) -> None:
-    one = _inline(x)
-    if one is not None:
-        w(f"{prefix}{one}{suffix}")
-        return
-    if isinstance(x, Ctor):
-        w(f"{prefix}{x.cls.qualname}(")
-        with w.indent():
-            for a in x.args:
-                _emit_value(w, "", a, ",")
-            for k, v in x.kwargs:
-                _emit_value(w, f"{k}=", v, ",")
-        w(f"){suffix}")
-        return
-    assert isinstance(x, ModuleList)
-    if len(x.items) == 1 and isinstance(x.items[0], Repeat):
-        rep = x.items[0]
-        w(f"{prefix}[")
-        with w.indent():
-            _emit_value(w, "", rep.ctor, "")
-            w(f"for _ in range({rep.n})")
-        w(f"]{suffix}")
-        return
-    w(f"{prefix}[")
-    with w.indent():
-        for item in x.items:
-            if isinstance(item, Repeat):
-                w("*[")
-                with w.indent():
-                    _emit_value(w, "", item.ctor, "")
-                    w(f"for _ in range({item.n})")
-                w("],")
-            else:
-                _emit_value(w, "", item, ",")
-    w(f"]{suffix}")
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def emit(ctor: Ctor, header: str, example_vocab: int) -> str:
-    used: dict[ClassRef, None] = {}
-    _classes(ctor, used)
-    bodies = [class_source(ref) for ref in used]
-    joined = "\n".join(bodies)
+class _Emitter:
+    def __init__(self) -> None:
+        self.factories: dict[Ctor, str] = {}  # block constructor -> factory function name
+        self.locals: list[tuple[str, Ctor]] = []  # shared instances: name = Ctor(...)
+
+    def value(self, w: Writer, prefix: str, x: Any, suffix: str) -> None:
+        one = _inline(x)
+        if one is not None:
+            w(f"{prefix}{one}{suffix}")
+        elif isinstance(x, Ctor):
+            w(f"{prefix}{x.cls.qualname}(")
+            with w.indent():
+                for a in x.args:
+                    self.value(w, "", a, ",")
+                for k, v in x.kwargs:
+                    self.value(w, f"{k}=", v, ",")
+            w(f"){suffix}")
+        else:
+            assert isinstance(x, Layers)
+            self.layers(w, prefix, x, suffix)
+
+    def factory(self, ctor: Ctor) -> str:
+        if ctor not in self.factories:
+            base = _snake(ctor.cls.name)
+            name, k = base, 1
+            while name in self.factories.values():
+                k += 1
+                name = f"{base}_{k}"
+            self.factories[ctor] = name
+        return self.factories[ctor]
+
+    def layers(self, w: Writer, prefix: str, x: Layers, suffix: str) -> None:
+        """The blocks of a stack, as a comprehension when they repeat. Shared blocks are one instance
+        listed several times (their weights are shared)."""
+        n = len(x.ctors)
+        distinct = list(dict.fromkeys(x.ctors))
+        shared = len(set(x.instances)) < n
+        if not shared and len(distinct) == 1:
+            w(f"{prefix}[")
+            with w.indent():
+                self.value(w, "", distinct[0], "")
+                w(f"for _ in range({n})")
+            w(f"]{suffix}")
+            return
+        if shared:
+            names: dict[int, str] = {}
+            items = []
+            for ctor, inst in zip(x.ctors, x.instances, strict=True):
+                if inst not in names:
+                    names[inst] = (
+                        f"{self.factory(ctor)}_{len(names)}"
+                        if x.instances.count(inst) == 1
+                        else f"shared_{len(names)}"
+                    )
+                    self.locals.append((names[inst], ctor))
+                items.append(names[inst])
+            w(f"{prefix}{_runs(items)}{suffix}")
+            return
+        period = _period(x.ctors)
+        if period < n:
+            makers = ", ".join(self.factory(c) for c in x.ctors[:period])
+            w(f"{prefix}[make() for make in [{makers}] * {n // period}]{suffix}")
+            return
+        w(f"{prefix}{_runs([self.factory(c) + '()' for c in x.ctors])}{suffix}")
+
+
+def _period(items: tuple[Any, ...]) -> int:
+    n = len(items)
+    for p in range(1, n // 2 + 1):
+        if n % p == 0 and all(items[i] == items[i % p] for i in range(n)):
+            return p
+    return n
+
+
+def _runs(items: list[str]) -> str:
+    """``[a, *[b] * 3]`` for names (the same object listed again); a call repeated is written as a
+    comprehension, ``*[f() for _ in range(3)]``, so each repetition is a new object."""
+    parts: list[str] = []
+    i = 0
+    while i < len(items):
+        j = i
+        while j < len(items) and items[j] == items[i]:
+            j += 1
+        if j - i == 1:
+            parts.append(items[i])
+        elif items[i].endswith("()"):
+            parts.append(f"*[{items[i]} for _ in range({j - i})]")
+        else:
+            parts.append(f"*[{items[i]}] * {j - i}")
+        i = j
+    if len(parts) == 1 and parts[0].startswith("*"):
+        return parts[0][1:]
+    return "[" + ", ".join(parts) + "]"
+
+
+def emit(ctor: Ctor, header: str, example: str) -> str:
+    defs: dict[tuple[str, str], str] = {}
+    _definitions(ctor, defs)
+    joined = "\n".join(defs.values())
+    em = _Emitter()
+    body = Writer()
+    with body.indent():
+        em.value(body, "return ", ctor, "")
+
     w = Writer()
     w('"""' + header.rstrip("\n"))
     w('"""')
@@ -154,22 +221,30 @@ def emit(ctor: Ctor, header: str, example_vocab: int) -> str:
     w("import torch.nn as nn")
     if "F." in joined:
         w("from torch.nn import functional as F")
-    for body in bodies:
+    for text in defs.values():
         w()
         w()
-        for line in body.splitlines():
+        for line in text.splitlines():
             w(line)
+    for fctor, fname in em.factories.items():
+        w()
+        w()
+        w(f"def {fname}() -> {fctor.cls.qualname}:")
+        with w.indent():
+            em.value(w, "return ", fctor, "")
     w()
     w()
     w(f"def build_model() -> {ctor.cls.qualname}:")
     with w.indent():
-        _emit_value(w, "return ", ctor, "")
+        for name, lctor in em.locals:
+            w(f"{name} = {em.factory(lctor)}()")
+    w.lines.extend(body.lines)
     w()
     w()
     w('if __name__ == "__main__":')
     with w.indent():
         w("model = build_model()")
-        w(f"idx = torch.randint(0, {example_vocab}, (2, 16))  # (B, T) token ids")
-        w("logits = model(idx)  # (B, T, V)")
-        w('print(f"{sum(p.numel() for p in model.parameters()):,} parameters; logits {tuple(logits.shape)}")')
+        for line in example.splitlines():
+            w(line)
+        w('print(f"{sum(p.numel() for p in model.parameters()):,} parameters; output {tuple(out.shape)}")')
     return w.text()

@@ -3,49 +3,78 @@
 from __future__ import annotations
 
 from archdsl.graph import ctx_of
-from archdsl.ir import Block, Model, Node
+from archdsl.ir import Block, Model, Node, Stack
 from archdsl.kinds import REGISTRY, Ctx
-from archdsl.lower.ctor import Ctor, ModuleList, Repeat, ours, torch_nn
+from archdsl.lower.codegen import block_class, structure
+from archdsl.lower.ctor import ClassRef, Ctor, Layers, ours, torch_nn
 
 MODEL_NN = "archdsl.lower.model_nn"
-BLOCK_CLASS = {"pre": "PreNormBlock", "post": "PostNormBlock"}
 
 
 def _comp(node: Node | None, ctx: Ctx) -> Ctor:
     return torch_nn("Identity") if node is None else REGISTRY[node.kind].ctor(node, ctx)
 
 
-def _block(blk: Block, ctx: Ctx) -> Ctor:
-    return ours(
-        MODEL_NN,
-        BLOCK_CLASS[blk.placement],
-        ln_1=_comp(blk.norm, ctx),
-        attn=_comp(blk.attention, ctx),
-        ln_2=_comp(blk.norm, ctx),
-        mlp=_comp(blk.ffn, ctx),
-    )
+class _Classes:
+    """One generated class per block topology; names made unique."""
+
+    def __init__(self) -> None:
+        self.by_structure: dict[object, ClassRef] = {}
+        self.names: set[str] = set()
+
+    def get(self, blk: Block) -> ClassRef:
+        key = structure(blk)
+        if key not in self.by_structure:
+            name, k = blk.name, 1
+            while name in self.names:
+                k += 1
+                name = f"{blk.name}{k}"
+            self.names.add(name)
+            self.by_structure[key] = block_class(blk, name, blk.doc or "A transformer block.")
+        return self.by_structure[key]
 
 
-def _layers(model: Model, ctx: Ctx) -> ModuleList:
-    """Consecutive equal blocks become one ``Repeat`` (a list comprehension in emitted code)."""
-    runs: list[list[Block | int]] = []
-    for blk in model.layers:
-        if runs and runs[-1][0] == blk:
-            runs[-1][1] += 1  # type: ignore[operator]
-        else:
-            runs.append([blk, 1])
-    return ModuleList(tuple(Repeat(_block(b, ctx), int(n)) for b, n in runs))  # type: ignore[arg-type]
+def _block(blk: Block, ctx: Ctx, classes: _Classes) -> Ctor:
+    return Ctor(classes.get(blk), (), tuple((name, _comp(node, ctx)) for name, node in blk.sublayers))
+
+
+def _layers(stack: Stack, ctx: Ctx, classes: _Classes) -> Layers:
+    return Layers(tuple(_block(b, ctx, classes) for b in stack.layers), stack.instances)
 
 
 def lower(model: Model) -> Ctor:
+    classes = _Classes()
+    tie = REGISTRY[model.head.kind].shares_embedding(model.head)
+    if model.type == "encoder_decoder":
+        stacks = {}
+        for s in model.stacks:
+            ctx = ctx_of(model, s.role)
+            stacks[s.role] = ours(
+                MODEL_NN,
+                "Stack",
+                wpe=_comp(s.position, ctx),
+                h=_layers(s, ctx, classes),
+                ln_f=_comp(s.final_norm, ctx),
+            )
+        ctx = ctx_of(model, "decoder")
+        return ours(
+            MODEL_NN,
+            "EncoderDecoder",
+            wte=_comp(model.embedding, ctx),
+            encoder=stacks["encoder"],
+            decoder=stacks["decoder"],
+            lm_head=_comp(model.head, ctx),
+            tie_weights=tie,
+        )
     ctx = ctx_of(model)
+    s = model.stacks[0]
     return ours(
         MODEL_NN,
         "Transformer",
         wte=_comp(model.embedding, ctx),
-        wpe=_comp(model.position, ctx),
-        h=_layers(model, ctx),
-        ln_f=_comp(model.final_norm, ctx),
+        wpe=_comp(s.position, ctx),
+        h=_layers(s, ctx, classes),
+        ln_f=_comp(s.final_norm, ctx),
         lm_head=_comp(model.head, ctx),
-        tie_weights=REGISTRY[model.head.kind].shares_embedding(model.head),
+        tie_weights=tie,
     )

@@ -24,9 +24,10 @@ def check_acyclic(g: nx.DiGraph) -> list[Diagnostic]:
 
 
 def check_connected(g: nx.DiGraph) -> list[Diagnostic]:
-    if "input" not in g or "output" not in g:
+    inputs = [n for n, a in g.nodes(data=True) if a["op"] == "input"]
+    if not inputs or "output" not in g:
         return [Diagnostic("E013", "the model graph has no input or no output")]
-    fwd = nx.descendants(g, "input") | {"input"}
+    fwd = set(inputs).union(*(nx.descendants(g, i) for i in inputs))
     back = nx.ancestors(g, "output") | {"output"}
     problems = {
         n: (

@@ -1,0 +1,254 @@
+"""Composition on the surface tree: ``extends``, ``import`` and dotted ``--set`` overrides.
+
+* ``extends "base.arch"``: the base spec's entries, with this file's entries laid over them —
+  attributes by name, sections by keyword and label, recursively (a ``flow`` section and a component
+  value are replaced whole). Constants overridden in the child keep the base's order, so values the
+  base derives from them follow.
+* ``import a, b from "blocks.arch"``: those block definitions (and the blocks they build on) and that
+  file's constants, under this file's own entries (so this file's constants win).
+* Paths are relative to the file that names them and may not leave the folder of the spec being
+  loaded; a cycle is reported with its chain (``a.arch → b.arch → a.arch``).
+* ``--set model.block.attention.heads=8`` replaces (or adds) one value deep in the tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from archdsl import syntax as S
+from archdsl.diagnostics import Diagnostic, Span, SpecError, did_you_mean
+
+MAX_FILES = 64
+
+Reader = Callable[[str], str]
+
+
+def _key(e: S.Entry) -> tuple[str, ...]:
+    if isinstance(e, S.Attr):
+        return ("attr", e.key.name)
+    if isinstance(e, S.Section):
+        if e.keyword.name == "model":  # a spec has one model; a child's model refines the base's
+            return ("section", "model")
+        return ("section", e.keyword.name, e.label.name if e.label else "")
+    return ("other", repr(e))
+
+
+def merge(base: tuple[S.Entry, ...], child: tuple[S.Entry, ...]) -> tuple[S.Entry, ...]:
+    out = list(base)
+    index = {_key(e): i for i, e in enumerate(out)}
+    for e in child:
+        k = _key(e)
+        i = index.get(k)
+        if i is None:
+            index[k] = len(out)
+            out.append(e)
+            continue
+        old = out[i]
+        if isinstance(e, S.Section) and isinstance(old, S.Section) and e.keyword.name != "flow":
+            out[i] = S.Section(e.keyword, e.label or old.label, merge(old.entries, e.entries), e.span)
+        else:
+            out[i] = e
+    return tuple(out)
+
+
+class Composer:
+    def __init__(self, root: Path, read: Reader, parse: Callable[[str, str], S.File]) -> None:
+        self.root = root.resolve()
+        self.read = read
+        self.parse = parse
+        self.diags: list[Diagnostic] = []
+        self.loaded: dict[Path, S.File] = {}
+        self.texts: dict[str, str] = {}
+
+    def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, help))
+
+    def resolve(self, here: str, rel: str, span: Span | None) -> Path | None:
+        target = (Path(here).parent / rel).resolve()
+        if not target.is_relative_to(self.root):
+            self.error(
+                "E017",
+                f"`{rel}` is outside the spec's folder ({self.root})",
+                span,
+                help="specs may only extend and import files in their own folder tree",
+            )
+            return None
+        return target
+
+    def load(self, path: Path, chain: tuple[Path, ...], span: Span | None) -> S.File | None:
+        if path in chain:
+            names = " → ".join(p.name for p in (*chain[chain.index(path) :], path))
+            self.error("E018", f"extends/import cycle: {names}", span, help="break the cycle")
+            return None
+        if path in self.loaded:
+            return self.loaded[path]
+        if len(self.loaded) >= MAX_FILES:
+            self.error("E017", f"more than {MAX_FILES} spec files in one composition", span)
+            return None
+        shown = self.shown(path)
+        try:
+            text = self.read(str(path))
+        except (OSError, UnicodeDecodeError) as e:
+            if not chain:
+                raise
+            self.error("E017", f"cannot read `{shown}`: {getattr(e, 'strerror', None) or e}", span)
+            return None
+        self.texts[shown] = text
+        try:
+            file = self.parse(text, shown)
+        except SpecError as e:
+            self.diags.extend(e.diagnostics)
+            return None
+        composed = self.compose(file, (*chain, path))
+        self.loaded[path] = composed
+        return composed
+
+    def shown(self, path: Path) -> str:
+        """The path as diagnostics show it: relative to the working directory when possible."""
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+    def compose(self, file: S.File, chain: tuple[Path, ...]) -> S.File:
+        base: tuple[S.Entry, ...] = ()
+        own: list[S.Entry] = []
+        for e in file.entries:
+            if isinstance(e, S.Extends):
+                target = self.resolve(file.path, e.path, e.span)
+                parent = self.load(target, chain, e.span) if target else None
+                if parent is not None:
+                    base = merge(base, parent.entries)
+            elif isinstance(e, S.Import):
+                target = self.resolve(file.path, e.path, e.span)
+                source = self.load(target, chain, e.span) if target else None
+                if source is not None:
+                    base = merge(base, self.imported(source, e))
+            else:
+                own.append(e)
+        return S.File(file.path, merge(base, tuple(own)), file.comments)
+
+    def imported(self, source: S.File, imp: S.Import) -> tuple[S.Entry, ...]:
+        blocks = {
+            e.label.name: e
+            for e in source.entries
+            if isinstance(e, S.Section) and e.keyword.name == "block" and e.label is not None
+        }
+        wanted: list[str] = []
+        for ident in imp.names:
+            if ident.name not in blocks:
+                self.error(
+                    "E003",
+                    f"`{imp.path}` defines no block `{ident.name}`",
+                    ident.span,
+                    help=did_you_mean(ident.name, sorted(blocks)),
+                )
+            else:
+                wanted.append(ident.name)
+        # blocks the imported ones build on (`base = other`) come along
+        i = 0
+        while i < len(wanted):
+            for entry in blocks[wanted[i]].entries:
+                if isinstance(entry, S.Attr) and entry.key.name == "base" and isinstance(entry.value, S.Name):
+                    if entry.value.name in blocks and entry.value.name not in wanted:
+                        wanted.append(entry.value.name)
+            i += 1
+        consts = tuple(e for e in source.entries if isinstance(e, S.Attr))
+        return consts + tuple(blocks[n] for n in blocks if n in wanted)
+
+
+def compose_file(
+    path: str, read: Reader, parse: Callable[[str, str], S.File]
+) -> tuple[S.File, dict[str, str]]:
+    """Load ``path`` with everything it extends and imports; return the merged file and the texts read."""
+    p = Path(path)
+    c = Composer(p.parent if str(p.parent) else Path("."), read, parse)
+    text = read(path)
+    c.texts[path] = text
+    try:
+        file = parse(text, path)
+    except SpecError as e:
+        raise SpecError(e.diagnostics) from None
+    composed = c.compose(file, (p.resolve(),))
+    if c.diags:
+        raise SpecError(c.diags)
+    return composed, c.texts
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dotted overrides
+
+
+def set_path(file: S.File, dotted: str, value: S.Expr) -> S.File:
+    """Replace (or add) the value at ``model.block.attention.heads`` and the like."""
+    segs = dotted.split(".")
+    entries = _set(file.entries, segs, value, dotted, top=True)
+    return replace(file, entries=entries)
+
+
+def _fail(
+    dotted: str, message: str, value: S.Expr, word: str = "", choices: list[str] | None = None
+) -> SpecError:
+    help = did_you_mean(word, choices) if choices else None
+    return SpecError([Diagnostic("E015", f"--set {dotted}: {message}", value.span, help)])
+
+
+def _set(
+    entries: tuple[S.Entry, ...], segs: list[str], value: S.Expr, dotted: str, top: bool = False
+) -> tuple[S.Entry, ...]:
+    head, rest = segs[0], segs[1:]
+    out = list(entries)
+    names: list[str] = []
+    for i, e in enumerate(out):
+        if isinstance(e, S.Attr):
+            names.append(e.key.name)
+            if e.key.name == head:
+                if not rest:
+                    out[i] = S.Attr(e.key, value, e.span)
+                elif isinstance(e.value, S.Call):
+                    out[i] = S.Attr(e.key, _set_arg(e.value, rest, value, dotted), e.span)
+                else:
+                    raise _fail(dotted, f"`{head}` is a value, not a component", value)
+                return tuple(out)
+        elif isinstance(e, S.Section):
+            label = e.label.name if e.label else None
+            names.append(e.keyword.name if label is None or e.keyword.name == "model" else label)
+            if e.keyword.name == head and (label is None or e.keyword.name == "model") and rest:
+                out[i] = replace(e, entries=_set(e.entries, rest, value, dotted))
+                return tuple(out)
+            if e.keyword.name == head and label is not None and rest and rest[0] == label and rest[1:]:
+                out[i] = replace(e, entries=_set(e.entries, rest[1:], value, dotted))
+                return tuple(out)
+            if top and label == head and rest:  # block definitions by name: --set dense.ffn.hidden=...
+                out[i] = replace(e, entries=_set(e.entries, rest, value, dotted))
+                return tuple(out)
+    if not rest and not top:
+        out.append(S.Attr(S.Ident(head, value.span), value, value.span))
+        return tuple(out)
+    raise _fail(dotted, f"no `{head}` here", value, head, names)
+
+
+def _set_arg(call: S.Call, segs: list[str], value: S.Expr, dotted: str) -> S.Call:
+    if len(segs) != 1:
+        raise _fail(dotted, f"`{segs[0]}` is a parameter; nothing is nested in it", value)
+    args = list(call.args)
+    for i, a in enumerate(args):
+        if a.key is not None and a.key.name == segs[0]:
+            args[i] = S.Arg(a.key, value, a.span)
+            return replace(call, args=tuple(args))
+    args.append(S.Arg(S.Ident(segs[0], value.span), value, value.span))
+    return replace(call, args=tuple(args))
+
+
+def apply_overrides(file: S.File, dotted: Mapping[str, S.Expr]) -> S.File:
+    diags: list[Diagnostic] = []
+    for name, expr in dotted.items():
+        try:
+            file = set_path(file, name, expr)
+        except SpecError as e:
+            diags.extend(e.diagnostics)
+    if diags:
+        raise SpecError(diags)
+    return file
