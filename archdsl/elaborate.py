@@ -10,7 +10,7 @@ from __future__ import annotations
 import keyword
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from archdsl import syntax as S
 from archdsl.compose import merge
@@ -670,7 +670,9 @@ class Elaborator:
         instances: list[int] = []
         keys: dict[str, int] = {}
         for i, (key, bsec) in enumerate(plan):
-            layers.append(self.block(bsec, ctx, role, memory))
+            blk = self.block(bsec, ctx, role, memory)
+            label = key.replace(" ", "_") if key != "inline" else ""
+            layers.append(replace(blk, label=label) if blk is not None else None)
             if self.setting(bsec, "shared") is True and not key.startswith("layer "):
                 instances.append(keys.setdefault(key, i))
             else:
@@ -813,10 +815,9 @@ class Elaborator:
         sub_nodes.update({layer: nodes[slot] for layer, slot, _ in SUBLAYERS if slot in nodes})
         inputs = ("x", "memory") if "cross_attention" in nodes else ("x",)
         doc = PLACEMENTS[pname].doc
-        if sec.label:
-            doc = f"Block `{sec.label.name}`. {doc}"
-        name = _camel(sec.label.name if sec.label else f"{pname}_norm" if pname in ("pre", "post") else pname)
-        return _canonical(sub_nodes, body, inputs, name + "Block", doc, sec.span)  # type: ignore[arg-type]
+        name = _camel(f"{pname}_norm" if pname in ("pre", "post") else pname)
+        name += "DecoderBlock" if "cross_attention" in nodes else "Block"
+        return _canonical(sub_nodes, body, inputs, name, doc, sec.span)  # type: ignore[arg-type]
 
     def placement(self, attr: S.Attr | None, stack: str) -> tuple[str, dict[str, float]] | None:
         if attr is None:

@@ -107,8 +107,9 @@ class Block:
     sublayers: tuple[tuple[str, Node], ...]
     body: tuple[Stmt, ...]
     inputs: tuple[str, ...] = ("x",)
-    name: str = field(default="Block", compare=False)
+    name: str = field(default="Block", compare=False)  # the class it lowers to
     doc: str = field(default="", compare=False, repr=False)
+    label: str = field(default="", compare=False, repr=False)  # the definition it came from, if named
     span: Span | None = field(default=None, compare=False, repr=False)
 
     @property

@@ -10,10 +10,23 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 
 # Overrides that shrink each shipped spec to a size that builds and runs in milliseconds.
+_GPT2 = {"n_layers": 2, "d_model": 64, "n_heads": 4, "vocab": 101, "context": 32}
+_SMALL = {"n_layers": 2, "d_model": 32, "n_heads": 4, "vocab": 50, "context": 32}
 TINY: dict[str, dict[str, int]] = {
-    "gpt2_small": {"n_layers": 2, "d_model": 64, "n_heads": 4, "vocab": 101, "context": 32},
+    "gpt2_small": _GPT2,
+    "gpt2_medium": _GPT2,
+    "gpt2_large": _GPT2,
+    "gpt2_xl": _GPT2,
     "bert_like": {"n_layers": 2, "d_model": 48, "n_heads": 3, "vocab": 89, "context": 32},
     "tiny": {},
+    "albert_like": _SMALL,
+    "deepnet": _SMALL,
+    "macaron": _SMALL,
+    "olmo2_style": _SMALL,
+    "local_global": {"n_layers": 6, "d_model": 32, "vocab": 50, "context": 32},
+    "moe_first_dense": {"d_model": 32, "n_heads": 4, "experts": 4, "vocab": 50, "context": 32},
+    "vaswani_base": {**_SMALL, "d_ff": 64},
+    "vit_b16": {"image": 32, "patch": 8, "d_model": 32, "n_heads": 4, "n_layers": 2, "classes": 10},
 }
 
 
@@ -22,6 +35,7 @@ def tiny_overrides(path: Path) -> dict[str, int]:
 
 
 def all_specs() -> list[Path]:
+    """Every model spec shipped in specs/ (specs/lib holds block libraries, not models)."""
     return sorted([*SPECS.glob("*.arch"), *SPECS.glob("*.yaml")])
 
 

@@ -45,6 +45,7 @@ class Layers:
 
     ctors: tuple[Ctor, ...]
     instances: tuple[int, ...]
+    labels: tuple[str, ...] = ()  # per layer: the block definition's name, for readable emitted code
 
 
 def torch_nn(name: str, *args: Any, **kwargs: Any) -> Ctor:

@@ -127,9 +127,9 @@ class _Emitter:
             assert isinstance(x, Layers)
             self.layers(w, prefix, x, suffix)
 
-    def factory(self, ctor: Ctor) -> str:
+    def factory(self, ctor: Ctor, label: str = "") -> str:
         if ctor not in self.factories:
-            base = _snake(ctor.cls.name)
+            base = f"{label}_block" if label else _snake(ctor.cls.name)
             name, k = base, 1
             while name in self.factories.values():
                 k += 1
@@ -153,12 +153,11 @@ class _Emitter:
         if shared:
             names: dict[int, str] = {}
             items = []
-            for ctor, inst in zip(x.ctors, x.instances, strict=True):
+            for ctor, inst, label in zip(x.ctors, x.instances, _labels(x), strict=True):
                 if inst not in names:
+                    make = self.factory(ctor, label)
                     names[inst] = (
-                        f"{self.factory(ctor)}_{len(names)}"
-                        if x.instances.count(inst) == 1
-                        else f"shared_{len(names)}"
+                        f"shared_{len(names)}" if x.instances.count(inst) > 1 else f"{make}_{len(names)}"
                     )
                     self.locals.append((names[inst], ctor))
                 items.append(names[inst])
@@ -166,10 +165,16 @@ class _Emitter:
             return
         period = _period(x.ctors)
         if period < n:
-            makers = ", ".join(self.factory(c) for c in x.ctors[:period])
+            labels = _labels(x)
+            makers = ", ".join(self.factory(c, lab) for c, lab in zip(x.ctors[:period], labels, strict=False))
             w(f"{prefix}[make() for make in [{makers}] * {n // period}]{suffix}")
             return
-        w(f"{prefix}{_runs([self.factory(c) + '()' for c in x.ctors])}{suffix}")
+        calls = [self.factory(c, lab) + "()" for c, lab in zip(x.ctors, _labels(x), strict=True)]
+        w(f"{prefix}{_runs(calls)}{suffix}")
+
+
+def _labels(x: Layers) -> tuple[str, ...]:
+    return x.labels or ("",) * len(x.ctors)
 
 
 def _period(items: tuple[Any, ...]) -> int:

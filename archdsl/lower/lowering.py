@@ -39,7 +39,8 @@ def _block(blk: Block, ctx: Ctx, classes: _Classes) -> Ctor:
 
 
 def _layers(stack: Stack, ctx: Ctx, classes: _Classes) -> Layers:
-    return Layers(tuple(_block(b, ctx, classes) for b in stack.layers), stack.instances)
+    ctors = tuple(_block(b, ctx, classes) for b in stack.layers)
+    return Layers(ctors, stack.instances, tuple(b.label for b in stack.layers))
 
 
 def lower(model: Model) -> Ctor:

@@ -1,0 +1,289 @@
+"""Language constructs: presets are sugar for flows, patterns, overrides, sharing, composition,
+encoder-decoders, image inputs — each elaborates, builds and behaves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SPECS, model_inputs
+
+import archdsl
+from archdsl.diagnostics import SpecError
+
+HEAD = """
+model m {
+  type = decoder
+  d_model = 32
+  vocab = 50
+  embedding = token_embedding()
+  position = learned(max_len = 64)
+"""
+
+
+def load(tmp_path: Path, text: str, name: str = "m.arch", overrides=None) -> archdsl.Spec:  # type: ignore[no-untyped-def]
+    p = tmp_path / name
+    p.write_text(text)
+    return archdsl.load(p, overrides)
+
+
+def errors(tmp_path: Path, text: str, name: str = "m.arch") -> list[archdsl.Diagnostic]:
+    p = tmp_path / name
+    p.write_text(text)
+    return archdsl.check(p)
+
+
+def preset_spec(placement: str, extra: str = "") -> str:
+    return (
+        HEAD
+        + f"""
+  block {{
+    repeat = 2
+    placement = {placement}
+    norm = layernorm(eps = 1e-5)
+    attention = mha(heads = 4)
+    ffn = mlp(hidden = 64)
+  }}
+  head = lm_head()
+}}
+"""
+    )
+
+
+def flow_spec(norms: list[str], flow: str) -> str:
+    decl = "\n".join(f"    {n} = layernorm(eps = 1e-5)" for n in norms)
+    return (
+        HEAD
+        + f"""
+  block {{
+    repeat = 2
+    attn = mha(heads = 4)
+    mlp = mlp(hidden = 64)
+{decl}
+    flow {{
+{flow}
+    }}
+  }}
+  head = lm_head()
+}}
+"""
+    )
+
+
+FLOWS = {
+    "pre": (["ln_1", "ln_2"], "x = x + attn(ln_1(x))\n x = x + mlp(ln_2(x))"),
+    "post": (["ln_1", "ln_2"], "x = ln_1(x + attn(x))\n x = ln_2(x + mlp(x))"),
+    "sandwich": (
+        ["ln_1", "post_ln_1", "ln_2", "post_ln_2"],
+        "x = x + post_ln_1(attn(ln_1(x)))\n x = x + post_ln_2(mlp(ln_2(x)))",
+    ),
+    "parallel": (["ln_1", "ln_2"], "x = x + attn(ln_1(x)) + mlp(ln_2(x))"),
+    "parallel(shared_norm = true)": (["ln_1"], "h = ln_1(x)\n x = x + attn(h) + mlp(h)"),
+    "deepnorm(alpha = 1.5)": (["ln_1", "ln_2"], "x = ln_1(1.5 * x + attn(x))\n x = ln_2(1.5 * x + mlp(x))"),
+}
+
+
+@pytest.mark.parametrize("placement", list(FLOWS))
+def test_presets_are_sugar_for_the_same_flow(tmp_path: Path, placement: str) -> None:
+    norms, flow = FLOWS[placement]
+    a = load(tmp_path, preset_spec(placement), "a.arch").model
+    b = load(tmp_path, flow_spec(norms, flow), "b.arch").model
+    assert a == b
+    others = [p for p in FLOWS if p != placement]
+    for other in others:
+        assert load(tmp_path, preset_spec(other), "c.arch").model != a
+
+
+def test_deepnorm_default_alpha_follows_depth(tmp_path: Path) -> None:
+    m = load(tmp_path, preset_spec("deepnorm")).model
+    stmt = m.stacks[0].layers[0].body[0]
+    assert stmt.value.args[0].terms[0].factor == pytest.approx((2 * 2) ** 0.25)  # (2N)^(1/4), N = 2
+
+
+def test_flow_blocks_run_and_differ_from_presets(tmp_path: Path) -> None:
+    spec = archdsl.load(SPECS / "olmo2_style.arch", {"n_layers": 2, "d_model": 32, "n_heads": 4, "vocab": 50})
+    blk = spec.model.stacks[0].layers[0]
+    assert [n for n, _ in blk.sublayers] == ["attn", "n1", "mlp", "n2"]
+    model = archdsl.build(spec)
+    src = archdsl.emit_source(spec)
+    assert "h = x + self.n1(self.attn(x))" in src and "class Olmo2Block(nn.Module)" in src
+    assert model(torch.zeros(1, 5, dtype=torch.long)).shape == (1, 5, 50)
+
+
+def test_macaron_half_steps(tmp_path: Path) -> None:
+    spec = archdsl.load(SPECS / "macaron.arch", {"n_layers": 1, "d_model": 32, "n_heads": 4, "vocab": 50})
+    src = archdsl.emit_source(spec)
+    assert "x = x + 0.5 * self.ffn1(self.ln_ff1(x))" in src
+
+
+def test_layer_patterns_and_overrides() -> None:
+    spec = archdsl.load(SPECS / "local_global.arch")
+    layers = spec.model.stacks[0].layers
+    assert [b.label for b in layers] == ["local", "local", "global"] * 4
+    assert layers[0] == layers[1] != layers[2]
+    m = archdsl.load(SPECS / "moe_first_dense.arch").model.stacks[0].layers
+    assert [b.label for b in m] == ["dense", "dense"] + ["moe"] * 9 + ["layer_11"]
+    assert m[0].sublayer("mlp").kind == "mlp" and m[2].sublayer("mlp").kind == "moe"
+    assert m[10].sublayer("mlp")["top_k"] == 2 and m[11].sublayer("mlp")["top_k"] == 4
+
+
+def test_weight_sharing_counts_one_block(tmp_path: Path) -> None:
+    spec = archdsl.load(SPECS / "albert_like.arch", {"n_layers": 4, "d_model": 32, "n_heads": 4, "vocab": 50})
+    assert spec.model.stacks[0].instances == (0, 0, 0, 0)
+    unshared = load(
+        tmp_path,
+        (SPECS / "albert_like.arch").read_text().replace("shared    = true", ""),
+        "u.arch",
+        {"n_layers": 4, "d_model": 32, "n_heads": 4, "vocab": 50},
+    )
+    r, u = archdsl.analyze(spec, seq_len=8), archdsl.analyze(unshared, seq_len=8)
+    block = sum(c.params for c in u.layers[1].components)
+    assert u.params_total - r.params_total == 3 * block
+    assert r.flops_forward == u.flops_forward  # sharing saves parameters, not compute
+    model = archdsl.build(spec)
+    assert model.h[0] is model.h[3]
+
+
+def test_extends_reproduces_the_base_with_overrides() -> None:
+    medium = archdsl.load(SPECS / "gpt2_medium.arch")
+    small = archdsl.load(SPECS / "gpt2_small.arch", {"n_layers": 24, "d_model": 1024, "n_heads": 16})
+    assert medium.model.name == "gpt2_medium"
+    assert medium.model.stacks == small.model.stacks
+    assert archdsl.analyze(medium).params_total == 354_823_168
+
+
+def test_extends_cycle_and_escape(tmp_path: Path) -> None:
+    (tmp_path / "a.arch").write_text('extends "b.arch"\n')
+    (tmp_path / "b.arch").write_text('extends "a.arch"\n')
+    [d] = archdsl.check(tmp_path / "a.arch")
+    assert d.code == "E018" and "a.arch → b.arch → a.arch" in d.message
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "c.arch").write_text('extends "../a.arch"\n')
+    [d] = archdsl.check(sub / "c.arch")
+    assert d.code == "E017" and d.span is not None and d.span.line == 1
+    (tmp_path / "d.arch").write_text('extends "nope.arch"\n')
+    [d] = archdsl.check(tmp_path / "d.arch")
+    assert d.code == "E017" and "cannot read" in d.message
+
+
+def test_import_names_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "lib.arch").write_text(
+        "block dense { norm = layernorm() attention = mha(heads = 4) ffn = mlp(hidden = 8) }"
+    )
+    ds = errors(tmp_path, 'import dens from "lib.arch"\n' + HEAD + "layers = [dense] * 2\nhead = lm_head() }")
+    assert ds[0].code == "E003" and ds[0].help == "did you mean `dense`?"
+
+
+def test_dotted_overrides(tmp_path: Path) -> None:
+    spec = archdsl.load(
+        SPECS / "gpt2_small.arch", {"model.block.attention.heads": 6, "model.block.repeat": 2}
+    )
+    blk = spec.model.stacks[0].layers[0]
+    assert blk.sublayer("attn")["heads"] == 6 and len(spec.model.stacks[0].layers) == 2
+    spec = archdsl.load(SPECS / "moe_first_dense.arch", {"moe.ffn.top_k": 1})
+    assert spec.model.stacks[0].layers[5].sublayer("mlp")["top_k"] == 1
+    with pytest.raises(SpecError) as e:
+        archdsl.load(SPECS / "gpt2_small.arch", {"model.blok.attention.heads": 6})
+    assert e.value.diagnostics[0].code == "E015" and "did you mean `block`?" == e.value.diagnostics[0].help
+
+
+def test_encoder_decoder_wiring() -> None:
+    spec = archdsl.load(
+        SPECS / "vaswani_base.arch", {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50}
+    )
+    enc, dec = spec.model.encoder, spec.model.decoder
+    assert enc is not None and dec is not None
+    assert enc.layers[0].sublayer("attn")["causal"] is False
+    assert (
+        dec.layers[0].sublayer("attn")["causal"] is True and dec.layers[0].sublayer("cross")["cross"] is True
+    )
+    model = archdsl.build(spec).eval()
+    src, tgt = model_inputs(spec, 1, 9)
+    src2 = src.clone()
+    src2[0, -1] = (src2[0, -1] + 1) % 50
+    tgt2 = tgt.clone()
+    tgt2[0, -1] = (tgt2[0, -1] + 1) % 50
+    with torch.no_grad():
+        base = model(src, tgt)
+        assert not torch.allclose(base[:, 0], model(src2, tgt)[:, 0])  # every target sees the whole source
+        torch.testing.assert_close(base[:, :-1], model(src, tgt2)[:, :-1])  # but not later targets
+
+
+def test_image_input() -> None:
+    spec = archdsl.load(
+        SPECS / "vit_b16.arch", {"image": 32, "patch": 8, "d_model": 32, "n_heads": 4, "n_layers": 1}
+    )
+    model = archdsl.build(spec)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
+    assert archdsl.analyze(archdsl.load(SPECS / "vit_b16.arch")).params_total == 86_567_656
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "needle"),
+    [
+        ("x = x + attn(ln_1(y))", "E003", "no tensor `y`"),
+        ("x = x + attn(x)", "E013", "sublayer `ln_1` is never used"),
+        ("x = x + attn(ln_1(x))\n x = x + mlp(x, x)", "E008", "applied to 2 tensors"),
+        ("x = attn(x) * mlp(x)", "E008", "two tensors cannot be multiplied"),
+        ("x = x + attn(ln_1(x))\n h = mlp(x)", "E013", "never used"),
+        ("x = x + atn(ln_1(x))", "E003", "no sublayer `atn`"),
+    ],
+)
+def test_flow_errors(tmp_path: Path, body: str, code: str, needle: str) -> None:
+    text = (
+        HEAD
+        + f"""
+  block {{
+    repeat = 1
+    attn = mha(heads = 4)
+    mlp = mlp(hidden = 8)
+    ln_1 = layernorm()
+    flow {{
+      {body}
+      x = x + mlp(x)
+    }}
+  }}
+  head = lm_head()
+}}
+"""
+    )
+    ds = errors(tmp_path, text)
+    assert any(d.code == code and needle in d.message for d in ds), ds
+    assert all(d.span is not None for d in ds)
+
+
+YAML_MOE = """
+import:
+  - {from: lib/blocks.arch, blocks: [dense, moe]}
+vocab: 32000
+context: 2048
+d_model: 768
+n_heads: 12
+experts: 16
+n_dense: 2
+n_layers: 12
+model:
+  name: moe_first_dense
+  type: decoder
+  d_model: d_model
+  vocab: vocab
+  embedding: {kind: token_embedding}
+  position: {kind: learned, max_len: context}
+  layers: "[dense] * n_dense + [moe] * (n_layers - n_dense)"
+  layer:
+    11:
+      ffn: {kind: moe, experts: experts, top_k: 4, hidden: 4 * d_model}
+  final_norm: {kind: layernorm, eps: 1e-5}
+  head: {kind: lm_head, tied: true}
+"""
+
+
+def test_yaml_form_of_imports_patterns_and_overrides() -> None:
+    p = SPECS / "_twin_test.yaml"
+    try:
+        p.write_text(YAML_MOE)
+        assert archdsl.load(p).model == archdsl.load(SPECS / "moe_first_dense.arch").model
+    finally:
+        p.unlink()
