@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context)")
     r.add_argument("--format", choices=("table", "json"), default="table")
 
+    f = sub.add_parser("fmt", help="print specs in canonical form, or convert between text and YAML")
+    f.add_argument("specs", nargs="+", metavar="SPEC")
+    f.add_argument("--to", choices=("arch", "yaml"), help="convert to this form (default: the file's own)")
+    g = f.add_mutually_exclusive_group()
+    g.add_argument("--write", action="store_true", help="rewrite the files in place")
+    g.add_argument("--check", action="store_true", help="exit 1 if any file is not in canonical form")
+    f.add_argument("-o", "--output", metavar="OUT", help="write the (single) result to OUT")
+    f.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
     k = sub.add_parser("compile", parents=[common], help="write a standalone PyTorch file for the spec")
     k.add_argument("spec", metavar="SPEC")
     k.add_argument("-o", "--output", metavar="OUT.py", default="-", help="output file (default: stdout)")
@@ -150,7 +159,41 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check": cmd_check, "report": cmd_report, "compile": cmd_compile}
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from archdsl.fmt import to_text, to_yaml
+    from archdsl.frontend import YAML_SUFFIXES, parse_source
+
+    if args.write and args.to:
+        raise _UsageError("--write rewrites files in their own form; convert with --to FORM -o OUT")
+    if args.output and len(args.specs) != 1:
+        raise _UsageError("-o takes one spec")
+    status = EXIT_OK
+    for path in args.specs:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            file = parse_source(text, path)
+        except SpecError as e:
+            _report_diags(e.diagnostics, SourceCache({path: text}))
+            status = EXIT_SPEC
+            continue
+        own = "yaml" if Path(path).suffix.lower() in YAML_SUFFIXES else "arch"
+        out = to_yaml(file) if (args.to or own) == "yaml" else to_text(file)
+        if args.check:
+            if out != text:
+                print(f"would reformat: {path}", file=sys.stderr)
+                status = EXIT_SPEC
+        elif args.write:
+            if out != text:
+                Path(path).write_text(out, encoding="utf-8")
+                print(f"reformatted: {path}", file=sys.stderr)
+        elif args.output:
+            Path(args.output).write_text(out, encoding="utf-8")
+        else:
+            sys.stdout.write(out)
+    return status
+
+
+COMMANDS = {"check": cmd_check, "report": cmd_report, "compile": cmd_compile, "fmt": cmd_fmt}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

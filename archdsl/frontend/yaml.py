@@ -47,6 +47,14 @@ def _join(a: Span | None, b: Span) -> Span:
     return Span(a.file, a.line, a.col, b.end_line, b.end_col)
 
 
+def _content_end(entries: tuple[S.Entry, ...], node: yaml.Node, path: str) -> Span:
+    """Where a block collection's content ends: its last entry (PyYAML's end mark is the next key)."""
+    spans = [e.span for e in entries if e.span is not None]
+    if spans:
+        return max(spans, key=lambda x: (x.end_line, x.end_col))
+    return _mark_span(path, node)
+
+
 def _event_span(path: str, ev: yaml.Event) -> Span:
     s, e = ev.start_mark, ev.end_mark
     return Span(path, s.line + 1, s.column + 1, e.line + 1, max(e.column + 1, s.column + 2))
@@ -160,20 +168,42 @@ class _Convert:
                 if path is not None:
                     out.append(S.Extends(path, span))
             elif top and key.name == "import":
-                out.extend(self.imports(v))
+                imports = self.imports(v)
+                if imports:  # the group's first entry starts at its key, as in the text form
+                    imports[0] = S.Import(imports[0].names, imports[0].path, _join(key.span, imports[0].span))
+                out.extend(imports)
             elif key.name in labelled and isinstance(v, yaml.MappingNode) and not _has_kind(v):
-                for label, body in self.pairs(v, allow_int=True):
+                for i, (label, body) in enumerate(self.pairs(v, allow_int=True)):
                     if not isinstance(body, yaml.MappingNode):
                         self.err(body, f"`{key.name} {label.name}` must be a mapping of its entries")
                         continue
-                    s = _join(label.span, _mark_span(self.path, body))
-                    out.append(S.Section(key, label, self.entries(body, top=False), s))
+                    body_entries = self.entries(body, top=False)
+                    s = _join(key.span if i == 0 else label.span, _content_end(body_entries, body, self.path))
+                    out.append(S.Section(key, label, body_entries, s))
+            elif key.name == "flow" and isinstance(v, yaml.SequenceNode):
+                stmts = self.statements(v)
+                out.append(S.Section(key, None, stmts, _join(key.span, _content_end(stmts, v, self.path))))
             elif isinstance(v, yaml.MappingNode) and not _has_kind(v):
                 out.append(self.section(key, v, span))
             else:
                 value = self.expr(v)
                 if value is not None:
                     out.append(S.Attr(key, value, span))
+        return tuple(out)
+
+    def statements(self, node: yaml.SequenceNode) -> tuple[S.Entry, ...]:
+        """A flow as a list of one-key mappings, ``- x: x + attn(ln_1(x))``, so a name can be rebound."""
+        out: list[S.Entry] = []
+        for item in node.value:
+            if not isinstance(item, yaml.MappingNode) or len(item.value) != 1:
+                self.err(item, "a flow statement is a one-key mapping", "e.g. - x: x + attn(ln_1(x))")
+                continue
+            [(key, value)] = self.pairs(item) or [(None, None)]
+            if key is None:
+                continue
+            expr = self.expr(value)
+            if expr is not None:
+                out.append(S.Attr(key, expr, _join(key.span, _mark_span(self.path, value))))
         return tuple(out)
 
     def section(self, keyword: S.Ident, node: yaml.MappingNode, span: Span) -> S.Section:
@@ -185,7 +215,8 @@ class _Convert:
             else:
                 rest.append((k, v))
         body = yaml.MappingNode(node.tag, rest, node.start_mark, node.end_mark)
-        return S.Section(keyword, label, self.entries(body, top=False), span)
+        entries = self.entries(body, top=False)
+        return S.Section(keyword, label, entries, _join(span, _content_end(entries, node, self.path)))
 
     def imports(self, node: yaml.Node) -> list[S.Import]:
         items = node.value if isinstance(node, yaml.SequenceNode) else [node]
