@@ -115,12 +115,13 @@ def test_format_keeps_comments_and_blank_lines() -> None:
 
 
 def test_expressions_print_with_minimal_parentheses() -> None:
-    src = "a = (1 + 2) * 3\nb = 1 + (2 * 3)\nc = (2 ** 3) ** 2\nd = 2 ** (3 ** 2)\ne = -(2 ** 2)\nf = (-2) ** 2\ng = 8 - (4 - 2)\n"
+    lines = ["a = (1 + 2) * 3", "b = 1 + (2 * 3)", "c = (2 ** 3) ** 2", "d = 2 ** (3 ** 2)"]
+    lines += ["e = -(2 ** 2)", "f = (-2) ** 2", "g = 8 - (4 - 2)"]
+    src = "\n".join(lines) + "\n"
     out = to_text(parse(src, "e.arch"))
-    assert (
-        out
-        == "a = (1 + 2) * 3\nb = 1 + 2 * 3\nc = (2 ** 3) ** 2\nd = 2 ** 3 ** 2\ne = -2 ** 2\nf = (-2) ** 2\ng = 8 - (4 - 2)\n"
-    )
+    expected = ["a = (1 + 2) * 3", "b = 1 + 2 * 3", "c = (2 ** 3) ** 2", "d = 2 ** 3 ** 2"]
+    expected += ["e = -2 ** 2", "f = (-2) ** 2", "g = 8 - (4 - 2)"]
+    assert out == "\n".join(expected) + "\n"
     assert parse(out, "e.arch").entries == parse(src, "e.arch").entries
 
 
