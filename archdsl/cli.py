@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", metavar="OUT", help="write the (single) result to OUT")
     f.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
+    sub.add_parser("schema", help="print the JSON Schema of the YAML form")
+
     k = sub.add_parser("compile", parents=[common], help="write a standalone PyTorch file for the spec")
     k.add_argument("spec", metavar="SPEC")
     k.add_argument("-o", "--output", metavar="OUT.py", default="-", help="output file (default: stdout)")
@@ -193,7 +195,20 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return status
 
 
-COMMANDS = {"check": cmd_check, "report": cmd_report, "compile": cmd_compile, "fmt": cmd_fmt}
+def cmd_schema(args: argparse.Namespace) -> int:
+    from archdsl.schema import schema
+
+    print(json.dumps(schema(), indent=2))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "report": cmd_report,
+    "compile": cmd_compile,
+    "fmt": cmd_fmt,
+    "schema": cmd_schema,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
