@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of the YAML form")
 
+    x = sub.add_parser("explain", help="explain an error code, e.g. archdsl explain E011")
+    x.add_argument("code", nargs="?", metavar="CODE")
+    x.add_argument("--markdown", action="store_true", help="all codes, as docs/errors.md")
+
     k = sub.add_parser("compile", parents=[common], help="write a standalone PyTorch file for the spec")
     k.add_argument("spec", metavar="SPEC")
     k.add_argument("-o", "--output", metavar="OUT.py", default="-", help="output file (default: stdout)")
@@ -202,7 +206,27 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from archdsl.diagnostics import did_you_mean
+    from archdsl.errors import ERRORS, explain, markdown
+
+    if args.markdown:
+        sys.stdout.write(markdown())
+        return EXIT_OK
+    if args.code is None:
+        for code, doc in ERRORS.items():
+            print(f"{code}  {doc.title}")
+        return EXIT_OK
+    code = args.code.upper()
+    if code not in ERRORS:
+        hint = did_you_mean(code, list(ERRORS)) or ""
+        raise _UsageError(f"no error code {args.code!r}. {hint}".strip())
+    sys.stdout.write(explain(code))
+    return EXIT_OK
+
+
 COMMANDS = {
+    "explain": cmd_explain,
     "check": cmd_check,
     "report": cmd_report,
     "compile": cmd_compile,

@@ -32,27 +32,14 @@ class Severity(str, Enum):
     WARNING = "warning"
 
 
-# Stable codes. Each is documented in docs/errors.md; a test keeps the two in step.
-CODES: dict[str, str] = {
-    "E001": "syntax error in a text (.arch) spec",
-    "E002": "YAML error: malformed YAML or a construct the strict YAML form does not allow",
-    "E003": "unknown name",
-    "E004": "arithmetic error: inexact division, division by zero or an invalid operand",
-    "E005": "unknown component kind",
-    "E006": "unknown parameter or setting",
-    "E007": "missing required parameter or setting",
-    "E008": "value of the wrong type",
-    "E009": "value out of range",
-    "E010": "duplicate definition",
-    "E011": "shape error: sizes that do not fit together",
-    "E012": "the model graph has a cycle",
-    "E013": "a graph node is not connected to the input or the output",
-    "E014": "sequence length exceeds what the positional scheme supports",
-    "E015": "invalid --set override",
-    "E016": "wrong section or component in this place",
-    "E017": "extends/import: a file that cannot be read or lies outside the spec's folder",
-    "E018": "extends/import or block base cycle",
-}
+# Stable codes, documented in archdsl/errors.py (docs/errors.md is generated from it).
+def _codes() -> dict[str, str]:
+    from archdsl.errors import ERRORS
+
+    return {code: doc.title for code, doc in ERRORS.items()}
+
+
+CODES: dict[str, str] = _codes()
 
 
 @dataclass(frozen=True)
@@ -149,7 +136,11 @@ def render_all(diags: list[Diagnostic], sources: SourceCache | None = None, fmt:
     blocks = [render(d, sources) for d in diags]
     n_err = sum(d.severity is Severity.ERROR for d in diags)
     if n_err:
-        blocks.append(f"found {n_err} error{'s' if n_err != 1 else ''}")
+        codes = sorted({d.code for d in diags})
+        blocks.append(
+            f"found {n_err} error{'s' if n_err != 1 else ''}; "
+            f"`archdsl explain {codes[0]}` explains {'an error code' if len(codes) > 1 else 'it'}"
+        )
     return "\n\n".join(blocks)
 
 

@@ -77,16 +77,16 @@ def test_rendering_has_location_source_line_and_caret(write_spec) -> None:  # ty
     assert "6 |   embedding = token_embeding()" in text
     assert "  |               ^^^^^^^^^^^^^^" in text
     assert "help: did you mean `token_embedding`?" in text
-    assert text.rstrip().endswith("found 6 errors")
+    assert "found 6 errors; `archdsl explain E003` explains an error code" in text
 
 
 @pytest.mark.parametrize(
     ("text", "code", "line", "col"),
     [
-        ("model m {\n  type = decoder\n  d_model = \n}\n", "E001", 4, 1),
+        ("model m {\n  type = decoder\n  d_model = \n}\n", "E001", 3, 11),
         ("d = 3\nmodel m { d_model: 4 }\n", "E001", 2, 18),
         ("d = 'x'\n", "E001", 1, 5),
-        ("model m {\n  block {\n", "E001", 2, 10),
+        ("model m {\n  block {\n    repeat = 2\n}\n", "E001", 1, 9),
     ],
 )
 def test_syntax_errors_are_positioned(write_spec, text: str, code: str, line: int, col: int) -> None:  # type: ignore[no-untyped-def]

@@ -10,7 +10,10 @@ from archdsl.diagnostics import CODES
 
 
 def test_every_error_code_is_documented() -> None:
+    from archdsl.errors import markdown
+
     text = (ROOT / "docs" / "errors.md").read_text()
+    assert text == markdown(), "regenerate: archdsl explain --markdown > docs/errors.md"
     documented = set(re.findall(r"^## (E\d{3})$", text, flags=re.M))
     assert documented == set(CODES)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,38 @@ def _token_text(tok: Token) -> str:
     return f"'{tok}'"
 
 
-def _syntax_error(err: UnexpectedInput, text: str, path: str) -> Diagnostic:
+_DANGLING = re.compile(r"(=|\+|-|\*|/|%|\(|,|\[)\s*$")
+MAX_SYNTAX_ERRORS = 10
+
+
+def _code(line: str) -> str:
+    """A line without its comment (strings have no `#`; the grammar has no other use for it)."""
+    return line.split("#", 1)[0].rstrip()
+
+
+def _previous_code_line(lines: list[str], lineno: int) -> int | None:
+    for k in range(lineno - 1, 0, -1):
+        if _code(lines[k - 1]).strip():
+            return k
+    return None
+
+
+def _unclosed_brace(text: str) -> tuple[int, int] | None:
+    """Line and column of the innermost `{` that is never closed."""
+    stack: list[tuple[int, int]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        for col, ch in enumerate(_code(line), start=1):
+            if ch == "{":
+                stack.append((lineno, col))
+            elif ch == "}" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
+
+
+def _syntax_error(err: UnexpectedInput, text: str, path: str) -> tuple[Diagnostic, str | None]:
+    """One Lark error as a diagnostic, and the text with the damage blanked out so parsing can go on
+    to find the next error (None when it cannot)."""
+    lines = text.splitlines() or [""]
     line = getattr(err, "line", None) or 1
     col = getattr(err, "column", None) or 1
     if isinstance(err, UnexpectedCharacters):
@@ -109,45 +141,88 @@ def _syntax_error(err: UnexpectedInput, text: str, path: str) -> Diagnostic:
             hint = "strings are not values in archdsl; write enum words bare, e.g. activation = gelu"
         elif ch == ":":
             hint = "the text form writes `name = value`; `name: value` is the YAML form"
-        return Diagnostic(
-            "E001",
-            f"unexpected character {ch!r}",
-            Span(path, line, col, line, col + 1),
-            help=hint,
+        elif ch == ";":
+            hint = "entries are separated by new lines, not ';'"
+        d = Diagnostic(
+            "E001", f"unexpected character {ch!r}", Span(path, line, col, line, col + 1), help=hint
         )
-    if isinstance(err, UnexpectedEOF):
-        lines = text.splitlines() or [""]
-        line = len(lines)
-        col = len(lines[-1]) + 1
-        return Diagnostic(
-            "E001",
-            f"unexpected end of file; expected {_expected(err.expected)}",
-            Span(path, line, col, line, col + 1),
-            help="a section `{` is probably missing its closing `}`",
+        return d, _blank(lines, line)
+    tok = err.token if isinstance(err, UnexpectedToken) else None
+    if isinstance(err, UnexpectedEOF) or (tok is not None and tok.type == "$END"):
+        expected = set(err.expected) if hasattr(err, "expected") else set()
+        where = _unclosed_brace(text)
+        if where is not None:
+            ln, c = where
+            d = Diagnostic(
+                "E001",
+                "this `{` is never closed",
+                Span(path, ln, c, ln, c + 1),
+                help="add the closing `}`",
+            )
+            return d, text + "\n}"
+        ln = len(lines)
+        c = len(lines[-1]) + 1
+        d = Diagnostic(
+            "E001", f"unexpected end of file; expected {_expected(expected)}", Span(path, ln, c, ln, c + 1)
         )
-    assert isinstance(err, UnexpectedToken)
-    tok = err.token
+        return d, None
+    assert isinstance(err, UnexpectedToken) and tok is not None
     expected = set(err.expected) | set(getattr(err, "accepts", None) or ())
+    prev = _previous_code_line(lines, line)
+    # the error comes where a new entry would start: nothing, or one name, before it on its line
+    first_on_line = (
+        re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)?\s*", _code(lines[line - 1])[: col - 1]) is not None
+    )
+    prev_code = _code(lines[prev - 1]) if prev else ""
+    if (
+        prev is not None
+        and prev != line
+        and _DANGLING.search(prev_code)
+        and (first_on_line or prev_code.endswith("("))
+    ):
+        # the real mistake is at the end of the line before: a value or a ')' never came
+        op = prev_code.strip()[-1]
+        c = len(prev_code) + 1
+        message, hint = {
+            "=": ("missing value after '='", "write `name = value`"),
+            "(": ("'(' is never closed", "close the call with ')'"),
+            "[": ("'[' is never closed", "close the list with ']'"),
+            ",": ("missing argument after ','", "remove the trailing ',' or add the argument"),
+        }.get(op, (f"missing operand after '{op}'", "complete the expression"))
+        return Diagnostic("E001", message, Span(path, prev, c - 1, prev, c), help=hint), _blank(lines, prev)
     hint = None
-    if tok.type == "$END":
-        lines = text.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
-        hint = "a section `{` is probably missing its closing `}`"
-        end_col = col + 1
-    else:
-        end_col = col + max(1, len(str(tok)))
     if tok.type == "RBRACE" and "EQUAL" in expected:
         hint = "an attribute needs a value: `name = value`"
     elif "EQUAL" in expected and tok.type in ("INT", "FLOAT", "NAME", "LPAR"):
         hint = "write attributes as `name = value`"
     elif "COMMA" in expected and "RPAR" in expected:
         hint = "separate arguments with ','"
-    return Diagnostic(
+    elif "COMMA" in expected and "RSQB" in expected:
+        hint = "separate list items with ','"
+    elif expected == {"STRING"}:
+        hint = 'quote the path: extends "base.arch", import a from "blocks.arch"'
+    elif expected == {"LBRACE"}:
+        hint = "for an attribute write `name = value`; a section is `keyword label { … }`"
+    elif tok.type == "EQUAL" and ("LBRACE" in expected or "NAME" in expected):
+        hint = "a label names a section: `block dense { … }`"
+    end_col = col + max(1, len(str(tok)))
+    d = Diagnostic(
         "E001",
         f"unexpected {_token_text(tok)}; expected {_expected(expected)}",
         Span(path, line, col, line, end_col),
         help=hint,
     )
+    return d, _blank(lines, line)
+
+
+def _blank(lines: list[str], lineno: int) -> str:
+    """The text with line ``lineno`` emptied, keeping its braces' balance with a placeholder section."""
+    code = _code(lines[lineno - 1])
+    net = code.count("{") - code.count("}")
+    indent = code[: len(code) - len(code.lstrip())]
+    replacement = indent + ("_ {" * net if net > 0 else "}" * -net)
+    out = [*lines[: lineno - 1], replacement, *lines[lineno:]]
+    return "\n".join(out) + "\n"
 
 
 def _span(path: str, meta: object) -> Span | None:
@@ -329,6 +404,25 @@ def _transform(path: str, tree: object) -> Any:
         raise
 
 
+def _all_syntax_errors(err: UnexpectedInput, text: str, path: str) -> list[Diagnostic]:
+    """Report an error, blank out the damage, parse again: up to MAX_SYNTAX_ERRORS, each once."""
+    diags: list[Diagnostic] = []
+    current: str | None = text
+    while current is not None and len(diags) < MAX_SYNTAX_ERRORS:
+        d, current = _syntax_error(err, current, path)
+        if any(x.span == d.span for x in diags):
+            break
+        diags.append(d)
+        if current is None:
+            break
+        try:
+            _parser().parse(current, start="start")
+            break
+        except UnexpectedInput as again:
+            err = again
+    return diags
+
+
 def parse_text(text: str, path: str) -> S.File:
     deep = _depth_error(text, path)
     if deep is not None:
@@ -337,7 +431,7 @@ def parse_text(text: str, path: str) -> S.File:
     try:
         tree = _parser().parse(text, start="start")
     except UnexpectedInput as err:
-        raise SpecError([_syntax_error(err, text, path)]) from None
+        raise SpecError(_all_syntax_errors(err, text, path)) from None
     comments = tuple(S.Comment(t.line or 0, t.column or 0, str(t).rstrip()) for t in _COMMENTS)
     _COMMENTS.clear()
     entries = _transform(path, tree)
@@ -352,7 +446,7 @@ def parse_expr(text: str, path: str, line: int = 1, col: int = 1) -> S.Expr:
     try:
         tree = _parser().parse(text, start="expr")
     except UnexpectedInput as err:
-        raise SpecError([_shift(_syntax_error(err, text, path), line, col)]) from None
+        raise SpecError([_shift(_syntax_error(err, text, path)[0], line, col)]) from None
     try:
         expr = _transform(path, tree)
     except SpecError as e:
