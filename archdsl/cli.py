@@ -94,7 +94,7 @@ def _load(path: str, sets: dict[str, str]) -> tuple[Spec | None, tuple[list[Diag
     try:
         return load(path, sets), None
     except SpecError as e:
-        return None, (e.diagnostics, SourceCache({f"<--set {k}>": v for k, v in sets.items()}))
+        return None, (e.diagnostics, SourceCache({f"<--set {k}>": f"--set {k}={v}" for k, v in sets.items()}))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -70,7 +70,7 @@ class Composer:
         if not target.is_relative_to(self.root):
             self.error(
                 "E017",
-                f"`{rel}` is outside the spec's folder ({self.root})",
+                f"`{rel}` is outside the spec's folder ({self.shown(self.root)})",
                 span,
                 help="specs may only extend and import files in their own folder tree",
             )
@@ -80,7 +80,9 @@ class Composer:
     def load(self, path: Path, chain: tuple[Path, ...], span: Span | None) -> S.File | None:
         if path in chain:
             names = " → ".join(p.name for p in (*chain[chain.index(path) :], path))
-            self.error("E018", f"extends/import cycle: {names}", span, help="break the cycle")
+            self.error(
+                "E018", f"extends/import cycle: {names}", span, help="a spec cannot extend or import itself"
+            )
             return None
         if path in self.loaded:
             return self.loaded[path]
@@ -93,7 +95,12 @@ class Composer:
         except (OSError, UnicodeDecodeError) as e:
             if not chain:
                 raise
-            self.error("E017", f"cannot read `{shown}`: {getattr(e, 'strerror', None) or e}", span)
+            self.error(
+                "E017",
+                f"cannot read `{shown}`: {getattr(e, 'strerror', None) or e}",
+                span,
+                help="paths are relative to the file that names them",
+            )
             return None
         self.texts[shown] = text
         try:
@@ -112,7 +119,31 @@ class Composer:
         except ValueError:
             return str(path)
 
+    def duplicates(self, entries: tuple[S.Entry, ...], where: str) -> None:
+        """Within one file, a key given twice is an error (merging would silently keep the last)."""
+        seen: dict[tuple[str, ...], S.Entry] = {}
+        for e in entries:
+            if isinstance(e, S.Extends | S.Import):
+                continue
+            k = _key(e)
+            if k in seen:
+                first = seen[k].span
+                name = e.key.name if isinstance(e, S.Attr) else " ".join(filter(None, k[1:]))
+                span = e.key.span if isinstance(e, S.Attr) else e.keyword.span  # type: ignore[union-attr]
+                what = "constant" if where == "top" and isinstance(e, S.Attr) else "entry"
+                self.error(
+                    "E010",
+                    f"{what} `{name}` is defined twice",
+                    span,
+                    help=f"the first is at line {first.line}; keep one" if first else "keep one",
+                )
+            else:
+                seen[k] = e
+            if isinstance(e, S.Section) and e.keyword.name != "flow":
+                self.duplicates(e.entries, "section")
+
     def compose(self, file: S.File, chain: tuple[Path, ...]) -> S.File:
+        self.duplicates(file.entries, "top")
         base: tuple[S.Entry, ...] = ()
         own: list[S.Entry] = []
         for e in file.entries:

@@ -51,6 +51,11 @@ class Diagnostic:
     severity: Severity = Severity.ERROR
     notes: tuple[str, ...] = field(default=())
 
+    @property
+    def help_text(self) -> str:
+        """The help line: the specific one, or where to read about the code."""
+        return self.help or f"`archdsl explain {self.code}` shows an example and the fix"
+
     def sort_key(self) -> tuple[str, int, int, str]:
         if self.span is None:
             return ("", 0, 0, self.code)
@@ -67,7 +72,7 @@ class Diagnostic:
             "column": s.col if s else None,
             "end_line": s.end_line if s else None,
             "end_column": s.end_col if s else None,
-            "help": self.help,
+            "help": self.help_text,
         }
 
 
@@ -123,8 +128,7 @@ def render(d: Diagnostic, sources: SourceCache | None = None) -> str:
             out.append(f"{pad} | {' ' * (s.col - 1)}{'^' * width}")
     for note in d.notes:
         out.append(f"  = note: {note}")
-    if d.help:
-        out.append(f"help: {d.help}")
+    out.append(f"help: {d.help_text}")
     return "\n".join(out)
 
 

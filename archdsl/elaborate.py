@@ -104,19 +104,20 @@ def evaluate(e: S.Expr, env: Mapping[str, Value]) -> Value:
     if isinstance(e, S.List):
         raise _fail("E008", "a list is only a value of `layers` (a layer pattern)", e.span)
     if isinstance(e, S.Neg):
-        return -_number(e.operand, evaluate(e.operand, env), "-")
+        return -_number(e.operand, evaluate(e.operand, env), "-", env)
     if isinstance(e, S.Call):
         return _function(e, env)
-    a = _number(e.left, evaluate(e.left, env), e.op)
-    b = _number(e.right, evaluate(e.right, env), e.op)
+    a = _number(e.left, evaluate(e.left, env), e.op, env)
+    b = _number(e.right, evaluate(e.right, env), e.op, env)
     return _binop(e, a, b)
 
 
-def _number(e: S.Expr, v: Value, op: str) -> int | float:
+def _number(e: S.Expr, v: Value, op: str, env: Mapping[str, Value] | None = None) -> int | float:
     if isinstance(v, _Poison):
         raise _PoisonedError()
     if isinstance(v, Word):
-        raise _fail("E003", f"unknown name `{v}`", e.span)
+        known = [k for k, x in (env or {}).items() if not isinstance(x, Word)]
+        raise _fail("E003", f"unknown name `{v}`", e.span, did_you_mean(v, known))
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise _fail("E004", f"`{op}` needs numbers, but {_describe(e, v)} is {_type_name(v)}", e.span)
     return v
@@ -126,7 +127,7 @@ def _binop(e: S.BinOp, a: int | float, b: int | float) -> int | float:
     op = e.op
     both_int = isinstance(a, int) and isinstance(b, int)
     if op in ("/", "//", "%") and b == 0:
-        raise _fail("E004", f"division by zero: {_describe(e.right, b)}", e.span)
+        raise _fail("E004", f"division by zero: {_describe(e.right, b)}", e.span, "check the divisor")
     if op == "+":
         r: int | float = a + b
     elif op == "-":
@@ -154,7 +155,12 @@ def _binop(e: S.BinOp, a: int | float, b: int | float) -> int | float:
         if both_int and b < 0:
             r = float(a) ** b
         elif abs(b) > 64 and abs(a) > 1:
-            raise _fail("E004", f"{_describe(e.left, a)} ** {_describe(e.right, b)} is too large", e.span)
+            raise _fail(
+                "E004",
+                f"{_describe(e.left, a)} ** {_describe(e.right, b)} is too large",
+                e.span,
+                "values in a spec fit in 64 bits",
+            )
         else:
             try:
                 r = a**b
@@ -163,7 +169,12 @@ def _binop(e: S.BinOp, a: int | float, b: int | float) -> int | float:
     if isinstance(r, complex):
         raise _fail("E004", f"`{S.expr_text(e)}` has no real value", e.span)
     if isinstance(r, int) and abs(r) > MAX_INT:
-        raise _fail("E004", f"value of `{S.expr_text(e)}` is too large ({r:.3e})", e.span)
+        raise _fail(
+            "E004",
+            f"value of `{S.expr_text(e)}` is too large ({r:.3e})",
+            e.span,
+            "values in a spec fit in 64 bits",
+        )
     if isinstance(r, float) and not math.isfinite(r):
         raise _fail("E004", f"`{S.expr_text(e)}` is not a finite number", e.span)
     return r
@@ -180,7 +191,7 @@ def _function(e: S.Call, env: Mapping[str, Value]) -> Value:
         )
     if not e.args or any(a.key is not None for a in e.args):
         raise _fail("E008", f"`{name}` takes one or more positional numbers", e.span, "e.g. min(a, 64)")
-    vals = [_number(a.value, evaluate(a.value, env), name) for a in e.args]
+    vals = [_number(a.value, evaluate(a.value, env), name, env) for a in e.args]
     return min(vals) if name == "min" else max(vals)
 
 
@@ -229,7 +240,9 @@ def coerce(p: Param, v: Value, e: S.Expr, env: Mapping[str, Value]) -> Value:
         (p.lt, lambda b: v >= b, "less than"),
     ):
         if bound is not None and bad(bound):
-            raise _fail("E009", f"{where} must be {word} {_show(bound)}, found {shown}", e.span)
+            default = p.default if p.default is not None and not p.required else None
+            hint = f"the default is {p.name} = {_show(default)}" if default is not None else None
+            raise _fail("E009", f"{where} must be {word} {bound:g}, found {shown}", e.span, hint)
     return v
 
 
@@ -322,6 +335,17 @@ class Elaborator:
                 self.error("E010", f"constant `{name}` is defined twice", a.key.span, "keep one definition")
                 continue
             expr = overrides.get(name, a.value)
+            early = [n for n in _names(expr) if n.name in later and n.name not in self.env]
+            if early:
+                n = early[0]
+                self.error(
+                    "E003",
+                    f"`{n.name}` is used before it is defined",
+                    n.span,
+                    help=f"move `{n.name} = …` above this line",
+                )
+                self.env[name] = _POISON
+                continue
             self.env[name] = self.attempt(evaluate, expr, self.env)
             v = self.env[name]
             if isinstance(v, Word) and not isinstance(v, _Poison) and v in later:
@@ -338,7 +362,12 @@ class Elaborator:
     def value(self, p: Param, e: S.Expr) -> Value:
         def run() -> Value:
             if isinstance(e, S.Call) and e.func.name not in FUNCTIONS:
-                raise _fail("E008", f"`{p.name}` takes a value, not a component", e.span)
+                raise _fail(
+                    "E008",
+                    f"`{p.name}` takes a value, not a component",
+                    e.span,
+                    "write a number or a name here; components go in slots such as `ffn = mlp(…)`",
+                )
             v = evaluate(e, self.env)
             if isinstance(v, _Poison):
                 return _POISON
@@ -413,7 +442,7 @@ class Elaborator:
         if kind.role != role and role != "any":
             self.error(
                 "E016",
-                f"`{name}` is a {kind.role} kind; `{slot_name}` takes a {role} kind",
+                f"`{name}` is {_a(kind.role)} kind; `{slot_name}` takes {_a(role)} kind",
                 e.func.span,
                 help=did_you_mean(name, allowed),
             )
@@ -594,7 +623,10 @@ class Elaborator:
         plan: list[tuple[str, S.Section]] = []
         if inline and pattern:
             self.error(
-                "E010", "give either an inline `block { … }` or `layers = …`, not both", pattern.key.span
+                "E010",
+                "give either an inline `block { … }` or `layers = …`, not both",
+                pattern.key.span,
+                help="keep one way of listing the layers",
             )
             return None
         if inline:
@@ -642,6 +674,7 @@ class Elaborator:
                     "E009",
                     f"`layer {label}`: the stack has layers 0 to {len(plan) - 1}",
                     ov.label.span if ov.label else ov.keyword.span,
+                    help="layers are numbered from 0",
                 )
                 continue
             i = int(label)
@@ -746,7 +779,12 @@ class Elaborator:
             return S.Section(sec.keyword, sec.label, tuple(e for e in sec.entries if e is not base), sec.span)
         target = base.value.name
         if target in chain or target == name:
-            self.error("E018", f"block base cycle: {' → '.join((*chain, name, target))}", base.value.span)
+            self.error(
+                "E018",
+                f"block base cycle: {' → '.join((*chain, name, target))}",
+                base.value.span,
+                help="a block cannot build on itself",
+            )
             return S.Section(sec.keyword, sec.label, tuple(e for e in sec.entries if e is not base), sec.span)
         parent = self.resolve_base(self.blocks[target], (*chain, name))
         own = tuple(e for e in sec.entries if e is not base)
@@ -881,10 +919,12 @@ class Elaborator:
                 continue
             body.append(Stmt(target, value, entry.span))
             tensors.add(target)
-        if not body:
+        if not flow.entries:
             self.error(
                 "E007", "a flow needs at least one statement", flow.keyword.span, "e.g. x = x + attn(ln_1(x))"
             )
+            return None
+        if not body:
             return None
         nodes: dict[str, Node | None] = {}
         for name, a in declared.items():
@@ -969,12 +1009,31 @@ class Elaborator:
         )
 
 
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
 def _val(a: S.Attr | None) -> S.Expr | None:
     return a.value if a is not None else None
 
 
 def _is_num(e: S.Expr) -> bool:
     return isinstance(e, S.Num | S.Name) and not isinstance(e, S.List)
+
+
+def _names(e: S.Expr) -> list[S.Name]:
+    """The names an expression refers to, in order."""
+    if isinstance(e, S.Name):
+        return [e]
+    if isinstance(e, S.BinOp):
+        return _names(e.left) + _names(e.right)
+    if isinstance(e, S.Neg):
+        return _names(e.operand)
+    if isinstance(e, S.Call):
+        return [n for a in e.args for n in _names(a.value)]
+    if isinstance(e, S.List):
+        return [n for x in e.items for n in _names(x)]
+    return []
 
 
 def _mentions(e: S.Expr, names: set[str]) -> bool:

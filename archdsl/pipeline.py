@@ -46,8 +46,9 @@ def parse_overrides(overrides: Mapping[str, Override] | None) -> tuple[dict[str,
             text = "true" if value else "false"
         else:
             text = value if isinstance(value, str) else repr(value)
-        texts[where] = text
-        exprs[name] = parse_expr(text, where)
+        prefix = f"--set {name}="
+        texts[where] = prefix + text  # diagnostics show the option as written
+        exprs[name] = parse_expr(text, where, 1, len(prefix) + 1)
     return exprs, texts
 
 

@@ -74,3 +74,7 @@ def model_inputs(spec, batch: int, seq_len: int, generator=None):  # type: ignor
         else:
             out.append(torch.randn(dims, generator=generator))
     return out
+
+
+def pytest_addoption(parser):  # type: ignore[no-untyped-def]
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden expected outputs")

@@ -128,6 +128,23 @@ def _unclosed_brace(text: str) -> tuple[int, int] | None:
     return stack[-1] if stack else None
 
 
+def _unclosed_bracket(lines: list[str], line: int, col: int) -> tuple[int, int, str] | None:
+    """The innermost `(` or `[` still open just before (line, col)."""
+    stack: list[tuple[int, int, str]] = []
+    for ln in range(1, line + 1):
+        code = _code(lines[ln - 1])
+        if ln == line:
+            code = code[: col - 1]
+        for c, ch in enumerate(code, start=1):
+            if ch in "([":
+                stack.append((ln, c, ch))
+            elif ch in ")]" and stack:
+                stack.pop()
+            elif ch in "{}":
+                stack.clear()  # a section boundary: brackets do not span sections
+    return stack[-1] if stack else None
+
+
 def _syntax_error(err: UnexpectedInput, text: str, path: str) -> tuple[Diagnostic, str | None]:
     """One Lark error as a diagnostic, and the text with the damage blanked out so parsing can go on
     to find the next error (None when it cannot)."""
@@ -168,6 +185,17 @@ def _syntax_error(err: UnexpectedInput, text: str, path: str) -> tuple[Diagnosti
         return d, None
     assert isinstance(err, UnexpectedToken) and tok is not None
     expected = set(err.expected) | set(getattr(err, "accepts", None) or ())
+    opened = _unclosed_bracket(lines, line, col)
+    if opened is not None and opened[0] < line and {"RPAR", "RSQB"} & expected:
+        ln, c, ch = opened
+        closer = ")" if ch == "(" else "]"
+        d = Diagnostic(
+            "E001",
+            f"this '{ch}' is never closed",
+            Span(path, ln, c, ln, c + 1),
+            help=f"add the closing '{closer}'",
+        )
+        return d, _blank(lines, ln)
     prev = _previous_code_line(lines, line)
     # the error comes where a new entry would start: nothing, or one name, before it on its line
     first_on_line = (
@@ -190,8 +218,18 @@ def _syntax_error(err: UnexpectedInput, text: str, path: str) -> tuple[Diagnosti
             ",": ("missing argument after ','", "remove the trailing ',' or add the argument"),
         }.get(op, (f"missing operand after '{op}'", "complete the expression"))
         return Diagnostic("E001", message, Span(path, prev, c - 1, prev, c), help=hint), _blank(lines, prev)
+    if expected == {"LBRACE"} and prev is not None and first_on_line and prev != line:
+        # `repeat 2` then a new line: read as a section header whose `{` never came
+        m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s+(.+?)\s*", prev_code)
+        hint = f"write `{m.group(1)} = {m.group(2)}`" if m else "write `name = value`"
+        stripped = prev_code.strip()
+        c = len(prev_code) - len(prev_code.lstrip()) + 1
+        span = Span(path, prev, c, prev, c + len(stripped))
+        return Diagnostic("E001", f"`{stripped}` is missing its '='", span, help=hint), _blank(lines, prev)
     hint = None
-    if tok.type == "RBRACE" and "EQUAL" in expected:
+    if tok.type == "STRING":
+        hint = "strings are not values in archdsl; write enum words bare, e.g. activation = gelu"
+    elif tok.type == "RBRACE" and "EQUAL" in expected:
         hint = "an attribute needs a value: `name = value`"
     elif "EQUAL" in expected and tok.type in ("INT", "FLOAT", "NAME", "LPAR"):
         hint = "write attributes as `name = value`"
@@ -410,7 +448,9 @@ def _all_syntax_errors(err: UnexpectedInput, text: str, path: str) -> list[Diagn
     current: str | None = text
     while current is not None and len(diags) < MAX_SYNTAX_ERRORS:
         d, current = _syntax_error(err, current, path)
-        if any(x.span == d.span for x in diags):
+        if d.span is not None and any(
+            x.span and (x.span.line, x.span.col) == (d.span.line, d.span.col) for x in diags
+        ):
             break
         diags.append(d)
         if current is None:
