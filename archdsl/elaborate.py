@@ -459,7 +459,7 @@ class Elaborator:
         params, spans, ok = self.args(e, kind.params, name, dynamic)
         if not ok or ctx is None:
             return None
-        node = Node(name, tuple(params.items()), e.span, tuple(spans))
+        node = Node(name, tuple(kind.resolve(params).items()), e.span, tuple(spans))
         for problem in kind.validate(node, ctx, arity):
             span = node.span_of(problem.param) if problem.param else node.span
             self.error(problem.code, problem.message, span, problem.help)

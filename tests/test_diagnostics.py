@@ -44,7 +44,7 @@ model bad {
     repeat = 2
     norm = layernorm(eps = 0)
     attention = mha(heads = 4, causal = yes)
-    ffn = mlp(hidden = 4 * d, activation = gleu, dropout = 0.1)
+    ffn = mlp(hidden = 4 * d, activation = gleu, dropuot = 0.1)
   }
   head = lm_head()
 }

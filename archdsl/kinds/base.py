@@ -79,6 +79,10 @@ class Kind:
         """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""
         return {}
 
+    def resolve(self, params: dict[str, Value]) -> dict[str, Value]:
+        """Defaults that depend on other parameters (``kv_heads`` defaults to ``heads``)."""
+        return params
+
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
         """Checks across parameters, context and use (``arity``: how many tensors it is applied to),
         run when the spec is elaborated."""

@@ -37,6 +37,7 @@ class MLP(Kind):
         Param("hidden", "int", min=1, doc="inner width, typically 4 * d_model"),
         Param("activation", "enum", default="gelu", choices=tuple(ACTIVATIONS)),
         Param("bias", "bool", default=True),
+        Param("dropout", "float", default=0.0, min=0.0, lt=1.0, doc="dropout on the output"),
     )
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
@@ -54,6 +55,7 @@ class MLP(Kind):
             hidden=node["hidden"],
             act=ACTIVATIONS[str(node["activation"])],
             bias=node["bias"],
+            dropout=node["dropout"],
         )
 
 
