@@ -348,6 +348,15 @@ class Elaborator:
                 continue
             self.env[name] = self.attempt(evaluate, expr, self.env)
             v = self.env[name]
+            if isinstance(v, Word) and not isinstance(v, _Poison) and v in BOOL_WORDS:
+                self.error(
+                    "E008",
+                    f"`{v}` is not a boolean in a spec",
+                    expr.span,
+                    help=f"write {BOOL_WORDS[v]} (YAML 1.1 and some languages read `{v}` as {BOOL_WORDS[v]})",
+                )
+                self.env[name] = _POISON
+                continue
             if isinstance(v, Word) and not isinstance(v, _Poison) and v in later:
                 self.error(
                     "E003",
