@@ -356,15 +356,6 @@ class Elaborator:
                     help=f"write {BOOL_WORDS[v]} (YAML 1.1 and some languages read `{v}` as {BOOL_WORDS[v]})",
                 )
                 self.env[name] = _POISON
-                continue
-            if isinstance(v, Word) and not isinstance(v, _Poison) and v in later:
-                self.error(
-                    "E003",
-                    f"`{v}` is used before it is defined",
-                    expr.span,
-                    help=f"move `{v} = …` above this line",
-                )
-                self.env[name] = _POISON
 
     # -- generic pieces ----------------------------------------------------------------------------
 

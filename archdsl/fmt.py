@@ -209,15 +209,19 @@ class TextPrinter:
         self.line(level, f"{key} = {text}{trail}")
 
 
-def to_text(file: S.File) -> str:
+def _print(file: S.File, printer: type[TextPrinter]) -> str:
     notes, tail, blank = attach(file)
-    p = TextPrinter(notes)
+    p = printer(notes)
     p.entries(file.entries, 0, top=True)
     if tail:
         if blank and p.out:
             p.out.append("")
         p.out.extend(tail)
     return "\n".join(p.out).strip("\n") + "\n"
+
+
+def to_text(file: S.File) -> str:
+    return _print(file, TextPrinter)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -346,11 +350,4 @@ class YamlPrinter(TextPrinter):
 
 
 def to_yaml(file: S.File) -> str:
-    notes, tail, blank = attach(file)
-    p = YamlPrinter(notes)
-    p.entries(file.entries, 0, top=True)
-    if tail:
-        if blank and p.out:
-            p.out.append("")
-        p.out.extend(tail)
-    return "\n".join(p.out).strip("\n") + "\n"
+    return _print(file, YamlPrinter)

@@ -23,8 +23,9 @@ from archdsl.diagnostics import Diagnostic, SourceCache, SpecError
 from archdsl.elaborate import elaborate
 from archdsl.frontend import parse_source
 from archdsl.frontend.text import parse_expr
-from archdsl.graph import build_graph, input_shapes
+from archdsl.graph import build_graph, ctx_of, input_shapes
 from archdsl.ir import Spec
+from archdsl.kinds import REGISTRY
 from archdsl.lower.lowering import lower
 from archdsl.passes import run_passes
 
@@ -102,16 +103,10 @@ def default_seq_len(spec: Spec) -> int:
         limit
         for s in spec.model.stacks
         if s.position is not None
-        for limit in [_limit(s.position)]
+        for limit in [REGISTRY[s.position.kind].max_seq_len(s.position, ctx_of(spec.model, s.role))]
         if limit is not None
     ]
     return min(limits) if limits else DEFAULT_SEQ_LEN
-
-
-def _limit(node: S.Expr) -> int | None:  # type: ignore[valid-type]
-    from archdsl.kinds import REGISTRY
-
-    return REGISTRY[node.kind].max_seq_len(node, None)  # type: ignore[attr-defined]
 
 
 def analyze(spec: Spec, batch: int = 1, seq_len: int | None = None, src_len: int | None = None) -> Report:
