@@ -694,6 +694,8 @@ class Elaborator:
     ) -> Stack | None:
         where = sec.label.span if sec.label else sec.keyword.span
         position = self.optional("position", STACK_SLOTS["position"], _val(attrs.get("position")), ctx)
+        if position is not None and ctx is not None and REGISTRY[position.kind].applies == "attention":
+            ctx = replace(ctx, position=position)  # RoPE, ALiBi, relative biases act in every self-attention
         final_norm = self.optional(
             "final_norm", STACK_SLOTS["final_norm"], _val(attrs.get("final_norm")), ctx
         )

@@ -18,9 +18,19 @@ from archdsl.kinds import REGISTRY, Ctx
 
 
 def ctx_of(model: Model, stack: str | None = None) -> Ctx:
+    """The context components of one stack were elaborated in."""
     if stack is None:
         stack = "encoder" if model.type == "encoder" else "decoder"
-    return Ctx(d_model=model.d_model, vocab=model.vocab, stack=stack)
+    s = next((x for x in model.stacks if x.role == stack), None)
+    pos = s.position if s is not None else None
+    inside = pos is not None and REGISTRY[pos.kind].applies == "attention"
+    return Ctx(d_model=model.d_model, vocab=model.vocab, stack=stack, position=pos if inside else None)
+
+
+def additive_position(stack: Stack) -> Node | None:
+    """The stack's position table when it is added to the embeddings (not when it acts in attention)."""
+    pos = stack.position
+    return pos if pos is not None and REGISTRY[pos.kind].applies == "embedding" else None
 
 
 class _Builder:
@@ -81,8 +91,8 @@ class _Builder:
     def stack(self, stack: Stack, x: str, memory: str | None, prefix: str) -> str:
         ctx = ctx_of(self.model, stack.role)
         emb_layer = f"{prefix}embedding"
-        if stack.position is not None:
-            x = self.comp(f"{prefix}wpe", f"{prefix}wpe", stack.position, ctx, emb_layer, [x])
+        if additive_position(stack) is not None:
+            x = self.comp(f"{prefix}wpe", f"{prefix}wpe", stack.position, ctx, emb_layer, [x])  # type: ignore[arg-type]
         seen_instances: set[int] = set()
         for i, (blk, inst) in enumerate(zip(stack.layers, stack.instances, strict=True)):
             p = f"{prefix}h.{i}"

@@ -51,3 +51,38 @@ def kinds_markdown() -> str:
         params = ", ".join(f"`{p.name}` ({_default(p)})" for p in pl.params) or "none"
         out.append(f"| `{name}` | {params} | {pl.doc} |")
     return "\n".join(out).rstrip() + "\n"
+
+
+def regenerate(root: str = ".") -> list[str]:
+    """Rewrite the generated documents: docs/errors.md, docs/archdsl.schema.json and the component
+    reference in docs/language.md. Returns the files that changed."""
+    import json
+    from pathlib import Path
+
+    from archdsl.errors import markdown
+    from archdsl.schema import schema
+
+    docs = Path(root) / "docs"
+    lang = (docs / "language.md").read_text(encoding="utf-8")
+    head, rest = lang.split("<!-- kinds:begin -->\n", 1)
+    _, tail = rest.split("<!-- kinds:end -->", 1)
+    targets = {
+        docs / "errors.md": markdown(),
+        docs / "archdsl.schema.json": json.dumps(schema(), indent=2) + "\n",
+        docs / "language.md": head
+        + "<!-- kinds:begin -->\n"
+        + kinds_markdown()
+        + "<!-- kinds:end -->"
+        + tail,
+    }
+    changed = []
+    for path, text in targets.items():
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+            changed.append(str(path))
+    return changed
+
+
+if __name__ == "__main__":
+    for changed in regenerate():
+        print(f"regenerated {changed}")

@@ -5,78 +5,124 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention (Vaswani et al. 2017) with one fused QKV projection, as in nanoGPT.
-    With fewer key/value heads than query heads it is grouped-query attention (Ainslie et al. 2023;
-    one key/value head: multi-query attention, Shazeer 2019)."""
+class Attention(nn.Module):
+    """Multi-head attention (Vaswani et al. 2017), nanoGPT style: one fused QKV projection for
+    self-attention (q from x and k, v from memory for cross-attention), grouped key/value heads (GQA),
+    optional qk-norm, a positional module acting on q, k or the scores, soft-capping, and a core
+    (`attend`) that variants replace."""
 
     def __init__(
         self,
         d_model: int,
         n_heads: int,
         n_kv_heads: int,
+        head_dim: int,
         causal: bool,
+        cross: bool = False,
         bias: bool = True,
+        q_norm: nn.Module | None = None,
+        k_norm: nn.Module | None = None,
+        pos: nn.Module | None = None,
+        softcap: float = 0.0,
+        scale: float | None = None,
         dropout: float = 0.0,
+        out_dropout: float = 0.0,
+        prefix: int = 0,
     ):
         super().__init__()
-        assert d_model % n_heads == 0 and n_heads % n_kv_heads == 0
-        self.head_dim = d_model // n_heads
-        self.kv_dim = n_kv_heads * self.head_dim
-        self.c_attn = nn.Linear(d_model, d_model + 2 * self.kv_dim, bias=bias)  # q, k, v at once
-        self.c_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.n_heads = n_heads
-        self.n_kv_heads = n_kv_heads
-        self.causal = causal
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.q_dim, self.kv_dim = n_heads * head_dim, n_kv_heads * head_dim
+        if cross:
+            self.q_proj = nn.Linear(d_model, self.q_dim, bias=bias)
+            self.kv_proj = nn.Linear(d_model, 2 * self.kv_dim, bias=bias)  # k, v from the memory
+        else:
+            self.c_attn = nn.Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)  # q, k, v at once
+        self.c_proj = nn.Linear(self.q_dim, d_model, bias=bias)
+        self.q_norm = q_norm if q_norm is not None else nn.Identity()
+        self.k_norm = k_norm if k_norm is not None else nn.Identity()
+        self.pos = pos
+        self.causal, self.softcap, self.prefix = causal, softcap, prefix
+        self.scale = scale if scale is not None else head_dim**-0.5
         self.dropout = dropout
+        self.out_dropout = nn.Dropout(out_dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.size()  # batch, sequence length, d_model
-        q, k, v = self.c_attn(x).split([C, self.kv_dim, self.kv_dim], dim=2)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hs)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            is_causal=self.causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_heads != self.n_heads,
-        )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.c_proj(y)
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, _ = x.size()
+        if memory is None:
+            q, k, v = self.c_attn(x).split([self.q_dim, self.kv_dim, self.kv_dim], dim=2)
+        else:
+            q = self.q_proj(x)
+            k, v = self.kv_proj(memory).split(self.kv_dim, dim=2)
+        S = k.size(1)  # key length: T, or the memory's length
+        q = self.q_norm(q).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_norm(k).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
+        v = v.view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
+        if self.pos is not None:
+            q, k = self.pos.rotate(q, k)  # RoPE turns q and k; additive schemes leave them
+        y = self.attend(q, k, v)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.q_dim)  # heads side by side again
+        return self.out_dropout(self.c_proj(y))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Every query over every key it may see; SDPA (flash on CPU and GPU) when nothing else is
+        needed, explicit scores otherwise."""
+        bias = self.pos.bias(q, k) if self.pos is not None else None
+        if bias is None and not self.softcap and not self.prefix:
+            return F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                is_causal=self.causal,
+                scale=self.scale,
+                dropout_p=self.dropout if self.training else 0.0,
+                enable_gqa=self.n_kv_heads != self.n_heads,
+            )
+        return self.explicit(q, k, v, bias)
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return (q @ k.transpose(-2, -1)) * self.scale  # (B, nh, T, S)
+
+    def explicit(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        groups = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, hs)
+        att = self.scores(q, k)  # (B, nh, T, S)
+        if self.softcap:
+            att = self.softcap * torch.tanh(att / self.softcap)
+        if bias is not None:
+            att = att + bias
+        T, S = att.shape[-2:]
+        if self.causal:
+            i = torch.arange(T, device=q.device)[:, None]
+            j = torch.arange(S, device=q.device)[None, :]
+            seen = (j <= i) | ((i < self.prefix) & (j < self.prefix))  # prefix-LM: the prefix sees itself
+            att = att.masked_fill(~seen, float("-inf"))
+        att = F.dropout(att.softmax(dim=-1), p=self.dropout, training=self.training)
+        return att @ v  # (B, nh, T, hs)
 
 
-class CrossAttention(nn.Module):
-    """Multi-head attention from x (queries) to memory (keys, values): the decoder's encoder-decoder
-    attention (Vaswani et al. 2017, §3.2.3)."""
+class AdditiveAttention(Attention):
+    """Additive (concat) scores, w^T tanh(q + k) per head (Bahdanau et al. 2015)."""
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, bias: bool = True, dropout: float = 0.0):
-        super().__init__()
-        assert d_model % n_heads == 0 and n_heads % n_kv_heads == 0
-        self.head_dim = d_model // n_heads
-        self.kv_dim = n_kv_heads * self.head_dim
-        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.kv_proj = nn.Linear(d_model, 2 * self.kv_dim, bias=bias)  # k, v at once
-        self.c_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.n_heads = n_heads
-        self.n_kv_heads = n_kv_heads
-        self.dropout = dropout
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.w = nn.Parameter(torch.randn(self.n_heads, self.head_dim) * self.head_dim**-0.5)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.size()
-        S = memory.size(1)  # encoder sequence length
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k, v = self.kv_proj(memory).split(self.kv_dim, dim=2)
-        k = k.view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, n_kv, S, hs)
-        v = v.view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, n_kv, S, hs)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_heads != self.n_heads,
-        )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.c_proj(y)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.explicit(q, k, v, self.pos.bias(q, k) if self.pos is not None else None)
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        e = torch.tanh(q.unsqueeze(3) + k.unsqueeze(2))  # (B, nh, T, S, hs)
+        return (e @ self.w[None, :, None, :, None]).squeeze(-1)  # (B, nh, T, S)
+
+
+class BilinearAttention(Attention):
+    """General (bilinear) scores, q^T W k with a W per head (Luong et al. 2015)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.w = nn.Parameter(torch.eye(self.head_dim).repeat(self.n_heads, 1, 1))  # (nh, hs, hs)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return super().attend(q @ self.w, k, v)  # (B, nh, T, hs) @ (nh, hs, hs)

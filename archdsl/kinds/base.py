@@ -45,12 +45,14 @@ class Param:
 
 @dataclass(frozen=True)
 class Ctx:
-    """What a component knows of its surroundings: the residual width, the vocabulary size, and
-    which stack it sits in (``decoder`` or ``encoder``)."""
+    """What a component knows of its surroundings: the residual width, the vocabulary size, which
+    stack it sits in (``decoder`` or ``encoder``), and the stack's positional scheme when that scheme
+    acts inside attention (RoPE, ALiBi, relative biases)."""
 
     d_model: int
     vocab: int
     stack: str = "decoder"
+    position: Node | None = None
 
 
 Shape = tuple[Any, ...]  # ints and symbols: "B" (batch), "T" (sequence), "S" (encoder sequence)
@@ -74,6 +76,8 @@ class Kind:
     doc: ClassVar[str] = ""
     #: how many tensors the component takes when applied (attention: 1 for self, 2 for cross)
     arities: ClassVar[tuple[int, ...]] = (1,)
+    #: positional kinds: "embedding" (added to the embeddings) or "attention" (acts on scores / q, k)
+    applies: ClassVar[str] = "embedding"
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
         """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""
@@ -103,9 +107,36 @@ class Kind:
         matmuls only, attention over the full n x n (the FlopCounterMode convention)."""
         return 0
 
+    def flops_mask_aware(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        """Forward FLOPs counting only the products a mask keeps (causal: n(n+1)/2 query-key pairs,
+        a window: about n w). The same as ``flops`` for components without masks."""
+        return self.flops(node, ctx, ins)
+
+    def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
+        """Elements cached per sequence for incremental decoding at a given context length."""
+        return 0
+
+    def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
+        """The growth terms of this component's time, in n (sequence), d (width) and its own sizes."""
+        return ()
+
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
         """Longest sequence this component supports, if it has a limit."""
         return None
+
+    # -- positional kinds that act inside attention (applies = "attention") --------------------------
+
+    def attention_params(self, node: Node, ctx: Ctx, attn: Node) -> int:
+        """Parameters this scheme adds to one attention module."""
+        return 0
+
+    def attention_flops(self, node: Node, ctx: Ctx, attn: Node, b: Any, n: Any, m: Any) -> Any:
+        """Matmul FLOPs this scheme adds to one attention of n queries over m keys."""
+        return 0
+
+    def attention_ctor(self, node: Node, ctx: Ctx, attn: Node) -> Ctor:
+        """The module one attention holds (``rotate(q, k)`` and ``bias(q, k)``)."""
+        raise NotImplementedError
 
     def shares_embedding(self, node: Node) -> bool:
         """True for a head that reuses the token embedding matrix (weight tying)."""

@@ -1,11 +1,9 @@
-"""Absolute positional kinds (added to the token embeddings)."""
+"""Positional kinds: absolute tables added to the embeddings, and schemes acting inside attention."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from archdsl.ir import Node
-from archdsl.kinds.base import Ctx, Kind, Param, Shape, ShapeError
+from archdsl.kinds.base import Ctx, Kind, Param, ShapeError
 from archdsl.lower.ctor import Ctor, ours
 
 NN = "archdsl.kinds.position_nn"
@@ -45,9 +43,6 @@ class Sinusoidal(Kind):
             ]
         return []
 
-    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
-        return ins[0]
-
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
         return int(node["max_len"])
 
@@ -55,4 +50,52 @@ class Sinusoidal(Kind):
         return ours(NN, "SinusoidalPositions", max_len=node["max_len"], d_model=ctx.d_model)
 
 
-KINDS = (Learned(), Sinusoidal())
+class Rope(Kind):
+    """Rotary position embedding (Su et al. 2021): q and k of every self-attention are rotated by an
+    angle proportional to position, so scores depend on relative offsets. ``fraction`` rotates only the
+    first part of each head (GPT-NeoX's rotary_pct); ``layout`` pairs channels as two halves (GPT-NeoX,
+    Hugging Face Llama) or neighbours (GPT-J, Meta's Llama); ``scaling`` stretches the context: linear
+    (Chen et al. 2023, position interpolation) or Llama 3's frequency-dependent rule. No parameters and
+    no matmul FLOPs."""
+
+    name = "rope"
+    role = "position"
+    applies = "attention"
+    params = (
+        Param("theta", "float", default=10000.0, gt=0.0, doc="base of the rotation frequencies"),
+        Param("fraction", "float", default=1.0, gt=0.0, max=1.0, doc="share of each head that is rotated"),
+        Param("layout", "enum", default="half", choices=("half", "interleaved")),
+        Param("scaling", "enum", default="none", choices=("none", "linear", "llama3")),
+        Param("factor", "float", default=1.0, min=1.0, doc="context stretch for linear / llama3 scaling"),
+        Param("low_freq_factor", "float", default=1.0, gt=0.0, doc="llama3 scaling"),
+        Param("high_freq_factor", "float", default=4.0, gt=0.0, doc="llama3 scaling"),
+        Param("original_max_len", "int", default=8192, min=1, doc="llama3 scaling: the pre-training context"),
+        Param("max_len", "int", default=4096, min=1, doc="longest supported sequence (tables precomputed)"),
+    )
+
+    def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
+        return int(node["max_len"])
+
+    def attention_ctor(self, node: Node, ctx: Ctx, attn: Node) -> Ctor:
+        from archdsl.kinds import REGISTRY
+
+        _, _, hs = REGISTRY[attn.kind].dims(attn, ctx)  # type: ignore[attr-defined]
+        kwargs = {
+            "head_dim": hs,
+            "max_len": node["max_len"],
+            "theta": node["theta"],
+            "fraction": node["fraction"],
+            "interleaved": node["layout"] == "interleaved",
+        }
+        if node["scaling"] != "none":
+            kwargs.update(scaling=node["scaling"], factor=node["factor"])
+        if node["scaling"] == "llama3":
+            kwargs.update(
+                low_freq_factor=node["low_freq_factor"],
+                high_freq_factor=node["high_freq_factor"],
+                original_max_len=node["original_max_len"],
+            )
+        return ours(NN, "RotaryEmbedding", **kwargs)
+
+
+KINDS: tuple[Kind, ...] = (Learned(), Sinusoidal(), Rope())

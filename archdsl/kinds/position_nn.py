@@ -34,3 +34,60 @@ class SinusoidalPositions(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.pe[: x.size(1)]
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al. 2021) for one attention: cos and sin tables for the rotated
+    channels of a head, applied to q and k. Computed as Hugging Face's Llama does, in float32."""
+
+    def __init__(
+        self,
+        head_dim: int,
+        max_len: int,
+        theta: float = 10000.0,
+        fraction: float = 1.0,
+        interleaved: bool = False,
+        scaling: str = "none",
+        factor: float = 1.0,
+        low_freq_factor: float = 1.0,
+        high_freq_factor: float = 4.0,
+        original_max_len: int = 8192,
+    ):
+        super().__init__()
+        self.rot = int(head_dim * fraction) // 2 * 2  # rotated channels per head
+        self.interleaved = interleaved
+        inv_freq = 1.0 / theta ** (torch.arange(0, self.rot, 2, dtype=torch.int64).float() / self.rot)
+        if scaling == "linear":
+            inv_freq = inv_freq / factor
+        elif scaling == "llama3":  # Llama 3.1: stretch low frequencies, keep high ones, blend between
+            wavelen = 2 * math.pi / inv_freq
+            low, high = original_max_len / low_freq_factor, original_max_len / high_freq_factor
+            scaled = torch.where(wavelen > low, inv_freq / factor, inv_freq)
+            smooth = (original_max_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            blended = (1 - smooth) * scaled / factor + smooth * scaled
+            inv_freq = torch.where((wavelen >= high) & (wavelen <= low), blended, scaled)
+        angles = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq[None, :]  # (max_len, rot/2)
+        if interleaved:
+            angles = angles.repeat_interleave(2, dim=-1)  # pairs of neighbours share an angle
+        else:
+            angles = torch.cat([angles, angles], dim=-1)  # the two halves share an angle
+        self.register_buffer("cos", angles.cos(), persistent=False)  # (max_len, rot)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.turn(q), self.turn(k)
+
+    def turn(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.size(2)
+        cos, sin = self.cos[:T], self.sin[:T]  # (T, rot), broadcast over batch and heads
+        x_rot, x_pass = x[..., : self.rot], x[..., self.rot :]
+        if self.interleaved:
+            pairs = x_rot.unflatten(-1, (-1, 2))
+            rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
+        else:
+            x1, x2 = x_rot.chunk(2, dim=-1)
+            rotated = torch.cat([-x2, x1], dim=-1)
+        return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
+
+    def bias(self, q: torch.Tensor, k: torch.Tensor) -> None:
+        return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archdsl.graph import ctx_of
+from archdsl.graph import additive_position, ctx_of
 from archdsl.ir import Block, Model, Node, Stack
 from archdsl.kinds import REGISTRY, Ctx
 from archdsl.lower.codegen import block_class, structure
@@ -53,7 +53,7 @@ def lower(model: Model) -> Ctor:
             stacks[s.role] = ours(
                 MODEL_NN,
                 "Stack",
-                wpe=_comp(s.position, ctx),
+                wpe=_comp(additive_position(s), ctx),
                 h=_layers(s, ctx, classes),
                 ln_f=_comp(s.final_norm, ctx),
             )
@@ -73,7 +73,7 @@ def lower(model: Model) -> Ctor:
         MODEL_NN,
         "Transformer",
         wte=_comp(model.embedding, ctx),
-        wpe=_comp(s.position, ctx),
+        wpe=_comp(additive_position(s), ctx),
         h=_layers(s, ctx, classes),
         ln_f=_comp(s.final_norm, ctx),
         lm_head=_comp(model.head, ctx),
