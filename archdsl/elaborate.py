@@ -270,16 +270,30 @@ MODEL_SLOTS = {
     "head": Slot("head", True, "output head"),
 }
 STACK_SLOTS = {
-    "position": Slot("position", False, "absolute positions added to the embeddings"),
+    "position": Slot(
+        "position", False, "positions: a table added to the embeddings, or a scheme in attention"
+    ),
+    "embedding_norm": Slot("norm", False, "norm of the embeddings (BERT)"),
     "final_norm": Slot("norm", False, "norm after the last block"),
 }
-STACK_SETTINGS = (Param("layers", "pattern", default=None, doc="a layer pattern of named blocks"),)
+STACK_SETTINGS = (
+    Param("dropout", "float", default=0.0, min=0.0, lt=1.0, doc="dropout on the embeddings"),
+    Param(
+        "layerdrop",
+        "float",
+        default=0.0,
+        min=0.0,
+        lt=1.0,
+        doc="skip each layer in training (Fan et al. 2019)",
+    ),
+)
 STACK_SECTIONS = ("block", "layer")
 BLOCK_SETTINGS = (
     Param("repeat", "int", default=None, min=1, max=MAX_LAYERS, doc="number of layers (inline block)"),
     Param("placement", "placement", default="pre", doc="where the norms sit: a preset"),
     Param("shared", "bool", default=False, doc="all layers of this block share one set of weights"),
     Param("base", "block", default=None, doc="start from another block definition"),
+    Param("checkpoint", "bool", default=False, doc="recompute this block's activations in backward"),
 )
 BLOCK_SLOTS = {
     "norm": Slot("norm", True, "the norm, instantiated at each position the placement needs"),
@@ -521,7 +535,7 @@ class Elaborator:
     def model(self, sec: S.Section) -> Model | None:
         where = sec.label.span if sec.label else sec.keyword.span
         settings = [p.name for p in MODEL_SETTINGS]
-        stack_keys = [*STACK_SLOTS, "layers"]
+        stack_keys = [*STACK_SLOTS, *(p.name for p in STACK_SETTINGS), "layers"]
         attrs, subs = self.split(
             sec, [*settings, *MODEL_SLOTS, *stack_keys], (*STACK_SECTIONS, "encoder", "decoder")
         )
@@ -554,7 +568,7 @@ class Elaborator:
 
         stacks: list[Stack | None] = []
         if mtype == "encoder_decoder":
-            for k in (*STACK_SLOTS, "layers"):
+            for k in (*STACK_SLOTS, *(p.name for p in STACK_SETTINGS), "layers"):
                 if k in attrs:
                     self.error(
                         "E016",
@@ -699,12 +713,21 @@ class Elaborator:
         final_norm = self.optional(
             "final_norm", STACK_SLOTS["final_norm"], _val(attrs.get("final_norm")), ctx
         )
+        emb_norm = self.optional(
+            "embedding_norm", STACK_SLOTS["embedding_norm"], _val(attrs.get("embedding_norm")), ctx
+        )
+        st = {
+            p.name: (self.value(p, attrs[p.name].value) if p.name in attrs else p.default)
+            for p in STACK_SETTINGS
+        }
         if plan is None:
             return None
         layers: list[Block | None] = []
         instances: list[int] = []
+        checkpoint: list[bool] = []
         keys: dict[str, int] = {}
         for i, (key, bsec) in enumerate(plan):
+            checkpoint.append(self.setting(bsec, "checkpoint") is True)
             blk = self.block(bsec, ctx, role, memory)
             label = key.replace(" ", "_") if key != "inline" else ""
             layers.append(replace(blk, label=label) if blk is not None else None)
@@ -712,9 +735,20 @@ class Elaborator:
                 instances.append(keys.setdefault(key, i))
             else:
                 instances.append(i)
-        if any(b is None for b in layers) or ctx is None:
+        if any(b is None for b in layers) or ctx is None or any(isinstance(v, _Poison) for v in st.values()):
             return None
-        return Stack(role, tuple(layers), tuple(instances), position, final_norm, where)  # type: ignore[arg-type]
+        return Stack(
+            role,
+            tuple(layers),  # type: ignore[arg-type]
+            tuple(instances),
+            position,
+            final_norm,
+            embedding_norm=emb_norm,
+            dropout=float(st["dropout"]),  # type: ignore[arg-type]
+            layerdrop=float(st["layerdrop"]),  # type: ignore[arg-type]
+            checkpoint=tuple(checkpoint),
+            span=where,
+        )
 
     def pattern(self, e: S.Expr) -> list[S.Name] | None:
         """``[local, local, global] * 4 + [dense]`` -> one block name per layer."""

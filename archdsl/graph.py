@@ -93,6 +93,8 @@ class _Builder:
         emb_layer = f"{prefix}embedding"
         if additive_position(stack) is not None:
             x = self.comp(f"{prefix}wpe", f"{prefix}wpe", stack.position, ctx, emb_layer, [x])  # type: ignore[arg-type]
+        if stack.embedding_norm is not None:
+            x = self.comp(f"{prefix}ln_emb", f"{prefix}ln_emb", stack.embedding_norm, ctx, emb_layer, [x])
         seen_instances: set[int] = set()
         for i, (blk, inst) in enumerate(zip(stack.layers, stack.instances, strict=True)):
             p = f"{prefix}h.{i}"

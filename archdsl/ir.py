@@ -130,6 +130,10 @@ class Stack:
     instances: tuple[int, ...]
     position: Node | None = None
     final_norm: Node | None = None
+    embedding_norm: Node | None = None
+    dropout: float = 0.0  # on the embeddings
+    layerdrop: float = 0.0  # probability of skipping each layer in training
+    checkpoint: tuple[bool, ...] = ()  # per layer: recompute activations in backward
     span: Span | None = field(default=None, compare=False, repr=False)
 
 

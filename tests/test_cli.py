@@ -85,7 +85,7 @@ def test_compile_writes_a_file(tmp_path: Path) -> None:
     out = tmp_path / "m.py"
     r = run_cli("compile", str(SPECS / "gpt2_small.arch"), "-o", str(out))
     assert r.returncode == 0, r.stderr
-    assert "class Transformer(nn.Module)" in out.read_text()
+    assert "class Transformer(Stack)" in out.read_text()
 
 
 def test_usage_and_io_errors_exit_2() -> None:

@@ -102,6 +102,10 @@ class Kind:
     def n_params(self, node: Node, ctx: Ctx) -> int:
         return 0
 
+    def active_params(self, node: Node, ctx: Ctx) -> int:
+        """Parameters one token uses (fewer than ``n_params`` for a mixture of experts)."""
+        return self.n_params(node, ctx)
+
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         """Forward FLOPs for inputs of the given (concrete or symbolic) shapes: 2 per multiply-add,
         matmuls only, attention over the full n x n (the FlopCounterMode convention)."""

@@ -24,12 +24,17 @@ def _needs_vocab(kind: str, ctx: Ctx) -> list[ShapeError]:
 
 
 class TokenEmbedding(Kind):
-    """A ``vocab x d`` lookup table. A lookup is not a matmul, so it adds no FLOPs (FlopCounterMode
-    agrees; Hoffmann et al. 2022 App. F counts it as one, which is why their totals run higher)."""
+    """A ``vocab x d`` lookup table, optionally scaled by sqrt(d) (Vaswani et al. 2017 §3.4; Gemma) and
+    with ``types`` token-type rows added (BERT's segment embeddings; the model reads type 0). A lookup is
+    not a matmul, so it adds no FLOPs (FlopCounterMode agrees; Hoffmann et al. 2022 App. F counts it as
+    one, which is why their totals run higher)."""
 
     name = "token_embedding"
     role = "embedding"
-    params = ()
+    params = (
+        Param("scale", "bool", default=False, doc="multiply by sqrt(d_model)"),
+        Param("types", "int", default=0, min=0, doc="token-type (segment) embeddings, as BERT's"),
+    )
 
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
         return _needs_vocab(self.name, ctx)
@@ -38,10 +43,19 @@ class TokenEmbedding(Kind):
         return (*ins[0], ctx.d_model)
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
-        return ctx.vocab * ctx.d_model
+        return (ctx.vocab + int(node["types"])) * ctx.d_model
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
-        return torch_nn("Embedding", ctx.vocab, ctx.d_model)
+        if not node["scale"] and not node["types"]:
+            return torch_nn("Embedding", ctx.vocab, ctx.d_model)
+        return ours(
+            NN,
+            "TokenEmbedding",
+            vocab=ctx.vocab,
+            d_model=ctx.d_model,
+            scale=node["scale"],
+            types=node["types"],
+        )
 
 
 class PatchEmbedding(Kind):
@@ -110,6 +124,9 @@ class LMHead(Kind):
     params = (
         Param("tied", "bool", default=True, doc="share the token embedding matrix"),
         Param("bias", "bool", default=False),
+        Param(
+            "softcap", "float", default=0.0, min=0.0, doc="cap logits at c * tanh(x / c) (Gemma 2); 0 is off"
+        ),
     )
 
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
@@ -127,7 +144,14 @@ class LMHead(Kind):
     def shares_embedding(self, node: Node) -> bool:
         return bool(node["tied"])
 
+    def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
+        return ("n·d·V",)
+
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        if node["softcap"]:
+            return ours(
+                NN, "CappedLinear", d_in=ctx.d_model, d_out=ctx.vocab, bias=node["bias"], cap=node["softcap"]
+            )
         return torch_nn("Linear", ctx.d_model, ctx.vocab, bias=node["bias"])
 
 
@@ -165,4 +189,58 @@ class Classifier(Kind):
         )
 
 
-KINDS = (TokenEmbedding(), PatchEmbedding(), LMHead(), Classifier())
+class Pooler(Kind):
+    """BERT's pooler (Devlin et al. 2019): ``tanh(W h_0 + b)`` on the first position, (B, T, d) ->
+    (B, d): ``d^2 + d`` parameters, ``2 B d^2`` FLOPs."""
+
+    name = "pooler"
+    role = "head"
+    params = ()
+
+    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
+        return (ins[0][0], ctx.d_model)
+
+    def n_params(self, node: Node, ctx: Ctx) -> int:
+        return ctx.d_model * ctx.d_model + ctx.d_model
+
+    def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        return 2 * ins[0][0] * ctx.d_model * ctx.d_model
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        return ours(NN, "Pooler", d_model=ctx.d_model)
+
+
+class MLMHead(Kind):
+    """BERT's masked-LM head: a ``d x d`` transform, GELU, LayerNorm, then the vocabulary projection
+    (tied to the token embedding by default) with its own bias. Parameters ``d^2 + 3d + V`` (+ ``V d``
+    untied); FLOPs ``2 N d^2 + 2 N d V``."""
+
+    name = "mlm_head"
+    role = "head"
+    params = (
+        Param("tied", "bool", default=True, doc="share the token embedding matrix"),
+        Param("eps", "float", default=1e-12, gt=0.0, doc="the transform's LayerNorm eps"),
+    )
+
+    def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
+        return _needs_vocab(self.name, ctx)
+
+    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
+        return (*ins[0][:-1], ctx.vocab)
+
+    def n_params(self, node: Node, ctx: Ctx) -> int:
+        d, v = ctx.d_model, ctx.vocab
+        return d * d + 3 * d + v + (0 if node["tied"] else v * d)
+
+    def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        n, d = tokens(ins[0]), ctx.d_model
+        return 2 * n * d * d + 2 * n * d * ctx.vocab
+
+    def shares_embedding(self, node: Node) -> bool:
+        return bool(node["tied"])
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        return ours(NN, "MLMHead", d_model=ctx.d_model, vocab=ctx.vocab, eps=node["eps"])
+
+
+KINDS = (TokenEmbedding(), PatchEmbedding(), LMHead(), Classifier(), Pooler(), MLMHead())

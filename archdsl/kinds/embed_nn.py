@@ -30,3 +30,58 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = x[:, 0] if self.pool == "cls" else x.mean(dim=1)  # (B, d)
         return self.proj(pooled)
+
+
+class TokenEmbedding(nn.Embedding):
+    """Token embeddings, optionally scaled by sqrt(d) and with token-type rows (type 0 is added)."""
+
+    def __init__(self, vocab: int, d_model: int, scale: bool = False, types: int = 0):
+        super().__init__(vocab, d_model)
+        self.scale = d_model**0.5 if scale else 1.0
+        self.types = nn.Embedding(types, d_model) if types else None
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = super().forward(idx)  # (B, T, d)
+        if self.scale != 1.0:
+            x = x * torch.tensor(self.scale, dtype=x.dtype)  # Gemma scales in the activation dtype
+        if self.types is not None:
+            x = x + self.types.weight[0]  # the model reads every token as type 0
+        return x
+
+
+class CappedLinear(nn.Linear):
+    """A linear map whose outputs are soft-capped, c * tanh(y / c) (Gemma 2's final logits)."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool, cap: float):
+        super().__init__(d_in, d_out, bias=bias)
+        self.cap = cap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cap * torch.tanh(super().forward(x) / self.cap)
+
+
+class Pooler(nn.Module):
+    """tanh(W h_0 + b): BERT's summary of a sequence, from its first position."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.dense = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(x[:, 0]))  # (B, d)
+
+
+class MLMHead(nn.Module):
+    """BERT's masked-LM head: dense, GELU, LayerNorm, then vocabulary logits with a bias."""
+
+    def __init__(self, d_model: int, vocab: int, eps: float = 1e-12):
+        super().__init__()
+        self.dense = nn.Linear(d_model, d_model)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(d_model, eps=eps)
+        self.weight = nn.Parameter(torch.empty(vocab, d_model))  # tied to the token embedding by default
+        nn.init.normal_(self.weight, std=0.02)
+        self.bias = nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(self.norm(self.act(self.dense(x))), self.weight, self.bias)  # (B, T, V)

@@ -19,33 +19,61 @@ class MLP(nn.Module):
 
 
 class MoE(nn.Module):
-    """Top-k mixture of expert MLPs with a linear router (softmax, then top-k, optionally renormalised)."""
+    """Top-k mixture of experts with a linear router (softmax, top-k, optionally renormalised), plus
+    always-active shared experts. ``aux_loss`` holds the Switch load-balancing loss of the last forward."""
 
     def __init__(
         self,
         d_model: int,
-        hidden: int,
         n_experts: int,
         top_k: int,
-        act: nn.Module,
-        bias: bool = False,
+        experts: list[nn.Module],
+        shared: list[nn.Module],
         normalize: bool = True,
     ):
         super().__init__()
         self.router = nn.Linear(d_model, n_experts, bias=False)
-        self.experts = nn.ModuleList(MLP(d_model, hidden, act, bias) for _ in range(n_experts))
-        self.top_k = top_k
-        self.normalize = normalize
+        self.experts = nn.ModuleList(experts)
+        self.shared = nn.ModuleList(shared)
+        self.top_k, self.normalize = top_k, normalize
+        self.aux_loss = torch.zeros(())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.size()
         x = x.view(B * T, C)  # tokens
-        probs = self.router(x).softmax(dim=-1)  # (B*T, E)
+        probs = self.router(x).float().softmax(dim=-1)  # (B*T, E)
         weight, chosen = probs.topk(self.top_k, dim=-1)  # (B*T, k)
         if self.normalize:
             weight = weight / weight.sum(dim=-1, keepdim=True)
+        weight = weight.to(x.dtype)
         y = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):  # a loop over experts, never over tokens
             token, slot = (chosen == e).nonzero(as_tuple=True)
             y.index_add_(0, token, expert(x[token]) * weight[token, slot, None])
+        for expert in self.shared:
+            y = y + expert(x)
+        routed = torch.zeros_like(probs).scatter_(1, chosen, 1.0).mean(dim=0)  # f_e: share of assignments
+        self.aux_loss = probs.size(1) * (routed / self.top_k * probs.mean(dim=0)).sum()  # Fedus et al. 2021
         return y.view(B, T, C)
+
+
+class GatedMLP(nn.Module):
+    """Gated feed-forward, down(act(gate(x)) * up(x)) (Shazeer 2020), with Llama's names."""
+
+    def __init__(self, d_model: int, hidden: int, act: nn.Module, bias: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, hidden, bias=bias)
+        self.up_proj = nn.Linear(d_model, hidden, bias=bias)
+        self.down_proj = nn.Linear(hidden, d_model, bias=bias)
+        self.act = act
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x)))  # (B, T, C)
+
+
+class SquaredReLU(nn.Module):
+    """relu(x)^2 (Primer, So et al. 2021)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).square()

@@ -44,6 +44,8 @@ def instantiate(x: Any) -> Any:
             if inst not in made:
                 made[inst] = instantiate(ctor)
         return [made[i] for i in x.instances]
+    if isinstance(x, list | tuple):
+        return [instantiate(item) for item in x]  # each constructor makes its own module
     return x
 
 

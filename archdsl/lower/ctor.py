@@ -48,9 +48,13 @@ class Layers:
     labels: tuple[str, ...] = ()  # per layer: the block definition's name, for readable emitted code
 
 
+def _frozen(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v  # lists of modules, kept hashable
+
+
 def torch_nn(name: str, *args: Any, **kwargs: Any) -> Ctor:
-    return Ctor(ClassRef("torch.nn", name), args, tuple(kwargs.items()))
+    return Ctor(ClassRef("torch.nn", name), args, tuple((k, _frozen(v)) for k, v in kwargs.items()))
 
 
 def ours(module: str, name: str, **kwargs: Any) -> Ctor:
-    return Ctor(ClassRef(module, name), (), tuple(kwargs.items()))
+    return Ctor(ClassRef(module, name), (), tuple((k, _frozen(v)) for k, v in kwargs.items()))

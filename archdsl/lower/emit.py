@@ -85,6 +85,9 @@ def _definitions(x: Any, out: dict[tuple[str, str], str]) -> None:
     elif isinstance(x, Layers):
         for c in x.ctors:
             _definitions(c, out)
+    elif isinstance(x, list | tuple):
+        for item in x:
+            _definitions(item, out)
 
 
 def _inline(x: Any) -> str | None:
@@ -98,6 +101,13 @@ def _inline(x: Any) -> str | None:
         text = f"{x.cls.qualname}({', '.join(parts)})"  # type: ignore[arg-type]
         return text if len(text) <= 76 else None
     if isinstance(x, Layers):
+        return None
+    if isinstance(x, list | tuple):
+        if not x:
+            return "[]"
+        if len(set(x)) == 1 and (one := _inline(x[0])) is not None:
+            text = f"[{one} for _ in range({len(x)})]"
+            return text if len(text) <= 76 else None
         return None
     return repr(x)
 
@@ -123,6 +133,19 @@ class _Emitter:
                 for k, v in x.kwargs:
                     self.value(w, f"{k}=", v, ",")
             w(f"){suffix}")
+        elif isinstance(x, list | tuple):
+            if len(set(x)) == 1:
+                w(f"{prefix}[")
+                with w.indent():
+                    self.value(w, "", x[0], "")
+                    w(f"for _ in range({len(x)})")
+                w(f"]{suffix}")
+            else:
+                w(f"{prefix}[")
+                with w.indent():
+                    for item in x:
+                        self.value(w, "", item, ",")
+                w(f"]{suffix}")
         else:
             assert isinstance(x, Layers)
             self.layers(w, prefix, x, suffix)

@@ -43,6 +43,20 @@ def _layers(stack: Stack, ctx: Ctx, classes: _Classes) -> Layers:
     return Layers(ctors, stack.instances, tuple(b.label for b in stack.layers))
 
 
+def _stack_options(s: Stack, ctx: Ctx) -> dict[str, object]:
+    """The stack's optional parts, passed only when set, so emitted code stays plain."""
+    out: dict[str, object] = {}
+    if s.embedding_norm is not None:
+        out["ln_emb"] = _comp(s.embedding_norm, ctx)
+    if s.dropout:
+        out["dropout"] = s.dropout
+    if s.layerdrop:
+        out["layerdrop"] = s.layerdrop
+    if any(s.checkpoint):
+        out["checkpoint"] = list(s.checkpoint)
+    return out
+
+
 def lower(model: Model) -> Ctor:
     classes = _Classes()
     tie = REGISTRY[model.head.kind].shares_embedding(model.head)
@@ -56,6 +70,7 @@ def lower(model: Model) -> Ctor:
                 wpe=_comp(additive_position(s), ctx),
                 h=_layers(s, ctx, classes),
                 ln_f=_comp(s.final_norm, ctx),
+                **_stack_options(s, ctx),
             )
         ctx = ctx_of(model, "decoder")
         return ours(
@@ -78,4 +93,5 @@ def lower(model: Model) -> Ctor:
         ln_f=_comp(s.final_norm, ctx),
         lm_head=_comp(model.head, ctx),
         tie_weights=tie,
+        **_stack_options(s, ctx),
     )

@@ -3,6 +3,7 @@ a decoder (nanoGPT style). Blocks are generated per topology (:mod:`archdsl.lowe
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 
 def init_weights(module: nn.Module) -> None:
@@ -13,9 +14,50 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class Transformer(nn.Module):
-    """Inputs -> outputs through one stack: embed (token ids (B, T), or pixels (B, C, H, W)), add
-    positions, run the blocks in order, final norm, head ((B, T, vocab) logits, or (B, classes))."""
+def moe_losses(model: nn.Module) -> torch.Tensor:
+    losses = [m.aux_loss for m in model.modules() if isinstance(getattr(m, "aux_loss", None), torch.Tensor)]
+    return sum(losses, torch.zeros(()))
+
+
+class Stack(nn.Module):
+    """Positions, embedding norm and dropout, the blocks in order, final norm. LayerDrop (Fan et al.
+    2019) skips whole layers while training; checkpointed layers recompute their activations in
+    backward instead of keeping them."""
+
+    def __init__(
+        self,
+        wpe: nn.Module,
+        h: list[nn.Module],
+        ln_f: nn.Module,
+        ln_emb: nn.Module | None = None,
+        dropout: float = 0.0,
+        layerdrop: float = 0.0,
+        checkpoint: list[bool] | None = None,
+    ):
+        super().__init__()
+        self.wpe = wpe
+        self.ln_emb = ln_emb if ln_emb is not None else nn.Identity()
+        self.drop = nn.Dropout(dropout)
+        self.h = nn.ModuleList(h)
+        self.ln_f = ln_f
+        self.layerdrop = layerdrop
+        self.checkpoint = checkpoint or [False] * len(h)
+
+    def forward(self, x: torch.Tensor, *memory: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.ln_emb(self.wpe(x)))  # (B, T, C), positions added
+        for block, recompute in zip(self.h, self.checkpoint, strict=True):
+            if self.training and self.layerdrop and torch.rand(()) < self.layerdrop:
+                continue  # LayerDrop: this layer sits out this step
+            if self.training and recompute:
+                x = checkpoint(block, x, *memory, use_reentrant=False)
+            else:
+                x = block(x, *memory)  # decoder blocks also read the encoder output
+        return self.ln_f(x)
+
+
+class Transformer(Stack):
+    """Inputs -> outputs through one stack: embed (token ids (B, T), or pixels (B, C, H, W)), the
+    stack, then the head ((B, T, vocab) logits, or (B, classes)). Parameter names follow GPT-2."""
 
     def __init__(
         self,
@@ -25,39 +67,24 @@ class Transformer(nn.Module):
         ln_f: nn.Module,
         lm_head: nn.Module,
         tie_weights: bool,
+        ln_emb: nn.Module | None = None,
+        dropout: float = 0.0,
+        layerdrop: float = 0.0,
+        checkpoint: list[bool] | None = None,
     ):
-        super().__init__()
+        super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint)
         self.wte = wte
-        self.wpe = wpe
-        self.h = nn.ModuleList(h)
-        self.ln_f = ln_f
         self.lm_head = lm_head
         self.apply(init_weights)
         if tie_weights:
             self.lm_head.weight = self.wte.weight  # one matrix for input and output (Press & Wolf 2017)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.wpe(self.wte(idx))  # (B, T, C), positions added
-        for block in self.h:
-            x = block(x)
-        x = self.ln_f(x)
-        return self.lm_head(x)
+        return self.lm_head(super().forward(self.wte(idx)))
 
-
-class Stack(nn.Module):
-    """The encoder or the decoder of an encoder-decoder: positions, blocks, final norm."""
-
-    def __init__(self, wpe: nn.Module, h: list[nn.Module], ln_f: nn.Module):
-        super().__init__()
-        self.wpe = wpe
-        self.h = nn.ModuleList(h)
-        self.ln_f = ln_f
-
-    def forward(self, x: torch.Tensor, *memory: torch.Tensor) -> torch.Tensor:
-        x = self.wpe(x)
-        for block in self.h:
-            x = block(x, *memory)  # decoder blocks also read the encoder output
-        return self.ln_f(x)
+    def aux_loss(self) -> torch.Tensor:
+        """The mixture-of-experts load-balancing losses of the last forward, summed (0 without MoE)."""
+        return moe_losses(self)
 
 
 class EncoderDecoder(nn.Module):
@@ -78,3 +105,7 @@ class EncoderDecoder(nn.Module):
         memory = self.encoder(self.wte(src))  # (B, S, C)
         x = self.decoder(self.wte(idx), memory)  # (B, T, C)
         return self.lm_head(x)  # (B, T, V)
+
+    def aux_loss(self) -> torch.Tensor:
+        """The mixture-of-experts load-balancing losses of the last forward, summed (0 without MoE)."""
+        return moe_losses(self)
