@@ -737,6 +737,22 @@ class Elaborator:
                 instances.append(i)
         if any(b is None for b in layers) or ctx is None or any(isinstance(v, _Poison) for v in st.values()):
             return None
+        if position is not None and REGISTRY[position.kind].shared_table(position):
+            heads = {
+                int(n["heads"])
+                for b in layers
+                for _, n in b.sublayers  # type: ignore[union-attr]
+                if REGISTRY[n.kind].role == "attention" and not n["cross"]
+            }
+            if len(heads) > 1:
+                self.error(
+                    "E011",
+                    f"`{position.kind}` keeps one table for the whole stack, but its self-attentions have "
+                    f"{', '.join(map(str, sorted(heads)))} heads",
+                    position.span,
+                    help="give every self-attention of the stack the same number of heads",
+                )
+                return None
         return Stack(
             role,
             tuple(layers),  # type: ignore[arg-type]

@@ -11,6 +11,8 @@ Shape inference (:mod:`archdsl.passes`) fills ``shape`` on every node and edge.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import networkx as nx
 
 from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Sum, TExpr
@@ -25,6 +27,16 @@ def ctx_of(model: Model, stack: str | None = None) -> Ctx:
     pos = s.position if s is not None else None
     inside = pos is not None and REGISTRY[pos.kind].applies == "attention"
     return Ctx(d_model=model.d_model, vocab=model.vocab, stack=stack, position=pos if inside else None)
+
+
+def first_self_attention(stack: Stack) -> Node | None:
+    """The first self-attention sublayer of a stack (whose heads a shared positional table serves)."""
+    for blk in stack.layers:
+        for _, node in blk.sublayers:
+            kind = REGISTRY[node.kind]
+            if kind.role == "attention" and not node.get("cross", False):
+                return node
+    return None
 
 
 def additive_position(stack: Stack) -> Node | None:
@@ -93,6 +105,14 @@ class _Builder:
         emb_layer = f"{prefix}embedding"
         if additive_position(stack) is not None:
             x = self.comp(f"{prefix}wpe", f"{prefix}wpe", stack.position, ctx, emb_layer, [x])  # type: ignore[arg-type]
+        pos = stack.position
+        if (
+            pos is not None
+            and REGISTRY[pos.kind].applies == "attention"
+            and REGISTRY[pos.kind].shared_table(pos)
+        ):
+            pctx = replace(ctx, attention=first_self_attention(stack))
+            x = self.comp(f"{prefix}pos", f"{prefix}pos", pos, pctx, emb_layer, [x])
         if stack.embedding_norm is not None:
             x = self.comp(f"{prefix}ln_emb", f"{prefix}ln_emb", stack.embedding_norm, ctx, emb_layer, [x])
         seen_instances: set[int] = set()

@@ -53,6 +53,8 @@ class Ctx:
     vocab: int
     stack: str = "decoder"
     position: Node | None = None
+    #: for a positional scheme with one table shared by the stack (T5): the stack's self-attention
+    attention: Node | None = None
 
 
 Shape = tuple[Any, ...]  # ints and symbols: "B" (batch), "T" (sequence), "S" (encoder sequence)
@@ -139,8 +141,14 @@ class Kind:
         return 0
 
     def attention_ctor(self, node: Node, ctx: Ctx, attn: Node) -> Ctor:
-        """The module one attention holds (``rotate(q, k)`` and ``bias(q, k)``)."""
+        """The module one attention holds (``rotate(q, k)`` and ``bias(q, k)``). A scheme whose table
+        the whole stack shares returns ``Shared(f"{ctx.stack}.pos", …)``; the stack holds it as ``pos``."""
         raise NotImplementedError
+
+    def shared_table(self, node: Node) -> bool:
+        """True for a positional scheme whose parameters the whole stack shares (T5's relative bias):
+        its parameters are counted once, on the stack's ``pos`` module, not per attention."""
+        return False
 
     def shares_embedding(self, node: Node) -> bool:
         """True for a head that reuses the token embedding matrix (weight tying)."""

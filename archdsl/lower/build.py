@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from archdsl.lower.codegen import GENERATED
-from archdsl.lower.ctor import ClassRef, Ctor, Layers
+from archdsl.lower.ctor import ClassRef, Ctor, Layers, Shared
 
 
 @functools.cache
@@ -33,19 +33,25 @@ def resolve(ref: ClassRef) -> type:
     return getattr(mod, ref.name)  # type: ignore[no-any-return]
 
 
-def instantiate(x: Any) -> Any:
+def instantiate(x: Any, shared: dict[str, Any] | None = None) -> Any:
+    """Build the object a constructor tree describes (``shared`` remembers the shared modules)."""
+    shared = {} if shared is None else shared
+    if isinstance(x, Shared):
+        if x.key not in shared:
+            shared[x.key] = instantiate(x.ctor, shared)
+        return shared[x.key]
     if isinstance(x, Ctor):
-        args = [instantiate(a) for a in x.args]
-        kwargs = {k: instantiate(v) for k, v in x.kwargs}
+        args = [instantiate(a, shared) for a in x.args]
+        kwargs = {k: instantiate(v, shared) for k, v in x.kwargs}
         return resolve(x.cls)(*args, **kwargs)
     if isinstance(x, Layers):
         made: dict[int, nn.Module] = {}
         for ctor, inst in zip(x.ctors, x.instances, strict=True):
             if inst not in made:
-                made[inst] = instantiate(ctor)
+                made[inst] = instantiate(ctor, shared)
         return [made[i] for i in x.instances]
     if isinstance(x, list | tuple):
-        return [instantiate(item) for item in x]  # each constructor makes its own module
+        return [instantiate(item, shared) for item in x]  # each constructor makes its own module
     return x
 
 

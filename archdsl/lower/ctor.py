@@ -39,6 +39,15 @@ class Ctor:
 
 
 @dataclass(frozen=True)
+class Shared:
+    """One module used in several places (a relative-position table every layer reads): the first
+    occurrence of ``key`` builds it, later ones refer to the same object."""
+
+    key: str
+    ctor: Ctor
+
+
+@dataclass(frozen=True)
 class Layers:
     """The blocks of a stack: one constructor per layer, and which instance each layer uses (layers
     with the same instance share one module, and so their weights)."""

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from archdsl.lower.codegen import GENERATED
-from archdsl.lower.ctor import Ctor, Layers
+from archdsl.lower.ctor import Ctor, Layers, Shared
 
 
 class Writer:
@@ -74,7 +74,9 @@ def _with_deps(module: str, name: str, out: dict[tuple[str, str], str]) -> None:
 
 def _definitions(x: Any, out: dict[tuple[str, str], str]) -> None:
     """Every definition the tree needs, each after what it depends on."""
-    if isinstance(x, Ctor):
+    if isinstance(x, Shared):
+        _definitions(x.ctor, out)
+    elif isinstance(x, Ctor):
         for a in (*x.args, *(v for _, v in x.kwargs)):
             _definitions(a, out)
         if x.cls.module == GENERATED:
@@ -102,6 +104,8 @@ def _inline(x: Any) -> str | None:
         return text if len(text) <= 76 else None
     if isinstance(x, Layers):
         return None
+    if isinstance(x, Shared):
+        return x.key.replace(".", "_")
     if isinstance(x, list | tuple):
         if not x:
             return "[]"
@@ -120,8 +124,14 @@ class _Emitter:
     def __init__(self) -> None:
         self.factories: dict[Ctor, str] = {}  # block constructor -> factory function name
         self.locals: list[tuple[str, Ctor]] = []  # shared instances: name = Ctor(...)
+        self.shared: dict[str, Ctor] = {}  # shared modules, built first: name -> constructor
 
     def value(self, w: Writer, prefix: str, x: Any, suffix: str) -> None:
+        if isinstance(x, Shared):
+            name = x.key.replace(".", "_")
+            self.shared.setdefault(name, x.ctor)
+            w(f"{prefix}{name}{suffix}")
+            return
         one = _inline(x)
         if one is not None:
             w(f"{prefix}{one}{suffix}")
@@ -229,41 +239,66 @@ def _runs(items: list[str]) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
+def _imports(defs: dict[tuple[str, str], str]) -> list[str]:
+    """The import lines of archdsl's nn modules that the copied definitions use (torch first)."""
+    used = {n.id for text in defs.values() for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)}
+    lines: dict[str, None] = {"import torch": None, "import torch.nn as nn": None}
+    for module in dict.fromkeys(m for m, _ in defs if m != GENERATED):
+        src, tree = _module_source(module)
+        for node in tree.body:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.asname or a.name.split(".")[0] for a in node.names]
+                if any(n in used for n in names):
+                    lines.setdefault(ast.get_source_segment(src, node) or "", None)
+    std = sorted(x for x in lines if not x.startswith(("import torch", "from torch")))
+    torch_lines = [x for x in lines if x.startswith(("import torch", "from torch"))]
+    return [*std, *([""] if std else []), *torch_lines]
+
+
 def emit(ctor: Ctor, header: str, example: str) -> str:
     defs: dict[tuple[str, str], str] = {}
     _definitions(ctor, defs)
-    joined = "\n".join(defs.values())
     em = _Emitter()
     body = Writer()
     with body.indent():
         em.value(body, "return ", ctor, "")
+    # factories, one per distinct block; a factory's body may name further shared modules
+    factories: list[Writer] = []
+    done: set[Ctor] = set()
+    while len(done) < len(em.factories):
+        for fctor, fname in list(em.factories.items()):
+            if fctor not in done:
+                done.add(fctor)
+                f = Writer()
+                f(f"def {fname}() -> {fctor.cls.qualname}:")
+                with f.indent():
+                    em.value(f, "return ", fctor, "")
+                factories.append(f)
+    nested = bool(em.shared)  # factories that read shared modules are closures inside build_model
 
     w = Writer()
     w('"""' + header.rstrip("\n"))
     w('"""')
     w()
-    if "math." in joined:
-        w("import math")
-        w()
-    w("import torch")
-    w("import torch.nn as nn")
-    if "F." in joined:
-        w("from torch.nn import functional as F")
-    for text in defs.values():
+    for line in _imports(defs):
+        w(line)
+    for text in [*defs.values(), *([] if nested else ["\n".join(f.lines) for f in factories])]:
         w()
         w()
         for line in text.splitlines():
             w(line)
-    for fctor, fname in em.factories.items():
-        w()
-        w()
-        w(f"def {fname}() -> {fctor.cls.qualname}:")
-        with w.indent():
-            em.value(w, "return ", fctor, "")
     w()
     w()
     w(f"def build_model() -> {ctor.cls.qualname}:")
     with w.indent():
+        for name, sctor in em.shared.items():
+            em.value(w, f"{name} = ", sctor, "  # one module, shared by the layers that use it")
+        if nested:
+            for f in factories:
+                w()
+                for line in f.lines:
+                    w(line)
+            w()
         for name, lctor in em.locals:
             w(f"{name} = {em.factory(lctor)}()")
     w.lines.extend(body.lines)

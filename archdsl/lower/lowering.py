@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from archdsl.graph import additive_position, ctx_of
+from dataclasses import replace
+
+from archdsl.graph import additive_position, ctx_of, first_self_attention
 from archdsl.ir import Block, Model, Node, Stack
 from archdsl.kinds import REGISTRY, Ctx
 from archdsl.lower.codegen import block_class, structure
@@ -46,6 +48,10 @@ def _layers(stack: Stack, ctx: Ctx, classes: _Classes) -> Layers:
 def _stack_options(s: Stack, ctx: Ctx) -> dict[str, object]:
     """The stack's optional parts, passed only when set, so emitted code stays plain."""
     out: dict[str, object] = {}
+    pos = s.position
+    if pos is not None and REGISTRY[pos.kind].applies == "attention" and REGISTRY[pos.kind].shared_table(pos):
+        attn = first_self_attention(s)
+        out["pos"] = REGISTRY[pos.kind].attention_ctor(pos, replace(ctx, attention=attn), attn)  # type: ignore[arg-type]
     if s.embedding_norm is not None:
         out["ln_emb"] = _comp(s.embedding_norm, ctx)
     if s.dropout:

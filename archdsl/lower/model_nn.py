@@ -33,8 +33,10 @@ class Stack(nn.Module):
         dropout: float = 0.0,
         layerdrop: float = 0.0,
         checkpoint: list[bool] | None = None,
+        pos: nn.Module | None = None,
     ):
         super().__init__()
+        self.pos = pos  # a relative-position table every self-attention reads (T5), or None
         self.wpe = wpe
         self.ln_emb = ln_emb if ln_emb is not None else nn.Identity()
         self.drop = nn.Dropout(dropout)
@@ -71,8 +73,9 @@ class Transformer(Stack):
         dropout: float = 0.0,
         layerdrop: float = 0.0,
         checkpoint: list[bool] | None = None,
+        pos: nn.Module | None = None,
     ):
-        super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint)
+        super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint, pos)
         self.wte = wte
         self.lm_head = lm_head
         self.apply(init_weights)
