@@ -67,7 +67,8 @@ class Attention(nn.Module):
         """Every query over every key it may see; SDPA (flash on CPU and GPU) when nothing else is
         needed, explicit scores otherwise."""
         bias = self.pos.bias(q, k) if self.pos is not None else None
-        if bias is None and not self.softcap and not self.prefix:
+        weights_needed = self.pos is not None and self.pos.needs_weights  # e.g. Shaw's value term
+        if bias is None and not self.softcap and not self.prefix and not weights_needed:
             return F.scaled_dot_product_attention(
                 q,
                 k,
@@ -99,7 +100,10 @@ class Attention(nn.Module):
             seen = (j <= i) | ((i < self.prefix) & (j < self.prefix))  # prefix-LM: the prefix sees itself
             att = att.masked_fill(~seen, float("-inf"))
         att = F.dropout(att.softmax(dim=-1), p=self.dropout, training=self.training)
-        return att @ v  # (B, nh, T, hs)
+        y = att @ v  # (B, nh, T, hs)
+        if self.pos is not None and self.pos.needs_weights:
+            y = y + self.pos.values(att)  # a positional term on the values (Shaw et al. 2018)
+        return y
 
 
 class AdditiveAttention(Attention):

@@ -40,6 +40,8 @@ class RotaryEmbedding(nn.Module):
     """Rotary position embedding (Su et al. 2021) for one attention: cos and sin tables for the rotated
     channels of a head, applied to q and k. Computed as Hugging Face's Llama does, in float32."""
 
+    needs_weights = False  # acts on q and k only
+
     def __init__(
         self,
         head_dim: int,

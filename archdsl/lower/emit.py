@@ -63,12 +63,29 @@ def definition_source(module: str, name: str) -> str:
     return "\n".join(src.splitlines()[first - 1 : node.end_lineno])  # whole lines: keep trailing comments
 
 
+@functools.cache
+def _archdsl_imports(module: str) -> dict[str, str]:
+    """Names a module imports from other archdsl modules (``from archdsl.kinds.attention_nn import
+    Attention``), by the module they come from."""
+    _, tree = _module_source(module)
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("archdsl."):
+            for a in node.names:
+                out[a.asname or a.name] = node.module  # type: ignore[assignment]
+    return out
+
+
 def _with_deps(module: str, name: str, out: dict[tuple[str, str], str]) -> None:
-    """Add a definition after the classes and functions of its own module that it refers to."""
+    """Add a definition after the classes and functions it refers to, from its own module or from
+    other archdsl nn modules (a variant subclassing another module's class)."""
     local = _top_level(module)
+    imported = _archdsl_imports(module)
     for ref in sorted({n.id for n in ast.walk(local[name]) if isinstance(n, ast.Name)} - {name}):
         if ref in local and (module, ref) not in out:
             _with_deps(module, ref, out)
+        elif ref in imported and (imported[ref], ref) not in out:
+            _with_deps(imported[ref], ref, out)
     out.setdefault((module, name), definition_source(module, name))
 
 
@@ -246,6 +263,8 @@ def _imports(defs: dict[tuple[str, str], str]) -> list[str]:
     for module in dict.fromkeys(m for m, _ in defs if m != GENERATED):
         src, tree = _module_source(module)
         for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("archdsl"):
+                continue  # copied into the file instead
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [a.asname or a.name.split(".")[0] for a in node.names]
                 if any(n in used for n in names):
