@@ -12,6 +12,7 @@ SPECS = ROOT / "specs"
 # Overrides that shrink each shipped spec to a size that builds and runs in milliseconds.
 _GPT2 = {"n_layers": 2, "d_model": 64, "n_heads": 4, "vocab": 101, "context": 32}
 _SMALL = {"n_layers": 2, "d_model": 32, "n_heads": 4, "vocab": 50, "context": 32}
+_LLAMA = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 48, "vocab": 50, "context": 32}
 TINY: dict[str, dict[str, int]] = {
     "gpt2_small": _GPT2,
     "gpt2_medium": _GPT2,
@@ -27,6 +28,20 @@ TINY: dict[str, dict[str, int]] = {
     "moe_first_dense": {"d_model": 32, "n_heads": 4, "experts": 4, "vocab": 50, "context": 32},
     "vaswani_base": {**_SMALL, "d_ff": 64},
     "vit_b16": {"image": 32, "patch": 8, "d_model": 32, "n_heads": 4, "n_layers": 2, "classes": 10},
+    **{
+        name: {**_LLAMA, "n_kv_heads": kv}
+        for name, kv in (
+            ("llama2_7b", 4),
+            ("llama2_13b", 4),
+            ("llama2_70b", 2),
+            ("llama3_8b", 2),
+            ("llama3_70b", 2),
+        )
+    },
+    "mixtral_8x7b": {**_LLAMA, "n_kv_heads": 2, "experts": 4},
+    "bert_base": {"n_layers": 2, "d_model": 48, "n_heads": 3, "d_ff": 96, "vocab": 89, "context": 32},
+    "bert_large": {"n_layers": 2, "d_model": 48, "n_heads": 3, "d_ff": 96, "vocab": 89, "context": 32},
+    "olmo2_7b": {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50, "context": 32},
 }
 
 

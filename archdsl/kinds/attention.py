@@ -29,6 +29,7 @@ COMMON = (
     Param(
         "qk_norm", "enum", default="none", choices=("none", "rmsnorm", "layernorm"), doc="normalise q and k"
     ),
+    Param("qk_eps", "float", default=1e-6, gt=0.0, doc="eps of the qk-norm"),
     Param("softcap", "float", default=0.0, min=0.0, doc="cap scores at c * tanh(s / c) (Gemma 2); 0 is off"),
     Param("dropout", "float", default=0.0, min=0.0, lt=1.0, doc="dropout on the attention weights"),
     Param("out_dropout", "float", default=0.0, min=0.0, lt=1.0, doc="dropout on the output"),
@@ -206,10 +207,12 @@ class AttentionKind(Kind):
             "cross": node["cross"],
             "bias": node["bias"],
         }
-        if node["qk_norm"] != "none":
-            cls = "RMSNorm" if node["qk_norm"] == "rmsnorm" else "LayerNorm"
-            args["q_norm"] = torch_nn(cls, h * hs)
-            args["k_norm"] = torch_nn(cls, kv * hs)
+        if node["qk_norm"] == "rmsnorm":  # over the whole projection, as OLMo 2
+            args["q_norm"] = ours("archdsl.kinds.norm_nn", "RMSNorm", d_model=h * hs, eps=node["qk_eps"])
+            args["k_norm"] = ours("archdsl.kinds.norm_nn", "RMSNorm", d_model=kv * hs, eps=node["qk_eps"])
+        elif node["qk_norm"] == "layernorm":
+            args["q_norm"] = torch_nn("LayerNorm", h * hs, eps=node["qk_eps"])
+            args["k_norm"] = torch_nn("LayerNorm", kv * hs, eps=node["qk_eps"])
         pos = self.position(node, ctx)
         if pos is not None:
             args["pos"] = pos[0].attention_ctor(pos[1], ctx, node)
