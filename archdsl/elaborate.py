@@ -17,6 +17,7 @@ from archdsl.compose import merge
 from archdsl.diagnostics import Diagnostic, Span, SpecError, did_you_mean
 from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Stmt, Sum, TExpr, Value
 from archdsl.kinds import REGISTRY, Ctx, Param, kinds_for
+from archdsl.kinds.peft import LORA_SETTINGS, LORA_TARGETS, LoraConfig
 from archdsl.placements import PLACEMENTS, SUBLAYERS, deepnorm_alpha
 
 MAX_INT = 2**63 - 1
@@ -296,6 +297,7 @@ BLOCK_SETTINGS = (
     Param("checkpoint", "bool", default=False, doc="recompute this block's activations in backward"),
 )
 BLOCK_SLOTS = {
+    "adapter": Slot("adapter", False, "a bottleneck adapter after each sublayer (Houlsby et al. 2019)"),
     "norm": Slot("norm", True, "the norm, instantiated at each position the placement needs"),
     "attention": Slot("attention", True, "self-attention"),
     "cross_attention": Slot(
@@ -537,7 +539,7 @@ class Elaborator:
         settings = [p.name for p in MODEL_SETTINGS]
         stack_keys = [*STACK_SLOTS, *(p.name for p in STACK_SETTINGS), "layers"]
         attrs, subs = self.split(
-            sec, [*settings, *MODEL_SLOTS, *stack_keys], (*STACK_SECTIONS, "encoder", "decoder")
+            sec, [*settings, *MODEL_SLOTS, *stack_keys], (*STACK_SECTIONS, "encoder", "decoder", "lora")
         )
         st = {
             p.name: (self.value(p, attrs[p.name].value) if p.name in attrs else p.default)
@@ -551,8 +553,10 @@ class Elaborator:
         ctx_ok = not any(isinstance(st[k], _Poison) for k in st)
         d_model, vocab = (int(st["d_model"]), int(st["vocab"])) if ctx_ok else (0, 0)
 
+        lora = self.lora(subs["lora"][0]) if "lora" in subs else None
+
         def ctx(stack: str) -> Ctx | None:
-            return Ctx(d_model=d_model, vocab=vocab, stack=stack) if ctx_ok else None
+            return Ctx(d_model=d_model, vocab=vocab, stack=stack, lora=lora) if ctx_ok else None
 
         top_stack = "encoder" if mtype == "encoder" else "decoder"
         comps = {}
@@ -614,6 +618,7 @@ class Elaborator:
         if not ctx_ok or any(s is None for s in stacks) or any(c is None for c in comps.values()):
             return None
         return Model(
+            lora=lora,
             name=sec.label.name if sec.label else _stem(self.path),
             type=str(mtype),
             d_model=d_model,
@@ -623,6 +628,43 @@ class Elaborator:
             head=comps["head"],  # type: ignore[arg-type]
             span=where,
         )
+
+    def lora(self, sec: S.Section) -> LoraConfig | None:
+        """``lora { r = 8  alpha = 16  dropout = 0.05  targets = [q, v] }``."""
+        attrs, _ = self.split(sec, [*(p.name for p in LORA_SETTINGS), "targets"], ())
+        st = {
+            p.name: (self.value(p, attrs[p.name].value) if p.name in attrs else p.default)
+            for p in LORA_SETTINGS
+        }
+        targets: list[str] = []
+        t = attrs.get("targets")
+        items = t.value.items if t is not None and isinstance(t.value, S.List) else None
+        if t is None:
+            targets = ["q", "v"]
+        elif items is None or not items:
+            self.error(
+                "E008",
+                "`targets` is a list of projections",
+                t.value.span,
+                help="e.g. targets = [q, v]; choose among " + ", ".join(LORA_TARGETS),
+            )
+            return None
+        else:
+            for item in items:
+                name = item.name if isinstance(item, S.Name) else None
+                if name not in LORA_TARGETS:
+                    shown = name or S.expr_text(item)
+                    self.error(
+                        "E009",
+                        f"LoRA cannot target `{shown}`",
+                        item.span,
+                        did_you_mean(shown, list(LORA_TARGETS)),
+                    )
+                    return None
+                targets.append(name)
+        if any(isinstance(v, _Poison) for v in st.values()):
+            return None
+        return LoraConfig(int(st["r"]), float(st["alpha"]), float(st["dropout"]), tuple(targets))  # type: ignore[arg-type]
 
     # -- stacks ------------------------------------------------------------------------------------
 
@@ -903,6 +945,10 @@ class Elaborator:
         norms, body = PLACEMENTS[pname].expand(subs, params)
         sub_nodes = {n: nodes["norm"] for n in norms}
         sub_nodes.update({layer: nodes[slot] for layer, slot, _ in SUBLAYERS if slot in nodes})
+        if nodes.get("adapter") is not None:  # each sublayer's output passes through its own adapter
+            wrapped = {layer: f"adapter_{i}" for i, (layer, _) in enumerate(subs, start=1)}
+            body = [Stmt(st.target, _adapt(st.value, wrapped), st.span) for st in body]
+            sub_nodes.update({a: nodes["adapter"] for a in wrapped.values()})
         inputs = ("x", "memory") if "cross_attention" in nodes else ("x",)
         doc = PLACEMENTS[pname].doc
         name = _camel(f"{pname}_norm" if pname in ("pre", "post") else pname)
@@ -1059,6 +1105,18 @@ class Elaborator:
             e.span,
             help="e.g. h = x + attn(ln_1(x))",
         )
+
+
+def _adapt(t: TExpr, wrapped: Mapping[str, str]) -> TExpr:
+    """Wrap every application of a sublayer in ``wrapped`` in its adapter."""
+    if isinstance(t, Apply):
+        inner = Apply(t.layer, tuple(_adapt(a, wrapped) for a in t.args), t.span)
+        return Apply(wrapped[t.layer], (inner,), t.span) if t.layer in wrapped else inner
+    if isinstance(t, Sum):
+        return Sum(tuple(_adapt(a, wrapped) for a in t.terms), t.span)
+    if isinstance(t, Scale):
+        return Scale(t.factor, _adapt(t.operand, wrapped), t.span)
+    return t
 
 
 def _a(word: str) -> str:

@@ -26,7 +26,14 @@ def ctx_of(model: Model, stack: str | None = None) -> Ctx:
     s = next((x for x in model.stacks if x.role == stack), None)
     pos = s.position if s is not None else None
     inside = pos is not None and REGISTRY[pos.kind].applies == "attention"
-    return Ctx(d_model=model.d_model, vocab=model.vocab, stack=stack, position=pos if inside else None)
+    return Ctx(
+        d_model=model.d_model,
+        vocab=model.vocab,
+        stack=stack,
+        position=pos if inside else None,
+        lora=model.lora,
+        frozen=model.frozen,
+    )
 
 
 def first_self_attention(stack: Stack) -> Node | None:

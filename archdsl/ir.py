@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from archdsl.diagnostics import Span
 
@@ -146,7 +147,13 @@ class Model:
     embedding: Node
     stacks: tuple[Stack, ...]  # (decoder,) | (encoder,) | (encoder, decoder)
     head: Node
+    lora: Any = None  # the spec's LoRA settings (peft.LoraConfig), if any
     span: Span | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def frozen(self) -> bool:
+        """LoRA or adapters: the base weights are frozen and only those train."""
+        return self.lora is not None or any(n.kind == "adapter" for n in self.components())
 
     @property
     def encoder(self) -> Stack | None:

@@ -93,3 +93,6 @@ def model_inputs(spec, batch: int, seq_len: int, generator=None):  # type: ignor
 
 def pytest_addoption(parser):  # type: ignore[no-untyped-def]
     parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden expected outputs")
+
+
+TINY["llama2_7b_lora"] = TINY["llama2_7b"]

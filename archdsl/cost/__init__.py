@@ -43,6 +43,9 @@ class ComponentCost:
     role: str
     params: int
     flops_forward: int
+    trainable: int = 0
+    active: int = 0
+    big_o: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,7 +54,10 @@ class ComponentCost:
             "kind": self.kind,
             "role": self.role,
             "params": self.params,
+            "params_trainable": self.trainable,
+            "params_active": self.active,
             "flops_forward": self.flops_forward,
+            "big_o": big_o_text(self.big_o),
         }
 
 
@@ -62,11 +68,16 @@ class LayerCost:
     flops_forward: int = 0
     components: list[ComponentCost] = field(default_factory=list)
 
+    @property
+    def big_o(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for c in self.components for t in c.big_o))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "params": self.params,
             "flops_forward": self.flops_forward,
+            "big_o": big_o_text(self.big_o),
             "components": [c.to_dict() for c in self.components],
         }
 
@@ -95,6 +106,14 @@ class Report:
     def flops_forward(self) -> int:
         return sum(layer.flops_forward for layer in self.layers)
 
+    @property
+    def params_trainable(self) -> int:
+        return sum(c.trainable for layer in self.layers for c in layer.components)
+
+    @property
+    def params_active(self) -> int:
+        return sum(c.active for layer in self.layers for c in layer.components)
+
     def to_dict(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"batch": self.batch, "seq_len": self.seq_len}
         if self.src_len is not None:
@@ -108,10 +127,17 @@ class Report:
                 "total": self.params_total,
                 "embedding": self.params_embedding,
                 "non_embedding": self.params_total - self.params_embedding,
+                "trainable": self.params_trainable,
+                "active": self.params_active,
             },
             "flops": {"forward": self.flops_forward},
             "layers": [layer.to_dict() for layer in self.layers],
         }
+
+
+def big_o_text(terms: tuple[str, ...]) -> str:
+    """``O(n²·d + n·d²)`` from a component's or a layer's growth terms (``O(1)`` when it has none)."""
+    return f"O({' + '.join(terms)})" if terms else "O(1)"
 
 
 def concrete(shape: tuple[Any, ...], sizes: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -166,6 +192,9 @@ def analyze_graph(g: nx.DiGraph, sizes: Mapping[str, Any]) -> list[LayerCost]:
             role=kind.role,
             params=int(kind.n_params(node, ctx)) if a["owner"] else 0,
             flops_forward=int(kind.flops(node, ctx, ins)),
+            trainable=int(kind.trainable_params(node, ctx)) if a["owner"] else 0,
+            active=int(kind.active_params(node, ctx)) if a["owner"] else 0,
+            big_o=tuple(kind.big_o(node, ctx)),
         )
         layer = layers[a["layer"]]
         layer.components.append(c)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from archdsl.cost import CONVENTIONS, LayerCost, Report
+from archdsl.cost import CONVENTIONS, LayerCost, Report, big_o_text
 
 
 def human(x: float) -> str:
@@ -28,13 +28,15 @@ def _columns(rows: list[tuple[str, ...]], right: tuple[bool, ...]) -> list[str]:
 
 
 def table(r: Report) -> str:
-    rows: list[tuple[str, ...]] = [("layer", "components", "params", "forward FLOPs", "")]
+    rows: list[tuple[str, ...]] = [("layer", "components", "params", "forward FLOPs", "", "growth")]
     for layer in r.layers:
         f = layer.flops_forward
-        rows.append((layer.name, _what(layer), f"{layer.params:,}", f"{f:,}", human(f)))
+        rows.append(
+            (layer.name, _what(layer), f"{layer.params:,}", f"{f:,}", human(f), big_o_text(layer.big_o))
+        )
     total = r.flops_forward
-    rows.append(("total", "", f"{r.params_total:,}", f"{total:,}", human(total)))
-    lines = _columns(rows, (False, False, True, True, True))
+    rows.append(("total", "", f"{r.params_total:,}", f"{total:,}", human(total), ""))
+    lines = _columns(rows, (False, False, True, True, True, False))
     rule = "-" * max(len(line) for line in lines)
     emb = r.params_embedding
     out = [
@@ -48,7 +50,8 @@ def table(r: Report) -> str:
         lines[-1],
         "",
         f"params: {r.params_total:,} total ({human(r.params_total)}), {emb:,} embedding, "
-        f"{r.params_total - emb:,} non-embedding",
+        f"{r.params_total - emb:,} non-embedding, {r.params_trainable:,} trainable, "
+        f"{r.params_active:,} active per token",
         f"params convention: {CONVENTIONS['params']}",
         f"FLOPs convention: {CONVENTIONS['flops']}",
     ]

@@ -6,11 +6,11 @@ when a model is built or emitted.
 
 from __future__ import annotations
 
-from archdsl.kinds import attention, conv, efficient, embed, ffn, local, norm, position, relative
+from archdsl.kinds import attention, conv, efficient, embed, ffn, local, norm, peft, position, relative
 from archdsl.kinds.base import ROLES, Ctx, Kind, Param, Shape, ShapeError
 
 REGISTRY: dict[str, Kind] = {}
-for _family in (embed, position, relative, norm, attention, local, efficient, ffn, conv):
+for _family in (embed, position, relative, norm, attention, local, efficient, ffn, conv, peft):
     for _kind in _family.KINDS:
         assert _kind.name not in REGISTRY, _kind.name
         assert _kind.role in ROLES, _kind.role

@@ -130,11 +130,30 @@ class AttentionKind(Kind):
 
         return REGISTRY[ctx.position.kind], ctx.position
 
+    def lora_parts(
+        self, node: Node, ctx: Ctx
+    ) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+        """LoRA-targetable projections as (name, d_in, d_out): those fed by the queries' side (x) and
+        by the keys' side (x, or the memory in cross-attention)."""
+        d = ctx.d_model
+        h, kv, hs = self.dims(node, ctx)
+        q, k = h * hs, kv * hs
+        return [("q", d, q), ("o", q, d)], [("k", d, k), ("v", d, k)]
+
+    def trainable_params(self, node: Node, ctx: Ctx) -> int:
+        if not ctx.frozen:
+            return self.n_params(node, ctx)
+        x_side, kv_side = self.lora_parts(node, ctx)
+        return ctx.lora.params(x_side + kv_side) if ctx.lora is not None else 0
+
     def n_params(self, node: Node, ctx: Ctx) -> int:
         d = ctx.d_model
         h, kv, hs = self.dims(node, ctx)
         q, k = h * hs, kv * hs
         n = d * (q + 2 * k) + q * d + ((q + 2 * k + d) if node["bias"] else 0)
+        if ctx.lora is not None:
+            x_side, kv_side = self.lora_parts(node, ctx)
+            n += ctx.lora.params(x_side + kv_side)
         if node["qk_norm"] != "none":
             n += (q + k) * (2 if node["qk_norm"] == "layernorm" else 1)
         pos = self.position(node, ctx)
@@ -154,7 +173,11 @@ class AttentionKind(Kind):
         b, n, m = self._lengths(ins)
         h, kv, hs = self.dims(node, ctx)
         d, q, k = ctx.d_model, h * hs, kv * hs
-        return 2 * b * (n * d * q + 2 * m * d * k + n * q * d)
+        total = 2 * b * (n * d * q + 2 * m * d * k + n * q * d)
+        if ctx.lora is not None:
+            x_side, kv_side = self.lora_parts(node, ctx)
+            total += ctx.lora.flops(x_side, b * n) + ctx.lora.flops(kv_side, b * m)
+        return total
 
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         b, n, m = self._lengths(ins)
@@ -222,6 +245,8 @@ class AttentionKind(Kind):
             args["dropout"] = node["dropout"]
         if node["out_dropout"]:
             args["out_dropout"] = node["out_dropout"]
+        if ctx.lora is not None:
+            args["lora"] = ctx.lora.ctor_arg()
         return args
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:

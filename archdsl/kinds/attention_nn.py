@@ -4,6 +4,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from archdsl.kinds.peft_nn import linear
+
 
 class Attention(nn.Module):
     """Multi-head attention (Vaswani et al. 2017), nanoGPT style: one fused QKV projection for
@@ -28,16 +30,18 @@ class Attention(nn.Module):
         dropout: float = 0.0,
         out_dropout: float = 0.0,
         prefix: int = 0,
+        lora: dict | None = None,
     ):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.q_dim, self.kv_dim = n_heads * head_dim, n_kv_heads * head_dim
+        q, kv = [("q", self.q_dim)], [("k", self.kv_dim), ("v", self.kv_dim)]  # names LoRA can target
         if cross:
-            self.q_proj = nn.Linear(d_model, self.q_dim, bias=bias)
-            self.kv_proj = nn.Linear(d_model, 2 * self.kv_dim, bias=bias)  # k, v from the memory
+            self.q_proj = linear(d_model, self.q_dim, bias, q, lora)
+            self.kv_proj = linear(d_model, 2 * self.kv_dim, bias, kv, lora)  # k, v from the memory
         else:
-            self.c_attn = nn.Linear(d_model, self.q_dim + 2 * self.kv_dim, bias=bias)  # q, k, v at once
-        self.c_proj = nn.Linear(self.q_dim, d_model, bias=bias)
+            self.c_attn = linear(d_model, self.q_dim + 2 * self.kv_dim, bias, q + kv, lora)  # q, k, v at once
+        self.c_proj = linear(self.q_dim, d_model, bias, [("o", d_model)], lora)
         self.q_norm = q_norm if q_norm is not None else nn.Identity()
         self.k_norm = k_norm if k_norm is not None else nn.Identity()
         self.pos = pos

@@ -19,7 +19,7 @@ from archdsl.lower.ctor import Ctor
 REQUIRED: Any = object()
 
 # The role each kind plays; slots in a model or block accept kinds of one role.
-ROLES = ("embedding", "position", "norm", "attention", "ffn", "head")
+ROLES = ("embedding", "position", "norm", "attention", "ffn", "head", "adapter")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ class Ctx:
     position: Node | None = None
     #: for a positional scheme with one table shared by the stack (T5): the stack's self-attention
     attention: Node | None = None
+    #: the spec's LoRA settings (a ``peft.LoraConfig``), when it has them
+    lora: Any = None
+    #: the base weights are frozen (the spec has LoRA or adapters): only those train
+    frozen: bool = False
 
 
 Shape = tuple[Any, ...]  # ints and symbols: "B" (batch), "T" (sequence), "S" (encoder sequence)
@@ -107,6 +111,11 @@ class Kind:
     def active_params(self, node: Node, ctx: Ctx) -> int:
         """Parameters one token uses (fewer than ``n_params`` for a mixture of experts)."""
         return self.n_params(node, ctx)
+
+    def trainable_params(self, node: Node, ctx: Ctx) -> int:
+        """Parameters that train: all of them, or none when the base is frozen (LoRA, adapters);
+        kinds with LoRA-adapted projections count those."""
+        return 0 if ctx.frozen else self.n_params(node, ctx)
 
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         """Forward FLOPs for inputs of the given (concrete or symbolic) shapes: 2 per multiply-add,

@@ -44,12 +44,22 @@ class MLP(Kind):
         Param("dropout", "float", default=0.0, min=0.0, lt=1.0, doc="dropout on the output"),
     )
 
+    def lora_parts(self, node: Node, ctx: Ctx) -> list[tuple[str, int, int]]:
+        d, h = ctx.d_model, int(node["hidden"])
+        return [("up", d, h), ("down", h, d)]
+
     def n_params(self, node: Node, ctx: Ctx) -> int:
         d, h = ctx.d_model, int(node["hidden"])
-        return 2 * d * h + ((h + d) if node["bias"] else 0)
+        lora = ctx.lora.params(self.lora_parts(node, ctx)) if ctx.lora is not None else 0
+        return 2 * d * h + ((h + d) if node["bias"] else 0) + lora
+
+    def trainable_params(self, node: Node, ctx: Ctx) -> int:
+        return lora_trainable(self, node, ctx)
 
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
-        return 4 * tokens(ins[0]) * ctx.d_model * node["hidden"]
+        n = tokens(ins[0])
+        lora = ctx.lora.flops(self.lora_parts(node, ctx), n) if ctx.lora is not None else 0
+        return 4 * n * ctx.d_model * node["hidden"] + lora
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("n·d·h",)
@@ -63,7 +73,19 @@ class MLP(Kind):
             act=ACTIVATIONS[str(node["activation"])],
             bias=node["bias"],
             dropout=node["dropout"],
+            **lora_arg(ctx),
         )
+
+
+def lora_arg(ctx: Ctx) -> dict[str, Any]:
+    return {"lora": ctx.lora.ctor_arg()} if ctx.lora is not None else {}
+
+
+def lora_trainable(kind: Any, node: Node, ctx: Ctx) -> int:
+    """All parameters train, unless the base is frozen: then only the LoRA updates do."""
+    if not ctx.frozen:
+        return int(kind.n_params(node, ctx))
+    return ctx.lora.params(kind.lora_parts(node, ctx)) if ctx.lora is not None else 0
 
 
 class MoE(Kind):
@@ -175,12 +197,22 @@ class GLU(Kind):
             return ACTIVATIONS["gelu_tanh"]
         return ACTIVATIONS[self.gate]
 
+    def lora_parts(self, node: Node, ctx: Ctx) -> list[tuple[str, int, int]]:
+        d, h = ctx.d_model, int(node["hidden"])
+        return [("gate", d, h), ("up", d, h), ("down", h, d)]
+
     def n_params(self, node: Node, ctx: Ctx) -> int:
         d, h = ctx.d_model, int(node["hidden"])
-        return 3 * d * h + ((2 * h + d) if node["bias"] else 0)
+        lora = ctx.lora.params(self.lora_parts(node, ctx)) if ctx.lora is not None else 0
+        return 3 * d * h + ((2 * h + d) if node["bias"] else 0) + lora
+
+    def trainable_params(self, node: Node, ctx: Ctx) -> int:
+        return lora_trainable(self, node, ctx)
 
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
-        return 6 * tokens(ins[0]) * ctx.d_model * node["hidden"]
+        n = tokens(ins[0])
+        lora = ctx.lora.flops(self.lora_parts(node, ctx), n) if ctx.lora is not None else 0
+        return 6 * n * ctx.d_model * node["hidden"] + lora
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("n·d·h",)
@@ -194,6 +226,7 @@ class GLU(Kind):
             act=self.activation(node),
             bias=node["bias"],
             dropout=node["dropout"],
+            **lora_arg(ctx),
         )
 
 

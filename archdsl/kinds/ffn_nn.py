@@ -3,15 +3,25 @@
 import torch
 import torch.nn as nn
 
+from archdsl.kinds.peft_nn import linear
+
 
 class MLP(nn.Module):
     """Position-wise feed-forward network: Linear -> activation -> Linear (Vaswani et al. 2017, §3.3)."""
 
-    def __init__(self, d_model: int, hidden: int, act: nn.Module, bias: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        hidden: int,
+        act: nn.Module,
+        bias: bool = True,
+        dropout: float = 0.0,
+        lora: dict | None = None,
+    ):
         super().__init__()
-        self.c_fc = nn.Linear(d_model, hidden, bias=bias)
+        self.c_fc = linear(d_model, hidden, bias, [("up", hidden)], lora)
         self.act = act
-        self.c_proj = nn.Linear(hidden, d_model, bias=bias)
+        self.c_proj = linear(hidden, d_model, bias, [("down", d_model)], lora)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,11 +70,19 @@ class MoE(nn.Module):
 class GatedMLP(nn.Module):
     """Gated feed-forward, down(act(gate(x)) * up(x)) (Shazeer 2020), with Llama's names."""
 
-    def __init__(self, d_model: int, hidden: int, act: nn.Module, bias: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        hidden: int,
+        act: nn.Module,
+        bias: bool = False,
+        dropout: float = 0.0,
+        lora: dict | None = None,
+    ):
         super().__init__()
-        self.gate_proj = nn.Linear(d_model, hidden, bias=bias)
-        self.up_proj = nn.Linear(d_model, hidden, bias=bias)
-        self.down_proj = nn.Linear(hidden, d_model, bias=bias)
+        self.gate_proj = linear(d_model, hidden, bias, [("gate", hidden)], lora)
+        self.up_proj = linear(d_model, hidden, bias, [("up", hidden)], lora)
+        self.down_proj = linear(hidden, d_model, bias, [("down", d_model)], lora)
         self.act = act
         self.dropout = nn.Dropout(dropout)
 

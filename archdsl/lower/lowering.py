@@ -87,6 +87,7 @@ def lower(model: Model) -> Ctor:
             decoder=stacks["decoder"],
             lm_head=_comp(model.head, ctx),
             tie_weights=tie,
+            **({"frozen": True} if model.frozen else {}),
         )
     ctx = ctx_of(model)
     s = model.stacks[0]
@@ -100,4 +101,5 @@ def lower(model: Model) -> Ctor:
         lm_head=_comp(model.head, ctx),
         tie_weights=tie,
         **_stack_options(s, ctx),
+        **({"frozen": True} if model.frozen else {}),
     )

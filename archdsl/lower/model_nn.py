@@ -14,6 +14,15 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def freeze_base(model: nn.Module) -> None:
+    """Parameter-efficient fine-tuning: only LoRA updates and adapters train."""
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_" in name
+    for m in model.modules():
+        if type(m).__name__ == "Adapter":
+            m.requires_grad_(True)
+
+
 def moe_losses(model: nn.Module) -> torch.Tensor:
     losses = [m.aux_loss for m in model.modules() if isinstance(getattr(m, "aux_loss", None), torch.Tensor)]
     return sum(losses, torch.zeros(()))
@@ -74,6 +83,7 @@ class Transformer(Stack):
         layerdrop: float = 0.0,
         checkpoint: list[bool] | None = None,
         pos: nn.Module | None = None,
+        frozen: bool = False,
     ):
         super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint, pos)
         self.wte = wte
@@ -81,6 +91,8 @@ class Transformer(Stack):
         self.apply(init_weights)
         if tie_weights:
             self.lm_head.weight = self.wte.weight  # one matrix for input and output (Press & Wolf 2017)
+        if frozen:
+            freeze_base(self)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.lm_head(super().forward(self.wte(idx)))
@@ -94,7 +106,15 @@ class EncoderDecoder(nn.Module):
     """Source ids (B, S) and target ids (B, T) -> logits (B, T, vocab) (Vaswani et al. 2017): one token
     embedding shared by both stacks, the decoder attending to the encoder's output."""
 
-    def __init__(self, wte: nn.Module, encoder: Stack, decoder: Stack, lm_head: nn.Module, tie_weights: bool):
+    def __init__(
+        self,
+        wte: nn.Module,
+        encoder: Stack,
+        decoder: Stack,
+        lm_head: nn.Module,
+        tie_weights: bool,
+        frozen: bool = False,
+    ):
         super().__init__()
         self.wte = wte
         self.encoder = encoder
@@ -103,6 +123,8 @@ class EncoderDecoder(nn.Module):
         self.apply(init_weights)
         if tie_weights:
             self.lm_head.weight = self.wte.weight
+        if frozen:
+            freeze_base(self)
 
     def forward(self, src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         memory = self.encoder(self.wte(src))  # (B, S, C)
