@@ -1,7 +1,290 @@
-"""(being written)"""
+"""Efficient attention kinds: Reformer's LSH attention and kernelised linear attention.
+
+Both keep the multi-head shell of :class:`~archdsl.kinds.attention.AttentionKind` (projections, grouped
+values, qk-norm, RoPE, output projection) and replace the core with one that never forms an n x n
+matrix: time and memory grow linearly in the sequence length.
+"""
 
 from __future__ import annotations
 
-from archdsl.kinds.base import Kind
+import math
+from collections.abc import Sequence
+from typing import Any
 
-KINDS: tuple[Kind, ...] = ()
+from archdsl.ir import Node
+from archdsl.kinds.attention import AttentionKind
+from archdsl.kinds.base import Ctx, Kind, Param, Shape, ShapeError
+from archdsl.lower.ctor import Ctor, ours
+
+NN = "archdsl.kinds.efficient_nn"
+
+#: positional schemes acting inside attention that only turn q and k (no bias on a score matrix)
+ROTARY = ("rope",)
+
+
+def padded(n: Any, c: int) -> Any:
+    """``n`` rounded up to a whole number of chunks of ``c``: ``c * ceil(n / c)``."""
+    return (n + c - 1) // c * c
+
+
+def position_errors(kind: AttentionKind, node: Node, ctx: Ctx) -> list[ShapeError]:
+    """An efficient core has no score matrix to add a positional bias to: only rotary schemes fit."""
+    pos = kind.position(node, ctx)
+    if pos is None or pos[1].kind in ROTARY:
+        return []
+    return [
+        ShapeError(
+            f"`{node.kind}` attention forms no score matrix, so the stack's positional scheme "
+            f"`{pos[1].kind}` (a bias on the scores) cannot act in it",
+            help="use `position = rope(…)`, or a table added to the embeddings (`learned`, `sinusoidal`)",
+            code="E016",
+        )
+    ]
+
+
+class LSHAttention(AttentionKind):
+    """Reformer LSH attention (Kitaev et al. 2020, "Reformer: The Efficient Transformer", §2 and
+    Appendix A): queries and keys are shared (``k = q / |q|``), hashed by random rotations
+    ``h(x) = argmax [xR; -xR]`` into ``buckets`` buckets, sorted by (bucket, position) and cut into
+    chunks of ``c = bucket_size``; each query attends to the keys of its own bucket in its chunk and
+    the previous one (causal: in the c sorted slots before its own), never to itself unless nothing
+    else is visible. ``n_hashes = r`` rounds are combined by their log-partition functions, duplicates
+    counted once. Parameters ``d (q + kv) + q d`` (one shared query-key projection, plus biases).
+    FLOPs: projections, hashing ``2 b n h d_k r buckets/2`` (none with one bucket), and ``8 b h r n_p c
+    d_k`` for the chunked scores and values, ``n_p = c ceil(n / c)``: O(n · c · r) time and memory.
+
+    The shared query-key is one projection: the module's fused ``c_attn`` yields q and v only (``d ->
+    q + kv``; values may have fewer heads), so the parameter count is the module's exactly, and qk-norm
+    is one norm. The random rotations are a buffer drawn from ``seed`` when the module is built.
+    Padding to whole chunks sorts last and is never a key. Causal masking compares original positions,
+    and a causal query's window slides with it over the sorted order (the c slots before its own)
+    rather than being the chunk-aligned one: within a bucket sorted slots follow positions, so what a
+    query sees never depends on later tokens, which chunk boundaries would make it do. Self-attention
+    only (the sharing needs keys from the queries' sequence); the stack's positional scheme may rotate
+    q (RoPE) but not bias scores.
+    """
+
+    name = "lsh"
+    extra = (
+        Param("bucket_size", "int", default=64, min=1, doc="chunk length c (about the mean bucket size)"),
+        Param("buckets", "int", default=32, min=1, doc="hash buckets per round: 1 or even (±rotations)"),
+        Param("n_hashes", "int", default=2, min=1, doc="hashing rounds r, combined by logsumexp"),
+        Param("seed", "int", default=0, min=0, doc="seed of the random rotations (fixed at build)"),
+    )
+
+    def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
+        errs = position_errors(self, node, ctx)
+        if node["cross"]:
+            errs.append(
+                ShapeError(
+                    "`lsh` attention shares queries and keys, so it cannot be cross-attention",
+                    help="use `mha` or `linear` for cross-attention",
+                    param="cross",
+                    code="E009",
+                )
+            )
+        nb = int(node["buckets"])
+        if nb > 1 and nb % 2:
+            errs.append(
+                ShapeError(
+                    f"`buckets` must be 1 or even, got {nb}",
+                    help=f"angular LSH hashes to argmax [xR; -xR]: choose {nb - 1} or {nb + 1}",
+                    param="buckets",
+                    code="E009",
+                )
+            )
+        return errs
+
+    def n_params(self, node: Node, ctx: Ctx) -> int:
+        d = ctx.d_model
+        h, kv, hs = self.dims(node, ctx)
+        q, v = h * hs, kv * hs
+        n = d * (q + v) + q * d + ((q + v + d) if node["bias"] else 0)
+        if node["qk_norm"] != "none":  # one norm: keys are the queries
+            n += q * (2 if node["qk_norm"] == "layernorm" else 1)
+        pos = self.position(node, ctx)
+        if pos is not None:
+            n += pos[0].attention_params(pos[1], ctx, node)
+        return n
+
+    def projection_flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        b, n, _ = self._lengths(ins)
+        h, kv, hs = self.dims(node, ctx)
+        d, q, v = ctx.d_model, h * hs, kv * hs
+        return 2 * b * n * (d * (q + v) + q * d)
+
+    def hash_flops(self, node: Node, ctx: Ctx, b: Any, n: Any) -> Any:
+        h, _, hs = self.dims(node, ctx)
+        nb = int(node["buckets"])
+        return 2 * b * h * n * hs * node["n_hashes"] * (nb // 2) if nb > 1 else 0
+
+    def core_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any) -> Any:
+        h, _, hs = self.dims(node, ctx)
+        c = int(node["bucket_size"])
+        chunked = 8 * b * h * node["n_hashes"] * padded(n, c) * c * hs  # (c x 2c) scores and values
+        return self.hash_flops(node, ctx, b, n) + chunked
+
+    def flops_mask_aware(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        b, n, _ = self._lengths(ins)
+        return super().flops_mask_aware(node, ctx, ins) + self.hash_flops(node, ctx, b, n)
+
+    def pairs(self, node: Node, n: Any, m: Any) -> Any:
+        """The query-key products actually formed: per round, every (padded) query against its chunk
+        and the previous one, less the first chunk's missing predecessor: ``r c (2 n_p - c)``. Causal
+        and bucket masks then discard some of them (how many depends on the hashes); the products are
+        computed either way."""
+        c = int(node["bucket_size"])
+        return node["n_hashes"] * c * (2 * padded(n, c) - c)
+
+    def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
+        """Shared query-keys of every query head and the values: ``(h + kv) d_k`` per position."""
+        h, kv, hs = self.dims(node, ctx)
+        return (h + kv) * hs * context
+
+    def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
+        # r = n_hashes, c = bucket_size, b = buckets
+        return ("n·d²", "n·r·c·d", "n·r·b·d")
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        args = self.common_ctor_args(node, ctx)
+        args.pop("k_norm", None)  # keys are the normalised queries
+        return ours(
+            NN,
+            "LSHAttention",
+            bucket_size=node["bucket_size"],
+            n_buckets=node["buckets"],
+            n_hashes=node["n_hashes"],
+            seed=node["seed"],
+            **args,
+        )
+
+
+class LinearAttention(AttentionKind):
+    """Kernelised linear attention: ``softmax(q k^T) v`` replaced by ``φ(q) (φ(K)^T V) / φ(q) φ(K)^T 1``
+    with ``φ(x) = elu(x) + 1`` (Katharopoulos et al. 2020, "Transformers are RNNs") or Performer's
+    FAVOR+ positive orthogonal random features ``φ(x) = exp(Wx' - |x'|²/2) / sqrt(m)``, ``x' = x /
+    d_k^(1/4)`` (Choromanski et al. 2021, "Rethinking Attention with Performers"; ``m = features``,
+    drawn from ``seed`` at build, no redraw). With f features (``d_k`` for elu, m for favor), ``e = d_k
+    + 1`` (values with a ones column that carries the normaliser) and s keys (n, or the memory's
+    length), FLOPs are the projections, favor's feature maps ``2 b (n h + s kv) d_k m``, then —
+    bidirectional: ``2 b kv s f e`` for the state ``φ(K)^T [V 1]`` and ``2 b h n f e`` to read it;
+    causal, in chunks of ``c = chunk`` over ``n_p = c ceil(n / c)``: ``2 b h n_p c (f + e)`` for the
+    masked products inside each chunk, ``2 b kv n_p f e`` for the chunk states and ``2 b h n_p f e`` to
+    read the state of the chunks before. O(n) time and memory; a decoder keeps a constant-size state.
+
+    Grouped key/value heads keep one state per key/value head. The core has no weights to drop or cap
+    and no score matrix to bias: ``dropout``, ``softcap`` and positional schemes other than RoPE are
+    refused. FAVOR+ stabilises its exponentials with constants the normalisation cancels (a maximum
+    per query; bidirectional, one over every key), so causal outputs never depend on later tokens.
+    """
+
+    name = "linear"
+    extra = (
+        Param("feature_map", "enum", default="elu", choices=("elu", "favor"), doc="φ: elu + 1, or FAVOR+"),
+        Param(
+            "features",
+            "int",
+            default=None,
+            min=1,
+            doc="favor: random features m (default: d_k ln d_k, at least d_k)",
+        ),
+        Param("seed", "int", default=0, min=0, doc="favor: seed of the random features (fixed at build)"),
+        Param("chunk", "int", default=64, min=1, doc="causal: chunk length of the blockwise computation"),
+    )
+
+    def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
+        errs = position_errors(self, node, ctx)
+        for name in ("softcap", "dropout"):
+            if node[name]:
+                errs.append(
+                    ShapeError(
+                        f"`linear` attention forms no attention weights, so `{name}` has nothing to act on",
+                        help=f"drop `{name}` (use `out_dropout` for dropout on the output)",
+                        param=name,
+                        code="E009",
+                    )
+                )
+        if node["feature_map"] == "elu" and node["features"] is not None:
+            errs.append(
+                ShapeError(
+                    "`features` sets the number of random features of `feature_map = favor`",
+                    help="elu + 1 keeps the head size; drop `features` or set `feature_map = favor`",
+                    param="features",
+                    code="E009",
+                )
+            )
+        return errs
+
+    def n_features(self, node: Node, ctx: Ctx) -> int:
+        """f: the width of φ(x)."""
+        _, _, hs = self.dims(node, ctx)
+        if node["feature_map"] == "elu":
+            return hs
+        if node["features"] is not None:
+            return int(node["features"])
+        return max(hs, int(hs * math.log(hs)))  # Performer's default, m = d_k ln d_k
+
+    def feature_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any) -> Any:
+        if node["feature_map"] == "elu":
+            return 0
+        h, kv, hs = self.dims(node, ctx)
+        return 2 * b * (n * h + m * kv) * hs * self.n_features(node, ctx)
+
+    def core_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any) -> Any:
+        h, kv, hs = self.dims(node, ctx)
+        f, e = self.n_features(node, ctx), hs + 1
+        total = self.feature_flops(node, ctx, b, n, m)
+        if node["causal"]:
+            c = int(node["chunk"])
+            n_p = padded(n, c)
+            return total + 2 * b * n_p * (h * c * (f + e) + kv * f * e + h * f * e)
+        return total + 2 * b * f * e * (kv * m + h * n)
+
+    def flops_mask_aware(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        """As ``flops``, but the causal products inside each chunk count only the pairs the mask keeps
+        (``c (c + 1) / 2`` per whole chunk, ``r (r + 1) / 2`` for a last chunk of ``r`` tokens) and
+        padding counts nothing; a linear attention's other products are all used."""
+        b, n, m = self._lengths(ins)
+        if not node["causal"]:
+            return self.projection_flops(node, ctx, ins) + self.core_flops(node, ctx, b, n, m)
+        h, kv, hs = self.dims(node, ctx)
+        f, e, c = self.n_features(node, ctx), hs + 1, int(node["chunk"])
+        whole = n // c
+        r = n - whole * c
+        kept = whole * (c * (c + 1) // 2) + r * (r + 1) // 2
+        core = self.feature_flops(node, ctx, b, n, m) + 2 * b * (h * kept * (f + e) + n * f * e * (kv + h))
+        return self.projection_flops(node, ctx, ins) + core
+
+    def pairs(self, node: Node, n: Any, m: Any) -> Any:
+        """The pairs the mask keeps, as for softmax attention: every query still meets every visible key,
+        through the state. (The FLOPs do not follow from the pairs; see ``flops_mask_aware``.)"""
+        return super().pairs(node, n, m)
+
+    def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
+        """A constant-size state per key/value head, whatever the context: ``φ(K)^T V`` (f x d_k) and
+        the normaliser ``φ(K)^T 1`` (f), ``kv f (d_k + 1)`` elements."""
+        _, kv, hs = self.dims(node, ctx)
+        return kv * self.n_features(node, ctx) * (hs + 1)
+
+    def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
+        # m = features (d_k for elu), c = chunk, h = heads, s = the memory's length (cross-attention)
+        terms = ("n·d²",) if node["feature_map"] == "elu" else ("n·d²", "n·m·d")
+        if node["cross"]:
+            terms += ("s·d²",) if node["feature_map"] == "elu" else ("s·d²", "s·m·d")
+        if node["causal"]:
+            terms += ("n·c·d",) if node["feature_map"] == "elu" else ("n·c·h·m",)
+        return terms
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        return ours(
+            NN,
+            "LinearAttention",
+            feature_map=node["feature_map"],
+            n_features=self.n_features(node, ctx),
+            seed=node["seed"],
+            chunk=node["chunk"],
+            **self.common_ctor_args(node, ctx),
+        )
+
+
+KINDS: tuple[Kind, ...] = (LSHAttention(), LinearAttention())

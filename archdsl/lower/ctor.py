@@ -57,8 +57,20 @@ class Layers:
     labels: tuple[str, ...] = ()  # per layer: the block definition's name, for readable emitted code
 
 
+class FrozenDict(dict):  # type: ignore[type-arg]
+    """A dict argument (LoRA settings) that can sit in a hashable constructor tree; prints as a dict."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self.items()))
+
+
 def _frozen(v: Any) -> Any:
-    return tuple(v) if isinstance(v, list) else v  # lists of modules, kept hashable
+    """Lists become tuples and dicts FrozenDicts, so constructor trees stay hashable."""
+    if isinstance(v, list):
+        return tuple(_frozen(x) for x in v)
+    if isinstance(v, dict):
+        return FrozenDict({k: _frozen(x) for k, x in v.items()})
+    return v
 
 
 def torch_nn(name: str, *args: Any, **kwargs: Any) -> Ctor:
