@@ -1,7 +1,443 @@
-"""(being written)"""
+"""Windowed and sparse attention kinds: sliding window, Sparse Transformer, Longformer, BigBird.
+
+Each keeps a sub-quadratic set of (query, key) pairs, and its module (:mod:`archdsl.kinds.local_nn`)
+computes only those, block by block: queries are cut into blocks (the last one padded with zeros) and a
+query block meets whole key blocks, the mask then dropping the pairs the pattern does not keep. The
+costs count exactly what the module multiplies, padding and masked entries included; ``pairs`` counts
+what the mask keeps. When the sequence is so short that the pattern keeps every pair, the module attends
+densely, and the cost is the dense ``4 b n² h hs``.
+
+Costs are exact for a concrete n. For a symbolic n they take n past the dense threshold and, where a
+count has a remainder, n a multiple of the block.
+
+These kinds are self-attention only, and take no positional scheme that adds a bias to the scores
+(ALiBi, T5, Shaw): their modules never hold an n x n score matrix to add it to. RoPE, which turns q and
+k before attention, works unchanged.
+"""
 
 from __future__ import annotations
 
-from archdsl.kinds.base import Kind
+import functools
+import random
+from fractions import Fraction
+from typing import Any
 
-KINDS: tuple[Kind, ...] = ()
+from archdsl.ir import Node
+from archdsl.kinds.attention import AttentionKind
+from archdsl.kinds.base import Ctx, Kind, Param, ShapeError
+from archdsl.lower.ctor import Ctor, ours
+
+NN = "archdsl.kinds.local_nn"
+
+
+# -- counting helpers (ints, or sympy symbols for n) --------------------------------------------------
+
+
+def _concrete(*xs: Any) -> bool:
+    return all(isinstance(x, int) for x in xs)
+
+
+def _cdiv(a: Any, b: int) -> Any:
+    return -(-a // b)
+
+
+def _cap(n: Any, limit: int) -> Any:
+    """min(n, limit); a symbolic n is taken to be past the limit."""
+    return min(n, limit) if _concrete(n) else limit
+
+
+def _dense(n: Any, limit: int) -> bool:
+    """Whether the module attends densely: n at most `limit` (never for a symbolic n)."""
+    return _concrete(n) and n <= limit
+
+
+def reach(node: Node) -> tuple[int, int]:
+    """(before, after) of a window kind: causal, keys i - window + 1 .. i; else |i - j| <= window // 2."""
+    w = int(node["window"])
+    return (w - 1, 0) if node["causal"] else (w // 2, w // 2)
+
+
+def band_cells(n: Any, before: int, after: int, glob: int = 0) -> Any:
+    """Score entries per head that ``LocalAttention.band`` computes: blocks of s = max(before, after,
+    1) queries (n padded to a multiple of s), each over its own block, the neighbours the reach touches,
+    and `glob` global keys."""
+    s = max(before, after, 1)
+    touched = 1 + (before > 0) + (after > 0)
+    return _cdiv(n, s) * s * (touched * s + glob)
+
+
+def band_pairs(n: Any, before: int, after: int) -> Any:
+    """Pairs (i, j), 0 <= i, j < n, with i - before <= j <= i + after: n on the diagonal and, for each
+    side of reach r, sum over d = 1..r of (n - d)."""
+
+    def side(r: int) -> Any:
+        k = _cap(n, r)
+        return k * n - k * (k + 1) // 2
+
+    return n + side(before) + side(after)
+
+
+def _self_attention_only(node: Node, ctx: Ctx) -> list[ShapeError]:
+    errs = []
+    if node["cross"]:
+        errs.append(
+            ShapeError(
+                f"`{node.kind}` is self-attention only",
+                help="its window relates positions of one sequence; use `mha` for cross-attention",
+                param="cross",
+                code="E016",
+            )
+        )
+    elif ctx.position is not None and ctx.position.kind != "rope":
+        errs.append(
+            ShapeError(
+                f"`{node.kind}` cannot take the stack's `{ctx.position.kind}` positions",
+                help="a score bias needs the full n x n scores, which block-sparse attention never holds; "
+                "use `rope` (it turns q and k) or learned / sinusoidal positions",
+                code="E016",
+            )
+        )
+    return errs
+
+
+class LocalKind(AttentionKind):
+    """Shared by the kinds here: self-attention only, no score-bias positions, no parameters beyond the
+    projections; the core costs 4 hs FLOPs per score entry the module computes (``cells``)."""
+
+    def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
+        return _self_attention_only(node, ctx)
+
+    def core_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any) -> Any:
+        h, _, hs = self.dims(node, ctx)
+        return 4 * b * h * hs * self.cells(node, n)
+
+    def cells(self, node: Node, n: Any) -> Any:
+        """Score entries per head the module computes (each costs 4 hs FLOPs: score and value)."""
+        raise NotImplementedError
+
+
+class SlidingWindow(LocalKind):
+    """Sliding-window (local) attention (Beltagy et al. 2020, Longformer §3.1; Mistral 7B, Jiang et al.
+    2023; Gemma 2's local layers). Causal: query i sees keys i - w + 1 .. i, the w most recent.
+    Bidirectional: keys j with |i - j| <= w // 2 (2 (w // 2) + 1 keys, as Longformer's w / 2 on each
+    side). Computed in blocks of s = max(w - 1, 1) (causal) or max(w // 2, 1) queries, each over its
+    own block and the neighbours the window reaches (k blocks: 2 causal, 3 bidirectional, 1 when
+    w = 1): ``4 b h hs N k s`` FLOPs with N = n rounded up to s; dense ``4 b h hs n²`` when
+    the window covers the sequence (n <= w causal, n <= w // 2 + 1 bidirectional). O(n w d) time and
+    memory."""
+
+    name = "sliding_window"
+    extra = (
+        Param(
+            "window",
+            "int",
+            min=1,
+            doc="keys per query: i - window + 1 .. i (causal); window // 2 on each side (bidirectional)",
+        ),
+    )
+
+    def cells(self, node: Node, n: Any) -> Any:
+        before, after = reach(node)
+        return n * n if _dense(n, max(before, after) + 1) else band_cells(n, before, after)
+
+    def pairs(self, node: Node, n: Any, m: Any) -> Any:
+        return band_pairs(n, *reach(node))
+
+    def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
+        _, kv, hs = self.dims(node, ctx)
+        if node["causal"]:
+            return 2 * kv * hs * _cap(context, int(node["window"]))  # the last `window` keys
+        return super().kv_cache(node, ctx, context)
+
+    def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
+        return ("n·d²", "n·w·d")
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        return ours(NN, "SlidingWindowAttention", **self.common_ctor_args(node, ctx), window=node["window"])
+
+
+class Longformer(LocalKind):
+    """Longformer attention (Beltagy et al. 2020): a sliding window plus global tokens, the first g
+    positions. Bidirectional (the default in an encoder): query i sees keys j with |i - j| <= w // 2
+    or j < g, and the first g queries see every key. Causal: keys i - w + 1 .. i and the first g (the
+    global tokens become columns every later query sees, as attention sinks). Window blocks as in
+    `sliding_window`, each also meeting the g global keys: ``4 b h hs (N (k s +
+    g) + g n)`` FLOPs (the g n term bidirectional only; N = n rounded up to s, k = 2 or 3 blocks); dense
+    when the window or the global tokens cover the sequence. O(n (w + g) d)."""
+
+    name = "longformer"
+    extra = (
+        Param(
+            "window",
+            "int",
+            min=1,
+            doc="local keys: i - window + 1 .. i (causal); window // 2 on each side (bidirectional)",
+        ),
+        Param("global_tokens", "int", default=1, min=0, doc="the first positions, seen by (and seeing) all"),
+    )
+
+    def cells(self, node: Node, n: Any) -> Any:
+        before, after = reach(node)
+        g = int(node["global_tokens"])
+        if _dense(n, max(before + 1, after + 1, g)):
+            return n * n
+        rows = 0 if node["causal"] else g * n  # global queries over every key
+        return band_cells(n, before, after, glob=g) + rows
+
+    def pairs(self, node: Node, n: Any, m: Any) -> Any:
+        before, after = reach(node)
+        g = _cap(n, int(node["global_tokens"]))
+        if node["causal"]:  # columns j < g (with j <= i), then the window over keys >= g
+            return g * n - g * (g - 1) // 2 + band_pairs(n - g, before, after)
+        return n * n - (n - g) * (n - g) + band_pairs(n - g, before, after)  # global rows and columns
+
+    def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
+        _, kv, hs = self.dims(node, ctx)
+        if node["causal"]:  # the global tokens and the last `window` keys
+            return 2 * kv * hs * _cap(context, int(node["window"]) + int(node["global_tokens"]))
+        return super().kv_cache(node, ctx, context)
+
+    def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
+        return ("n·d²", "n·(w+g)·d")
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        return ours(
+            NN,
+            "LongformerAttention",
+            **self.common_ctor_args(node, ctx),
+            window=node["window"],
+            global_tokens=node["global_tokens"],
+        )
+
+
+class Sparse(LocalKind):
+    """Sparse Transformer factorised attention (Child et al. 2019, §4), the "multi-head" option: each
+    head uses one of two masks. With stride l: `strided`, A1 = keys i - l .. i (bidirectional |i - j|
+    <= l) and A2 = keys j with (i - j) mod l = 0; `fixed`, A1 = keys in i's block of l (floor(j / l) =
+    floor(i / l)) and A2 = the c summary keys at the end of every block (j mod l >= l - c) plus i
+    itself (so that no query is left without keys). Causal masks add j <= i. A1 takes the first
+    ceil(kv / 2) key/value groups (with one key/value head, the first ceil(h / 2) query heads), A2 the
+    rest. FLOPs ``4 b hs (h1 C1 + h2 C2)``: strided C1 as `sliding_window` with reach l, C2 = N n_b
+    (positions regrouped by i mod l); fixed C1 = N l, C2 = N n_b c (the own key is elementwise); N = n
+    rounded up to l, n_b = N / l. O(n l d + n² d / l): O(n √n d) at l = √n."""
+
+    name = "sparse"
+    extra = (
+        Param(
+            "pattern", "enum", default="strided", choices=("strided", "fixed"), doc="the factorisation (§4.2)"
+        ),
+        Param("stride", "int", min=1, doc="l: the local span, the stride of A2 (strided), the block (fixed)"),
+        Param("summary", "int", default=1, min=1, doc="c: summary keys at the end of each block (fixed)"),
+    )
+
+    def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
+        errs = super().validate_core(node, ctx)
+        if int(node["heads"]) < 2:
+            errs.append(
+                ShapeError(
+                    "`sparse` splits its heads between two patterns and needs at least 2",
+                    help="set heads = 2 or more",
+                    param="heads",
+                    code="E009",
+                )
+            )
+        if node["pattern"] == "fixed" and int(node["summary"]) > int(node["stride"]):
+            errs.append(
+                ShapeError(
+                    f"summary ({node['summary']}) exceeds the block of the fixed pattern "
+                    f"(stride {node['stride']})",
+                    help="the summary keys are the last `summary` of each block: choose summary <= stride",
+                    param="summary",
+                    code="E009",
+                )
+            )
+        return errs
+
+    def split(self, node: Node) -> tuple[int, int]:
+        """(heads on A1, heads on A2): whole key/value groups, or query heads under one kv head."""
+        h, kv = int(node["heads"]), int(node["kv_heads"])
+        h1 = (h // kv) * _cdiv(kv, 2) if kv > 1 else _cdiv(h, 2)
+        return h1, h - h1
+
+    def core_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any) -> Any:
+        _, _, hs = self.dims(node, ctx)
+        (h1, h2), (c1, c2) = self.split(node), self.head_cells(node, n)
+        return 4 * b * hs * (h1 * c1 + h2 * c2)
+
+    def head_cells(self, node: Node, n: Any) -> tuple[Any, Any]:
+        """Score entries per head of A1 and of A2."""
+        L, c = int(node["stride"]), int(node["summary"])
+        nb = _cdiv(n, L)
+        if node["pattern"] == "strided":
+            c1 = n * n if _dense(n, L + 1) else band_cells(n, L, 0 if node["causal"] else L)
+            return c1, nb * L * nb
+        return (n * n if _dense(n, L) else nb * L * L), nb * L * nb * c
+
+    def head_pairs(self, node: Node, n: Any) -> tuple[Any, Any]:
+        """Pairs kept by A1 and by A2, per head."""
+        L, c, causal = int(node["stride"]), int(node["summary"]), bool(node["causal"])
+        q, r = n // L, n % L  # whole blocks, and the rest
+        if not _concrete(n):
+            r = 0
+        if node["pattern"] == "strided":
+            p1 = band_pairs(n, L, 0 if causal else L)
+            # residue classes: r of q + 1 positions, L - r of q; within each, all pairs or j <= i
+            if causal:
+                return p1, r * (q + 1) * (q + 2) // 2 + (L - r) * q * (q + 1) // 2
+            return p1, r * (q + 1) * (q + 1) + (L - r) * q * q
+        p1 = q * L * (L + 1) // 2 + r * (r + 1) // 2 if causal else q * L * L + r * r
+        e = max(0, r - (L - c)) if _concrete(n) else 0  # summary positions in the last, partial block
+        s = q * c + e  # summary positions below n
+        if not causal:
+            return p1, n * s + (n - s)  # every summary key, and its own key unless a summary
+        # sum of the summary positions j, each seen by the n - j queries at or after it
+        sum_j = (
+            c * L * q * (q - 1) // 2
+            + q * (c * (2 * L - c - 1) // 2)
+            + e * q * L
+            + e * (L - c)
+            + e * (e - 1) // 2
+        )
+        return p1, s * n - sum_j + (n - s)
+
+    def pairs(self, node: Node, n: Any, m: Any) -> Any:
+        """Kept pairs, averaged over the heads (the two masks differ): a Fraction when not whole."""
+        h = int(node["heads"])
+        (h1, h2), (p1, p2) = self.split(node), self.head_pairs(node, n)
+        total = h1 * p1 + h2 * p2
+        if _concrete(total):
+            return total // h if total % h == 0 else Fraction(total, h)
+        return total / h
+
+    def flops_mask_aware(self, node: Node, ctx: Ctx, ins: Any) -> Any:
+        b, n, _ = self._lengths(ins)
+        _, _, hs = self.dims(node, ctx)
+        (h1, h2), (p1, p2) = self.split(node), self.head_pairs(node, n)
+        return self.projection_flops(node, ctx, ins) + 4 * b * hs * (h1 * p1 + h2 * p2)
+
+    def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
+        """Keys a decoder keeps: A1 heads the last l + 1 (strided) or the current block; A2 heads every
+        key (strided) or the summary keys (fixed). A key/value head serving both keeps the union."""
+        if not node["causal"]:
+            return super().kv_cache(node, ctx, context)
+        _, kv, hs = self.dims(node, ctx)
+        L, c = int(node["stride"]), int(node["summary"])
+        if node["pattern"] == "strided":
+            keep1, keep2, both = _cap(context, L + 1), context, context
+        else:
+            tail = context % L if _concrete(context) else 0  # keys of the current, unfinished block
+            keep1 = tail
+            keep2 = (context // L) * c + max(0, tail - (L - c))
+            both = (context // L) * c + tail
+        if kv == 1:
+            return 2 * hs * both
+        kv1 = _cdiv(kv, 2)
+        return 2 * hs * (kv1 * keep1 + (kv - kv1) * keep2)
+
+    def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
+        if node["pattern"] == "strided":
+            return ("n·d²", "n·l·d", "n²·d/l")
+        return ("n·d²", "n·l·d", "n²·c·d/l")
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        return ours(
+            NN,
+            "SparseAttention",
+            **self.common_ctor_args(node, ctx),
+            pattern=node["pattern"],
+            stride=node["stride"],
+            summary=node["summary"],
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def random_blocks(seed: int, rows: int, count: int) -> tuple[tuple[int, ...], ...]:
+    """BigBird's random key blocks, for each of `rows` query blocks: `count` draws from range(rows)
+    (``BigBirdAttention`` draws the same table, the same way, into its ``rand_blocks`` buffer)."""
+    rng = random.Random(seed)
+    return tuple(tuple(rng.randrange(rows) for _ in range(count)) for _ in range(rows))
+
+
+class BigBird(LocalKind):
+    """BigBird block-sparse attention (Zaheer et al. 2020, ITC). With blocks of b tokens (n padded to
+    N = n_b b), query block j sees `window_blocks` w blocks centred on it (causal: itself and the w - 1
+    before it), the first `global_blocks` g blocks, and `random_blocks` r blocks: R[j] mod n_b (causal:
+    mod j + 1), R drawn once from `seed` for the longest sequence, `max_len`. Global blocks
+    (bidirectional) see every key; a block met twice counts once. FLOPs ``4 b h hs (N ((w + r) b + g b)
+    + g b n)`` (the g b n term bidirectional only); dense when n <= b max(1, g). O(n b (w + r + g) d)."""
+
+    name = "bigbird"
+    extra = (
+        Param("block", "int", default=64, min=1, doc="b: tokens per block"),
+        Param("window_blocks", "int", default=3, min=1, doc="w: blocks around each query block (odd)"),
+        Param("global_blocks", "int", default=2, min=0, doc="g: the first blocks, seen by (and seeing) all"),
+        Param("random_blocks", "int", default=3, min=0, doc="r: random blocks per query block"),
+        Param("seed", "int", default=0, min=0, doc="seed of the random blocks (fixed at construction)"),
+        Param("max_len", "int", default=4096, min=1, doc="longest sequence (the random table's length)"),
+    )
+
+    def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
+        errs = super().validate_core(node, ctx)
+        w = int(node["window_blocks"])
+        if not node["causal"] and w % 2 == 0:
+            errs.append(
+                ShapeError(
+                    f"window_blocks ({w}) must be odd without a causal mask",
+                    help=f"the window is the query's block and as many on each side: use {w - 1} or {w + 1}",
+                    param="window_blocks",
+                    code="E009",
+                )
+            )
+        return errs
+
+    def cells(self, node: Node, n: Any) -> Any:
+        b, w, g, r = (int(node[p]) for p in ("block", "window_blocks", "global_blocks", "random_blocks"))
+        if _dense(n, b * max(1, g)):
+            return n * n
+        rows = 0 if node["causal"] else g * b * n  # global queries over every key
+        return _cdiv(n, b) * b * ((w + r) * b + g * b) + rows
+
+    def pairs(self, node: Node, n: Any, m: Any) -> Any:
+        b, w, g, r = (int(node[p]) for p in ("block", "window_blocks", "global_blocks", "random_blocks"))
+        causal, G = bool(node["causal"]), g * b
+        if not _concrete(n):  # nominal: every block distinct and whole
+            return n * (w + r) * b + G * n + (0 if causal else G * n)
+        if n <= b * max(1, g):
+            return n * (n + 1) // 2 if causal else n * n
+        nb, rows = _cdiv(n, b), _cdiv(int(node["max_len"]), b)
+        table = random_blocks(int(node["seed"]), rows, r)
+        half = (w - 1) // 2
+        total = G * (G + 1) // 2 if causal else G * n  # the global queries
+        for j in range(g, nb):
+            q = min(b, n - j * b)  # queries in block j
+            if causal:
+                seen = set(range(max(g, j - w + 1), j + 1)) | {x % (j + 1) for x in table[j]}
+                earlier = sum(1 for x in seen if g <= x < j)
+                total += q * G + q * b * earlier + q * (q + 1) // 2
+            else:
+                seen = set(range(max(g, j - half), min(j + half, nb - 1) + 1)) | {x % nb for x in table[j]}
+                total += q * (G + sum(min(b, n - x * b) for x in seen if x >= g))
+        return total
+
+    def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
+        limits = [int(node["max_len"]), super().max_seq_len(node, ctx)]
+        return min(x for x in limits if x is not None)
+
+    def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
+        return ("n·d²", "n·b·(w+r+g)·d")
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        return ours(
+            NN,
+            "BigBirdAttention",
+            **self.common_ctor_args(node, ctx),
+            block=node["block"],
+            window_blocks=node["window_blocks"],
+            global_blocks=node["global_blocks"],
+            random_blocks=node["random_blocks"],
+            seed=node["seed"],
+            max_len=node["max_len"],
+        )
+
+
+KINDS: tuple[Kind, ...] = (SlidingWindow(), Sparse(), Longformer(), BigBird())

@@ -1,0 +1,278 @@
+"""PyTorch modules for windowed and sparse attention (imported only when a model is built or emitted).
+
+Nothing here builds a T x T score or mask. Queries are cut into blocks (the last one padded with zero
+rows), each query block meets a few key blocks gathered for it (plus, for Longformer and BigBird, the
+global keys shared by every block), and a boolean mask over (block, query, key) keeps the pairs the
+pattern allows. Time and memory grow as T times the keys one block meets. The query heads that share a
+key/value head (GQA) are folded into the query rows of one matmul, so keys are never repeated per head.
+"""
+
+import random
+
+import torch
+from torch.nn import functional as F
+
+from archdsl.kinds.attention_nn import Attention
+
+
+def pad_seq(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero rows after the sequence (dim -2) up to `length`."""
+    return F.pad(x, (0, 0, 0, length - x.size(-2)))
+
+
+class LocalAttention(Attention):
+    """Base of the windowed and sparse modules: `grouped` sees q grouped by key/value head,
+    (B, nkv, g, T, hs) with g = n_heads / n_kv_heads, and k, v as (B, nkv, T, hs)."""
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        nh = q.size(1)
+        q = q.unflatten(1, (self.n_kv_heads, nh // self.n_kv_heads))  # (B, nkv, g, T, hs)
+        return self.grouped(q, k, v).flatten(1, 2)  # (B, nh, T, hs)
+
+    def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The pattern, on q (B, nkv, g, T, hs) and k, v (B, nkv, T, hs); returns (B, nkv, g, T, hs)."""
+        raise NotImplementedError
+
+    def weights(self, att: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        """Scaled scores -> attention weights: soft-cap, mask, softmax, dropout."""
+        if self.softcap:
+            att = self.softcap * torch.tanh(att / self.softcap)
+        if allowed is not None:
+            att = att.masked_fill(~allowed, float("-inf"))
+        return F.dropout(att.softmax(dim=-1), p=self.dropout, training=self.training)
+
+    def blocks(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Attention within independent groups (the `lead` dims): q (B, nkv, g, *lead, Lq, hs) over
+        k, v (B, nkv, *lead, Lk, hs), keeping the pairs `allowed` (*lead, Lq, Lk) marks. The g query
+        heads of a key/value head share one matmul: 4 * g * Lq * Lk * hs FLOPs per group."""
+        g, Lq = q.size(2), q.size(-2)
+        q = q.movedim(2, -3).flatten(-3, -2)  # (B, nkv, *lead, g * Lq, hs)
+        att = (q @ k.transpose(-2, -1)) * self.scale  # (B, nkv, *lead, g * Lq, Lk)
+        att = att.unflatten(-2, (g, Lq))  # (B, nkv, *lead, g, Lq, Lk)
+        att = self.weights(att, allowed.unsqueeze(-3) if allowed is not None else None)
+        y = att.flatten(-3, -2) @ v  # (B, nkv, *lead, g * Lq, hs)
+        return y.unflatten(-2, (g, Lq)).movedim(-3, 2)  # (B, nkv, g, *lead, Lq, hs)
+
+    def dense(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Every pair (under the causal mask): for sequences the pattern sees whole."""
+        T = q.size(-2)
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril() if self.causal else None
+        return self.blocks(q, k, v, causal)
+
+    def gathered(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        size: int,
+        idx: torch.Tensor,
+        ok: torch.Tensor | None = None,
+        reach: tuple[int, int] | None = None,
+        glob: int = 0,
+    ) -> torch.Tensor:
+        """Block-sparse attention. Queries are cut into nb blocks of `size` (zero-padded to
+        N = nb * size); query block j meets the key blocks idx[j] (idx: (nb, S); those off the sequence
+        or with ok[j] false are masked), then the first `glob` keys, shared by every block. Query i keeps
+        key p when p is a real position (or i is padding), p >= glob (those keys are the global
+        columns), p <= i under a causal mask and, with reach = (before, after), i - before <= p <= i +
+        after. Cost: 4 * N * (S * size + glob) * hs FLOPs per head."""
+        T, nb = q.size(-2), idx.size(0)
+        N, dev = nb * size, q.device
+        qb = pad_seq(q, N).unflatten(-2, (nb, size))  # (B, nkv, g, nb, size, hs)
+        src = idx.clamp(0, nb - 1)
+        kb = pad_seq(k, N).unflatten(-2, (nb, size))[:, :, src].flatten(-3, -2)  # (B, nkv, nb, S*size, hs)
+        vb = pad_seq(v, N).unflatten(-2, (nb, size))[:, :, src].flatten(-3, -2)  # (B, nkv, nb, S*size, hs)
+        offs = torch.arange(size, device=dev)
+        i = (torch.arange(nb, device=dev)[:, None] * size + offs)[:, :, None]  # (nb, size, 1) query positions
+        p = (idx[:, :, None] * size + offs).flatten(1)[:, None, :]  # (nb, 1, S*size) key positions
+        valid = (idx >= 0) & (idx < nb)  # (nb, S): blocks on the sequence
+        if ok is not None:
+            valid = valid & ok
+        allowed = valid.repeat_interleave(size, dim=1)[:, None, :] & (p >= glob) & ((p < T) | (i >= T))
+        if self.causal:
+            allowed = allowed & (p <= i)
+        if reach is not None:
+            allowed = allowed & (p >= i - reach[0]) & (p <= i + reach[1])  # (nb, size, S*size)
+        if glob:  # the global keys, appended to every block's keys
+            kb = torch.cat([kb, k[:, :, None, :glob].expand(-1, -1, nb, -1, -1)], dim=-2)
+            vb = torch.cat([vb, v[:, :, None, :glob].expand(-1, -1, nb, -1, -1)], dim=-2)
+            pg = torch.arange(glob, device=dev)
+            seen = (pg <= i) if self.causal else torch.ones(nb, size, glob, dtype=torch.bool, device=dev)
+            allowed = torch.cat([allowed, seen.expand(nb, size, glob)], dim=-1)  # (nb, size, S*size + glob)
+        y = self.blocks(qb, kb, vb, allowed)  # (B, nkv, g, nb, size, hs)
+        return y.flatten(-3, -2)[..., :T, :]  # (B, nkv, g, T, hs)
+
+    def band(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, before: int, after: int, glob: int = 0
+    ) -> torch.Tensor:
+        """Query i over keys i - before .. i + after: blocks of size max(before, after, 1) meet their own
+        block and the neighbours the reach touches (one on each side at most)."""
+        size = max(before, after, 1)
+        nb = -(-q.size(-2) // size)
+        near = torch.arange(-int(before > 0), int(after > 0) + 1, device=q.device)  # block offsets
+        idx = torch.arange(nb, device=q.device)[:, None] + near  # (nb, 1 to 3)
+        return self.gathered(q, k, v, size, idx, reach=(before, after), glob=glob)
+
+    def global_rows(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, y: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        """Replace the outputs of the first n queries by their attention over every key (bidirectional
+        global tokens): 4 * n * T * hs FLOPs per head."""
+        return torch.cat([self.blocks(q[..., :n, :], k, v, None), y[..., n:, :]], dim=-2)
+
+
+class SlidingWindowAttention(LocalAttention):
+    """Sliding-window attention: causal, query i sees keys i - window + 1 .. i; bidirectional, keys
+    with |i - j| <= window // 2. Dense when the window covers the whole sequence."""
+
+    def __init__(self, window: int, **kwargs):
+        super().__init__(**kwargs)
+        self.window = window
+
+    def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        before, after = (self.window - 1, 0) if self.causal else (self.window // 2, self.window // 2)
+        if q.size(-2) <= max(before, after) + 1:
+            return self.dense(q, k, v)
+        return self.band(q, k, v, before, after)
+
+
+class LongformerAttention(LocalAttention):
+    """Longformer: a sliding window plus the first `global_tokens` positions, which every query sees
+    and which (bidirectional) see every key. Causal: a causal window plus the first tokens as columns."""
+
+    def __init__(self, window: int, global_tokens: int, **kwargs):
+        super().__init__(**kwargs)
+        self.window, self.global_tokens = window, global_tokens
+
+    def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        G = self.global_tokens
+        before, after = (self.window - 1, 0) if self.causal else (self.window // 2, self.window // 2)
+        if q.size(-2) <= max(before + 1, after + 1, G):
+            return self.dense(q, k, v)
+        y = self.band(q, k, v, before, after, glob=G)
+        return y if self.causal or not G else self.global_rows(q, k, v, y, G)
+
+
+class SparseAttention(LocalAttention):
+    """Sparse Transformer factorised attention (Child et al. 2019), its heads split between two
+    patterns (the first half of the key/value groups, or of the query heads when there is one
+    key/value head, takes the first). stride L, summary c:
+
+    strided: A1 = keys i - L .. i (bidirectional: |i - j| <= L); A2 = keys j with (i - j) mod L = 0.
+    fixed:   A1 = keys in i's block of L (floor(j / L) = floor(i / L)); A2 = the summary keys,
+             j mod L >= L - c, and i itself (so that no query is left without keys).
+    Causal masks add j <= i."""
+
+    def __init__(self, pattern: str, stride: int, summary: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.layout, self.stride, self.summary = pattern, stride, summary
+
+    def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        kv, g = q.size(1), q.size(2)
+        if kv > 1:  # split the key/value groups
+            c = (kv + 1) // 2
+            y1 = self.local(q[:, :c], k[:, :c], v[:, :c])
+            return torch.cat([y1, self.far(q[:, c:], k[:, c:], v[:, c:])], dim=1)
+        c = (g + 1) // 2  # one key/value head: split its query heads
+        return torch.cat([self.local(q[:, :, :c], k, v), self.far(q[:, :, c:], k, v)], dim=2)
+
+    def local(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """A1: the previous L keys (strided) or the query's own block (fixed)."""
+        T, L = q.size(-2), self.stride
+        if self.layout == "strided":
+            if T <= L + 1:
+                return self.dense(q, k, v)
+            return self.band(q, k, v, L, 0 if self.causal else L)
+        if T <= L:
+            return self.dense(q, k, v)
+        nb = -(-T // L)
+        return self.gathered(q, k, v, L, torch.arange(nb, device=q.device)[:, None])
+
+    def far(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.residues(q, k, v) if self.layout == "strided" else self.summaries(q, k, v)
+
+    def residues(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Strided A2: positions regrouped by i mod L; each group of nb = ceil(T / L) positions attends
+        within itself, 4 * N * nb * hs FLOPs per head (N = nb * L)."""
+        T, L = q.size(-2), self.stride
+        nb = -(-T // L)
+        N = nb * L
+        # position i = r * L + s goes to [s, r]: one group per residue s
+        qr = pad_seq(q, N).unflatten(-2, (nb, L)).transpose(-3, -2)  # (B, nkv, g, L, nb, hs)
+        kr = pad_seq(k, N).unflatten(-2, (nb, L)).transpose(-3, -2)  # (B, nkv, L, nb, hs)
+        vr = pad_seq(v, N).unflatten(-2, (nb, L)).transpose(-3, -2)  # (B, nkv, L, nb, hs)
+        pos = torch.arange(N, device=q.device).view(nb, L).t()  # (L, nb)
+        i, p = pos[:, :, None], pos[:, None, :]
+        allowed = (p <= i) if self.causal else (p < T) | (i >= T)  # (L, nb, nb)
+        y = self.blocks(qr, kr, vr, allowed)  # (B, nkv, g, L, nb, hs)
+        return y.transpose(-3, -2).flatten(-3, -2)[..., :T, :]  # (B, nkv, g, T, hs)
+
+    def summaries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Fixed A2: every query over the last c keys of each block (nb * c of them, a matmul:
+        4 * N * nb * c * hs FLOPs per head) and over its own key (an elementwise product)."""
+        T, L, c = q.size(-2), self.stride, self.summary
+        nb = -(-T // L)
+        N, g = nb * L, q.size(2)
+        q, k, v = pad_seq(q, N), pad_seq(k, N), pad_seq(v, N)  # (B, nkv, g, N, hs), (B, nkv, N, hs)
+        ks = k.unflatten(-2, (nb, L))[..., L - c :, :].flatten(-3, -2)  # (B, nkv, nb*c, hs)
+        vs = v.unflatten(-2, (nb, L))[..., L - c :, :].flatten(-3, -2)  # (B, nkv, nb*c, hs)
+        i = torch.arange(N, device=q.device)[:, None]  # (N, 1)
+        p = (
+            torch.arange(nb, device=q.device)[:, None] * L + torch.arange(L - c, L, device=q.device)
+        ).flatten()
+        seen = (p <= i) if self.causal else (p < T) | (i >= T)  # (N, nb*c)
+        own = i % L < L - c  # (N, 1): its own key, unless that is a summary already
+        att = (q.flatten(2, 3) @ ks.transpose(-2, -1)).unflatten(2, (g, N))  # (B, nkv, g, N, nb*c)
+        att_own = (q * k.unsqueeze(2)).sum(-1, keepdim=True)  # (B, nkv, g, N, 1)
+        w = self.weights(torch.cat([att, att_own], dim=-1) * self.scale, torch.cat([seen, own], dim=-1))
+        y = (w[..., :-1].flatten(2, 3) @ vs).unflatten(2, (g, N)) + w[..., -1:] * v.unsqueeze(2)
+        return y[..., :T, :]  # (B, nkv, g, T, hs)
+
+
+class BigBirdAttention(LocalAttention):
+    """BigBird block-sparse attention (Zaheer et al. 2020, ITC). With blocks of `block` tokens, query
+    block j sees `window_blocks` blocks around it (causal: itself and the window_blocks - 1 before
+    it), the first `global_blocks` blocks, and `random_blocks` blocks drawn once, from `seed`, for the
+    longest sequence (`rand_blocks`, a buffer): at nb blocks, R[j] mod nb (causal: mod j + 1). Global
+    blocks (bidirectional) see every key. Repeated and overlapping blocks count once."""
+
+    def __init__(
+        self,
+        block: int,
+        window_blocks: int,
+        global_blocks: int,
+        random_blocks: int,
+        seed: int,
+        max_len: int,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.block, self.window_blocks, self.global_blocks = block, window_blocks, global_blocks
+        rows = -(-max_len // block)
+        rng = random.Random(seed)
+        table = [[rng.randrange(rows) for _ in range(random_blocks)] for _ in range(rows)]
+        self.register_buffer("rand_blocks", torch.tensor(table, dtype=torch.long).view(rows, random_blocks))
+
+    def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        T, b, gb = q.size(-2), self.block, self.global_blocks
+        if T <= b * max(1, gb):  # one block, or only global ones: every pair
+            return self.dense(q, k, v)
+        nb = -(-T // b)
+        if nb > self.rand_blocks.size(0):
+            raise ValueError(f"sequence of {T} is longer than max_len ({self.rand_blocks.size(0) * b})")
+        j = torch.arange(nb, device=q.device)[:, None]  # (nb, 1)
+        if self.causal:
+            win = j + torch.arange(1 - self.window_blocks, 1, device=q.device)  # itself and those before
+            rnd = self.rand_blocks[:nb] % (j + 1)
+            near = j - rnd < self.window_blocks
+        else:
+            half = (self.window_blocks - 1) // 2
+            win = j + torch.arange(-half, half + 1, device=q.device)
+            rnd = self.rand_blocks[:nb] % nb
+            near = (rnd - j).abs() <= half
+        again = (rnd[:, :, None] == rnd[:, None, :]).tril(-1).any(-1)  # drawn already for this block
+        ok = torch.cat([win >= gb, (rnd >= gb) & ~near & ~again], dim=1)  # global blocks are columns
+        y = self.gathered(q, k, v, b, torch.cat([win, rnd], dim=1), ok, glob=gb * b)
+        return y if self.causal or not gb else self.global_rows(q, k, v, y, gb * b)
