@@ -22,6 +22,7 @@ from archdsl.elaborate import (
     Slot,
 )
 from archdsl.kinds import REGISTRY, Param, kinds_for
+from archdsl.kinds.peft import LORA_SETTINGS, LORA_TARGETS
 from archdsl.placements import PLACEMENTS
 
 IDENT = "^[A-Za-z_][A-Za-z0-9_]*$"
@@ -135,6 +136,18 @@ def schema() -> dict[str, Any]:
         **stack,
         "encoder": {"$ref": "#/$defs/stack"},
         "decoder": {"$ref": "#/$defs/stack"},
+        "lora": {
+            "type": "object",
+            "description": "LoRA on chosen projections (Hu et al. 2022); the base is frozen",
+            "properties": {
+                **{p.name: param_schema(p) for p in LORA_SETTINGS},
+                "targets": {
+                    "anyOf": [{"type": "array", "items": {"enum": list(LORA_TARGETS)}}, EXPR],
+                    "description": "projections: " + ", ".join(LORA_TARGETS),
+                },
+            },
+            "additionalProperties": False,
+        },
     }
     defs: dict[str, Any] = {f"kind_{n}": kind_schema(n) for n in sorted(REGISTRY)}
     defs.update(

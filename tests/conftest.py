@@ -96,3 +96,23 @@ def pytest_addoption(parser):  # type: ignore[no-untyped-def]
 
 
 TINY["llama2_7b_lora"] = TINY["llama2_7b"]
+TINY["reformer"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "context": 64}
+TINY["performer"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50, "context": 64}
+TINY["linear_transformer"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "context": 64}
+TINY["conformer"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "vocab": 50, "context": 64}
+TINY["mistral_7b"] = {**_LLAMA, "n_kv_heads": 2, "window": 4}
+TINY["gemma2_9b"] = {**_LLAMA, "n_kv_heads": 2, "head_dim": 16, "window": 4}
+TINY["sparse_transformer"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "context": 64}
+TINY["longformer"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "vocab": 50, "context": 64}
+TINY["bigbird"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "vocab": 50, "context": 64}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():  # type: ignore[no-untyped-def]
+    """Tests run tiny tensors: one thread avoids contention on small machines (and is faster)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

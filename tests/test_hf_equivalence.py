@@ -376,3 +376,84 @@ def test_full_size_parameter_counts_match_hugging_face(name: str) -> None:
 def test_specs_exist() -> None:
     assert all((SPECS / n).exists() for n in FULL)
     assert Path(SPECS / "gpt2_small.arch").exists()
+
+
+def test_mistral_sliding_window() -> None:
+    cfg = transformers.MistralConfig(
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=50,
+        max_position_embeddings=64,
+        sliding_window=4,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    )
+    hf = transformers.MistralForCausalLM(cfg)
+    compare(
+        "mistral_7b.arch",
+        {**LLAMA_TINY, "window": 4},
+        hf,
+        llama_map(2),
+        [ids(50, t=13)],
+        lambda x: hf(x).logits,
+    )
+
+
+def test_gemma2_sandwich_softcaps_local_global() -> None:
+    cfg = transformers.Gemma2Config(
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=50,
+        max_position_embeddings=64,
+        sliding_window=4,
+        query_pre_attn_scalar=16,
+        rms_norm_eps=1e-6,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        attn_implementation="eager",
+    )
+    hf = transformers.Gemma2ForCausalLM(cfg)
+    with torch.no_grad():  # Gemma's (1 + w) norms start at w = 0; give them something to carry
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.normal_(0, 0.1)
+
+    def m(s: State) -> State:
+        out = {"wte.weight": s["model.embed_tokens.weight"], "ln_f.weight": s["model.norm.weight"]}
+        for i in range(2):
+            p = f"model.layers.{i}."
+            a = p + "self_attn."
+            out[f"h.{i}.attn.c_attn.weight"] = cat(
+                s[a + "q_proj.weight"], s[a + "k_proj.weight"], s[a + "v_proj.weight"]
+            )
+            out[f"h.{i}.attn.c_proj.weight"] = s[a + "o_proj.weight"]
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                out[f"h.{i}.mlp.{proj}.weight"] = s[p + f"mlp.{proj}.weight"]
+            for ours_name, hf_name in (
+                ("ln_1", "input_layernorm"),
+                ("post_ln_1", "post_attention_layernorm"),
+                ("ln_2", "pre_feedforward_layernorm"),
+                ("post_ln_2", "post_feedforward_layernorm"),
+            ):
+                out[f"h.{i}.{ours_name}.weight"] = s[p + f"{hf_name}.weight"]
+        return out
+
+    tiny = {
+        "n_layers": 2,
+        "d_model": 32,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "head_dim": 16,
+        "d_ff": 48,
+        "vocab": 50,
+        "context": 64,
+        "window": 4,
+    }
+    compare("gemma2_9b.arch", tiny, hf, m, [ids(50, t=13)], lambda x: hf(x).logits, atol=5e-5)

@@ -27,7 +27,8 @@ CONVENTIONS = {
         "as sum(p.numel()) over module.parameters()"
     ),
     "flops": (
-        "dense: 2 FLOPs per multiply-add, matmuls only, attention over the full n x n (no causal halving); "
+        "dense: 2 FLOPs per multiply-add, matmuls only; attention as the module computes it: the full "
+        "n x n for dense kinds (no causal halving), the computed blocks for windowed or sparse ones; "
         "equals torch.utils.flop_counter.FlopCounterMode on the lowered module"
     ),
 }
@@ -149,7 +150,10 @@ def check_seq_len(g: nx.DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
     for n, a in g.nodes(data=True):
         if "kind" not in a:
             continue
-        limit = a["kind"].max_seq_len(a["node"], a["ctx"])
+        node, ctx = a["node"], a["ctx"]
+        limit = a["kind"].max_seq_len(node, ctx)
+        if limit is not None and a["kind"].role == "attention" and ctx.position is not None:
+            node = ctx.position  # the stack's rotary table, say, sets this attention's limit
         if limit is None:
             continue
         length = concrete(g.nodes[inputs_of(g, n)[0]]["shape"], sizes)[1]
@@ -157,8 +161,8 @@ def check_seq_len(g: nx.DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
             diags.append(
                 Diagnostic(
                     "E014",
-                    f"sequence length {length} exceeds `{a['node'].kind}` max_len ({limit})",
-                    a["node"].span_of("max_len"),
+                    f"sequence length {length} exceeds `{node.kind}` max_len ({limit})",
+                    node.span_of("max_len"),
                     help=f"analyse with a length of {limit} or less, or raise max_len",
                 )
             )

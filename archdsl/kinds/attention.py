@@ -31,6 +31,7 @@ COMMON = (
     ),
     Param("qk_eps", "float", default=1e-6, gt=0.0, doc="eps of the qk-norm"),
     Param("softcap", "float", default=0.0, min=0.0, doc="cap scores at c * tanh(s / c) (Gemma 2); 0 is off"),
+    Param("scale", "float", default=None, gt=0.0, doc="score scale (default: 1 / sqrt(head_dim))"),
     Param("dropout", "float", default=0.0, min=0.0, lt=1.0, doc="dropout on the attention weights"),
     Param("out_dropout", "float", default=0.0, min=0.0, lt=1.0, doc="dropout on the output"),
 )
@@ -241,6 +242,8 @@ class AttentionKind(Kind):
             args["pos"] = pos[0].attention_ctor(pos[1], ctx, node)
         if node["softcap"]:
             args["softcap"] = node["softcap"]
+        if node["scale"] is not None:
+            args["scale"] = node["scale"]
         if node["dropout"]:
             args["dropout"] = node["dropout"]
         if node["out_dropout"]:
@@ -306,7 +309,7 @@ class MultiHeadAttention(AttentionKind):
         if node["prefix"]:
             args["prefix"] = node["prefix"]
         score = str(node["score"])
-        if score == "dot":
+        if score == "dot" and node["scale"] is None:
             args["scale"] = 1.0
         if score in ("additive", "bilinear"):
             return ours(NN, f"{score.capitalize()}Attention", **args)
