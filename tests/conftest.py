@@ -105,6 +105,8 @@ TINY["gemma2_9b"] = {**_LLAMA, "n_kv_heads": 2, "head_dim": 16, "window": 4}
 TINY["sparse_transformer"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "context": 64}
 TINY["longformer"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "vocab": 50, "context": 64}
 TINY["bigbird"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "vocab": 50, "context": 64}
+TINY["t5_base"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50}
+TINY["transformer_xl"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50, "mem_len": 6}
 
 
 @pytest.fixture(autouse=True, scope="session")

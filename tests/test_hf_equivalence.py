@@ -457,3 +457,65 @@ def test_gemma2_sandwich_softcaps_local_global() -> None:
         "window": 4,
     }
     compare("gemma2_9b.arch", tiny, hf, m, [ids(50, t=13)], lambda x: hf(x).logits, atol=5e-5)
+
+
+def test_t5_relative_buckets_encoder_decoder() -> None:
+    cfg = transformers.T5Config(
+        vocab_size=50,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    hf = transformers.T5ForConditionalGeneration(cfg)
+
+    def attn(s: State, hf_prefix: str, ours: str, cross: bool) -> State:
+        q, k, v, o = (s[f"{hf_prefix}.{p}.weight"] for p in ("q", "k", "v", "o"))
+        if cross:
+            return {
+                f"{ours}.q_proj.weight": q,
+                f"{ours}.kv_proj.weight": cat(k, v),
+                f"{ours}.c_proj.weight": o,
+            }
+        return {f"{ours}.c_attn.weight": cat(q, k, v), f"{ours}.c_proj.weight": o}
+
+    def m(s: State) -> State:
+        out = {"wte.weight": s["shared.weight"]}
+        for stack in ("encoder", "decoder"):
+            table = s[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
+            out[f"{stack}.pos.relative_attention_bias.weight"] = table
+            out[f"{stack}.ln_f.weight"] = s[f"{stack}.final_layer_norm.weight"]
+            for i in range(2):
+                b, h = f"{stack}.block.{i}.layer", f"{stack}.h.{i}"
+                out[f"{h}.attn.pos.relative_attention_bias.weight"] = table  # the same module in every layer
+                out.update(attn(s, f"{b}.0.SelfAttention", f"{h}.attn", cross=False))
+                out[f"{h}.ln_1.weight"] = s[f"{b}.0.layer_norm.weight"]
+                ff = 1
+                if stack == "decoder":
+                    out.update(attn(s, f"{b}.1.EncDecAttention", f"{h}.cross", cross=True))
+                    out[f"{h}.ln_2.weight"] = s[f"{b}.1.layer_norm.weight"]
+                    ff = 2
+                out[f"{h}.mlp.c_fc.weight"] = s[f"{b}.{ff}.DenseReluDense.wi.weight"]
+                out[f"{h}.mlp.c_proj.weight"] = s[f"{b}.{ff}.DenseReluDense.wo.weight"]
+                out[f"{h}.ln_{ff + 1}.weight"] = s[f"{b}.{ff}.layer_norm.weight"]
+        return out
+
+    src, tgt = ids(50, t=9), ids(50, t=7)
+    compare(
+        "t5_base.arch",
+        {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50},
+        hf,
+        m,
+        [src, tgt],
+        lambda s_, t_: hf(input_ids=s_, decoder_input_ids=t_).logits,
+    )

@@ -127,6 +127,7 @@ class LMHead(Kind):
         Param(
             "softcap", "float", default=0.0, min=0.0, doc="cap logits at c * tanh(x / c) (Gemma 2); 0 is off"
         ),
+        Param("rescale", "bool", default=False, doc="multiply by d^-0.5 first (T5 with tied embeddings)"),
     )
 
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
@@ -148,9 +149,15 @@ class LMHead(Kind):
         return ("n·d·V",)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
-        if node["softcap"]:
+        if node["softcap"] or node["rescale"]:
             return ours(
-                NN, "CappedLinear", d_in=ctx.d_model, d_out=ctx.vocab, bias=node["bias"], cap=node["softcap"]
+                NN,
+                "OutputLinear",
+                d_in=ctx.d_model,
+                d_out=ctx.vocab,
+                bias=node["bias"],
+                cap=node["softcap"],
+                scale=ctx.d_model**-0.5 if node["rescale"] else 1.0,
             )
         return torch_nn("Linear", ctx.d_model, ctx.vocab, bias=node["bias"])
 

@@ -49,15 +49,17 @@ class TokenEmbedding(nn.Embedding):
         return x
 
 
-class CappedLinear(nn.Linear):
-    """A linear map whose outputs are soft-capped, c * tanh(y / c) (Gemma 2's final logits)."""
+class OutputLinear(nn.Linear):
+    """The output projection with its model's adjustments: inputs scaled first (T5 scales by d^-0.5
+    with tied embeddings), outputs soft-capped after, c * tanh(y / c) (Gemma 2's final logits)."""
 
-    def __init__(self, d_in: int, d_out: int, bias: bool, cap: float):
+    def __init__(self, d_in: int, d_out: int, bias: bool, cap: float = 0.0, scale: float = 1.0):
         super().__init__(d_in, d_out, bias=bias)
-        self.cap = cap
+        self.cap, self.scale = cap, scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cap * torch.tanh(super().forward(x) / self.cap)
+        y = super().forward(x * self.scale if self.scale != 1.0 else x)
+        return self.cap * torch.tanh(y / self.cap) if self.cap else y
 
 
 class Pooler(nn.Module):
