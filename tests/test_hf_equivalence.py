@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from conftest import SPECS
 
 import archdsl
-
-transformers = pytest.importorskip("transformers", reason="transformers is a dev dependency")
 
 State = dict[str, torch.Tensor]
 
