@@ -40,6 +40,7 @@ if call != "idle":
     x = torch.randn(1, n, 256)
     times = []
     with torch.inference_mode():
+        module(x)  # warm up
         for _ in range(3):
             t0 = time.perf_counter(); module(x); times.append(time.perf_counter() - t0)
 else:
