@@ -770,6 +770,16 @@ class Elaborator:
         keys: dict[str, int] = {}
         for i, (key, bsec) in enumerate(plan):
             checkpoint.append(self.setting(bsec, "checkpoint") is True)
+            if checkpoint[-1] and (blk_ir := self.block(bsec, ctx, role, memory)) is not None:
+                for _, n in blk_ir.sublayers:
+                    if REGISTRY[n.kind].stateful:
+                        self.error(
+                            "E016",
+                            f"`{n.kind}` keeps state across forwards; its block cannot be checkpointed",
+                            n.span,
+                            help="recomputing it would move its memory on again; drop `checkpoint`",
+                        )
+                        return None
             blk = self.block(bsec, ctx, role, memory)
             label = key.replace(" ", "_") if key != "inline" else ""
             layers.append(replace(blk, label=label) if blk is not None else None)

@@ -84,6 +84,8 @@ class Kind:
     arities: ClassVar[tuple[int, ...]] = (1,)
     #: positional kinds: "embedding" (added to the embeddings) or "attention" (acts on scores / q, k)
     applies: ClassVar[str] = "embedding"
+    #: the module keeps state across forwards (Transformer-XL's memory): it cannot be recomputed
+    stateful: ClassVar[bool] = False
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
         """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""

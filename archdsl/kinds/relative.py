@@ -166,6 +166,7 @@ class TransformerXL(AttentionKind):
 
     name = "xl"
     arities = (1,)
+    stateful = True  # the memory moves on at every forward
     extra = (Param("mem_len", "int", min=0, doc="positions of the previous segment kept as memory"),)
 
     def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
