@@ -27,6 +27,12 @@ COMMON = (
     Param("cross", "bool", default=None, doc="attend to a second input (default: when applied to two)"),
     Param("bias", "bool", default=True, doc="biases on the Q, K, V and output projections"),
     Param(
+        "out_bias",
+        "bool",
+        default=None,
+        doc="bias on the output projection (default: as bias; Qwen 2: false)",
+    ),
+    Param(
         "qk_norm", "enum", default="none", choices=("none", "rmsnorm", "layernorm"), doc="normalise q and k"
     ),
     Param("qk_eps", "float", default=1e-6, gt=0.0, doc="eps of the qk-norm"),
@@ -56,6 +62,8 @@ class AttentionKind(Kind):
     def resolve(self, params: dict[str, Value]) -> dict[str, Value]:
         if params.get("kv_heads") is None:
             params["kv_heads"] = params["heads"]
+        if params.get("out_bias") is None:
+            params["out_bias"] = params["bias"]
         return params
 
     def dims(self, node: Node, ctx: Ctx) -> tuple[int, int, int]:
@@ -151,7 +159,7 @@ class AttentionKind(Kind):
         d = ctx.d_model
         h, kv, hs = self.dims(node, ctx)
         q, k = h * hs, kv * hs
-        n = d * (q + 2 * k) + q * d + ((q + 2 * k + d) if node["bias"] else 0)
+        n = d * (q + 2 * k) + q * d + ((q + 2 * k) if node["bias"] else 0) + (d if node["out_bias"] else 0)
         if ctx.lora is not None:
             x_side, kv_side = self.lora_parts(node, ctx)
             n += ctx.lora.params(x_side + kv_side)
@@ -231,6 +239,8 @@ class AttentionKind(Kind):
             "cross": node["cross"],
             "bias": node["bias"],
         }
+        if node["out_bias"] != node["bias"]:
+            args["out_bias"] = node["out_bias"]
         if node["qk_norm"] == "rmsnorm":  # over the whole projection, as OLMo 2
             args["q_norm"] = ours("archdsl.kinds.norm_nn", "RMSNorm", d_model=h * hs, eps=node["qk_eps"])
             args["k_norm"] = ours("archdsl.kinds.norm_nn", "RMSNorm", d_model=kv * hs, eps=node["qk_eps"])

@@ -31,6 +31,7 @@ class Attention(nn.Module):
         out_dropout: float = 0.0,
         prefix: int = 0,
         lora: dict | None = None,
+        out_bias: bool | None = None,
     ):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
@@ -41,7 +42,8 @@ class Attention(nn.Module):
             self.kv_proj = linear(d_model, 2 * self.kv_dim, bias, kv, lora)  # k, v from the memory
         else:
             self.c_attn = linear(d_model, self.q_dim + 2 * self.kv_dim, bias, q + kv, lora)  # q, k, v at once
-        self.c_proj = linear(self.q_dim, d_model, bias, [("o", d_model)], lora)
+        out_bias = bias if out_bias is None else out_bias
+        self.c_proj = linear(self.q_dim, d_model, out_bias, [("o", d_model)], lora)
         self.q_norm = q_norm if q_norm is not None else nn.Identity()
         self.k_norm = k_norm if k_norm is not None else nn.Identity()
         self.pos = pos

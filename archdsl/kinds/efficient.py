@@ -99,7 +99,7 @@ class LSHAttention(AttentionKind):
         d = ctx.d_model
         h, kv, hs = self.dims(node, ctx)
         q, v = h * hs, kv * hs
-        n = d * (q + v) + q * d + ((q + v + d) if node["bias"] else 0)
+        n = d * (q + v) + q * d + ((q + v) if node["bias"] else 0) + (d if node["out_bias"] else 0)
         if node["qk_norm"] != "none":  # one norm: keys are the queries
             n += q * (2 if node["qk_norm"] == "layernorm" else 1)
         pos = self.position(node, ctx)
