@@ -2,7 +2,8 @@
 
     spec = archdsl.load("specs/gpt2_small.arch", overrides={"n_layers": 2})
     archdsl.check(spec)                        # -> list[Diagnostic] (empty: valid)
-    archdsl.analyze(spec, batch=1, seq_len=1024).to_dict()
+    archdsl.analyze(spec, batch=1, seq_len=1024).to_dict()   # params, FLOPs, memory; polynomials
+    archdsl.sweep(spec, [1024, 4096])          # one report per length
     model = archdsl.build(spec, seed=0)        # nn.Module: (B, T) ids -> (B, T, V) logits
     source = archdsl.emit_source(spec)         # standalone .py, torch only
 
@@ -12,7 +13,7 @@ Importing archdsl does not import torch; only ``build`` does.
 from archdsl.cost import Report
 from archdsl.diagnostics import Diagnostic, Span, SpecError
 from archdsl.ir import Spec
-from archdsl.pipeline import analyze, build, check, emit_source, load
+from archdsl.pipeline import analyze, build, check, emit_source, load, sweep
 
 __version__ = "0.1.0"
 
@@ -28,4 +29,5 @@ __all__ = [
     "check",
     "emit_source",
     "load",
+    "sweep",
 ]

@@ -2,7 +2,7 @@
 
     read -> parse (Lark | strict YAML) -> compose (extends, import, --set) -> elaborate -> IR
     IR -> graph view -> validation passes (acyclic, connected, shapes) -> diagnostics
-    IR + graph -> analysis (params, FLOPs) -> Report
+    IR + graph -> analysis (params, FLOPs, memory; exact and as polynomials) -> Report
     IR -> lower (registry, generated blocks) -> constructor tree -> nn.Module | standalone .py
 
 Only ``build`` imports torch.
@@ -10,7 +10,7 @@ Only ``build`` imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,8 @@ import networkx as nx
 
 from archdsl import syntax as S
 from archdsl.compose import apply_overrides, compose_file
-from archdsl.cost import Report, analyze_graph
+from archdsl.cost import Report, Settings, build_report, ensure_seq_len
+from archdsl.cost.report import size_values
 from archdsl.diagnostics import Diagnostic, SourceCache, SpecError
 from archdsl.elaborate import elaborate
 from archdsl.frontend import parse_source
@@ -109,31 +110,57 @@ def default_seq_len(spec: Spec) -> int:
     return min(limits) if limits else DEFAULT_SEQ_LEN
 
 
-def analyze(spec: Spec, batch: int = 1, seq_len: int | None = None, src_len: int | None = None) -> Report:
-    """Exact parameters and forward FLOPs, per layer and in total, at ``batch`` x ``seq_len`` (and an
-    encoder input of ``src_len``, default ``seq_len``, for encoder-decoders). ``seq_len`` defaults to
-    the model's context (its positional table's ``max_len``) or 1024. Image models take their length
-    from the image."""
+def analyze(
+    spec: Spec,
+    batch: int = 1,
+    seq_len: int | None = None,
+    src_len: int | None = None,
+    *,
+    dtype: str = "fp32",
+    recompute: str = "none",
+    attention: str = "flash",
+) -> Report:
+    """Exact parameters, FLOPs and memory, per layer and in total, at ``batch`` x ``seq_len`` (and an
+    encoder input of ``src_len``, default ``seq_len``, for encoder-decoders), with their polynomials in
+    b, n (and m). ``seq_len`` defaults to the model's context (its positional table's ``max_len``) or
+    1024; image models take their length from the image. ``dtype`` (fp32, bf16, fp16) is that of
+    weights, activations and cache; ``recompute`` (none, selective, full) and ``attention`` (flash,
+    materialized) say how backward gets its activations."""
+    return sweep(spec, [seq_len], batch, src_len, dtype=dtype, recompute=recompute, attention=attention)[0]
+
+
+def sweep(
+    spec: Spec,
+    seq_lens: Sequence[int | None],
+    batch: int = 1,
+    src_len: int | None = None,
+    *,
+    dtype: str = "fp32",
+    recompute: str = "none",
+    attention: str = "flash",
+    progress: Callable[[Iterable[int | None]], Iterable[int | None]] | None = None,
+) -> list[Report]:
+    """One report per sequence length, sharing the checked graph (and the cached node costs)."""
     g = checked_graph(spec)
-    if seq_len is None:
-        seq_len = default_seq_len(spec)
-    if src_len is None:
-        src_len = seq_len
-    if batch < 1 or seq_len < 1 or src_len < 1:
-        raise ValueError(f"batch and lengths must be positive, got batch={batch}, seq_len={seq_len}")
-    m = spec.model
-    is_encdec = m.type == "encoder_decoder"
-    return Report(
-        model=m.name,
-        model_type=m.type,
-        batch=batch,
-        seq_len=seq_len,
-        src_len=src_len if is_encdec else None,
-        layers=analyze_graph(g, {"B": batch, "T": seq_len, "S": src_len}),
-        n_blocks=m.n_layers,
-        d_model=m.d_model,
-        vocab=m.vocab,
-    )
+    out = []
+    for n in progress(seq_lens) if progress else seq_lens:
+        s = Settings(
+            batch=batch,
+            seq_len=default_seq_len(spec) if n is None else n,
+            src_len=src_len,
+            dtype=dtype,
+            recompute=recompute,
+            attention=attention,
+        )
+        out.append(report_at(spec, g, s))
+    return out
+
+
+def report_at(spec: Spec, g: nx.DiGraph, s: Settings) -> Report:
+    """The report at settings ``s``, for the spec's checked graph ``g``. Raises :class:`SpecError`
+    (E014) for a length past a positional table."""
+    ensure_seq_len(g, size_values(spec.model, s))
+    return build_report(g, spec.model, s)
 
 
 def build(spec: Spec, seed: int = 0) -> nn.Module:
@@ -164,9 +191,7 @@ def emit_source(spec: Spec) -> str:
     from archdsl import __version__
     from archdsl.lower.emit import emit
 
-    g = checked_graph(spec)
-    r = analyze_graph(g, {"B": 1, "T": 1, "S": 1})
-    params = sum(layer.params for layer in r)
+    params = analyze(spec, batch=1, seq_len=1).params_total
     m = spec.model
     inputs = ", ".join(input_shapes(m))
     header = (

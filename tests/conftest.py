@@ -106,6 +106,20 @@ TINY["sparse_transformer"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "conte
 TINY["longformer"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "vocab": 50, "context": 64}
 TINY["bigbird"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "vocab": 50, "context": 64}
 TINY["t5_base"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50}
+TINY["gpt2_small_linear"] = _GPT2
+TINY["moe_1t"] = {
+    "n_layers": 3,
+    "d_model": 32,
+    "n_heads": 4,
+    "n_kv": 2,
+    "head_dim": 8,
+    "d_ff": 48,
+    "experts": 6,
+    "top_k": 2,
+    "d_expert": 16,
+    "vocab": 50,
+    "context": 64,
+}
 TINY["transformer_xl"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50, "mem_len": 6}
 
 

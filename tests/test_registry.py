@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_cost_vs_torch import assert_costs_match
+from test_cost_vs_torch import assert_costs_match, assert_train_step_matches
 
 import archdsl
 from archdsl.diagnostics import SpecError
@@ -154,6 +154,8 @@ def test_kind_cost_equals_its_implementation(name: str) -> None:
         except SpecError:
             assume(False)  # e.g. a positional table shorter than seq_len
         assert_costs_match(spec, batch, seq_len)
+        # training needs more than one value per channel (batch norm): two sequences of one token
+        assert_train_step_matches(spec, max(batch, 2) if seq_len == 1 else batch, seq_len)
         checked.append(call)
 
     check()
@@ -167,6 +169,7 @@ def test_placements_cost_and_run(placement: str) -> None:
     spec = load_text(spec_text({}, placement=placement))
     assert spec is not None
     assert_costs_match(spec, 2, 7)
+    assert_train_step_matches(spec, 2, 7)
 
 
 def test_causal_attention_does_not_look_ahead() -> None:

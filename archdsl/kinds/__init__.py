@@ -7,7 +7,7 @@ when a model is built or emitted.
 from __future__ import annotations
 
 from archdsl.kinds import attention, conv, efficient, embed, ffn, local, norm, peft, position, relative
-from archdsl.kinds.base import ROLES, Ctx, Kind, Param, Shape, ShapeError
+from archdsl.kinds.base import ROLES, ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
 
 REGISTRY: dict[str, Kind] = {}
 for _family in (embed, position, relative, norm, attention, local, efficient, ffn, conv, peft):
@@ -21,4 +21,4 @@ def kinds_for(role: str) -> list[str]:
     return [k.name for k in REGISTRY.values() if k.role == role]
 
 
-__all__ = ["REGISTRY", "ROLES", "Ctx", "Kind", "Param", "Shape", "ShapeError", "kinds_for"]
+__all__ = ["REGISTRY", "ROLES", "ActCfg", "Ctx", "Kind", "Param", "Saved", "Shape", "ShapeError", "kinds_for"]

@@ -12,10 +12,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from archdsl.ir import Node, Value
-from archdsl.kinds.base import Ctx, Kind, Param, Shape, ShapeError, divisors
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward, divisors
+from archdsl.kinds.peft import lora_on, lora_reads_input, lora_saved
 from archdsl.lower.ctor import Ctor, ours, torch_nn
 
 NN = "archdsl.kinds.attention_nn"
+
+
+def _folds(heads: int, b: Any) -> bool:
+    """Whether a batched matmul takes a (B, heads, n, hs) view of a projection's (B, n, heads * hs)
+    output as it is, keeping the whole output: folding the batch and head dims into one needs no copy
+    with a single head, or a batch of one. (A symbolic batch is taken to be larger: the polynomials
+    hold for b >= 2, and at b = 1 the exact counts keep somewhat more — where the explicit path
+    copies q, it then keeps the fused q, k, v output.)"""
+    return heads == 1 or (isinstance(b, int) and b == 1)
+
 
 COMMON = (
     Param("heads", "int", min=1, doc="number of query heads"),
@@ -226,6 +237,219 @@ class AttentionKind(Kind):
         pos = self.position(node, ctx)
         return pos[0].max_seq_len(pos[1], ctx) if pos is not None else None
 
+    # -- what backward keeps ------------------------------------------------------------------------
+    #
+    # Derived from the modules (attention_nn.py) and held to autograd's saved tensors, on CPU, in
+    # tests/test_memory.py. A tensor several autograd nodes keep (views of one storage) counts once.
+
+    def rotated(self, node: Node, ctx: Ctx) -> bool:
+        """Whether the stack's positional scheme turns q and k (RoPE): new, head-major q and k."""
+        pos = self.position(node, ctx)
+        return pos is not None and pos[0].rotates
+
+    def q_view(self, node: Node, ctx: Ctx) -> bool:
+        """Whether q reaches the core as a view of the projection's output (not normalised, rotated or
+        otherwise made anew)."""
+        return node["qk_norm"] == "none" and not self.rotated(node, ctx)
+
+    def head_major_q(self, node: Node, ctx: Ctx) -> bool:
+        """Whether the core gets a new, contiguous (B, h, n, hs) q (rotated) rather than a view of the
+        projection's (B, n, h, hs) output (SDPA lays its output out as q is)."""
+        return self.rotated(node, ctx)
+
+    def calls_sdpa(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+        """Whether the module hands q, k, v to SDPA: flash attention asked for, and nothing SDPA cannot
+        take — soft-capping, a prefix mask, a bias on the scores."""
+        pos = self.position(node, ctx)
+        scores_bias = pos is not None and not pos[0].rotates
+        return act.flash and not node["softcap"] and not node.get("prefix", 0) and not scores_bias
+
+    def uses_fused_kernel(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+        """Whether the module goes through SDPA's fused kernel (no n x m scores kept). SDPA's CPU
+        kernel has no dropout: with dropout on the weights in training it runs the math path, which
+        materialises the scores as the explicit path does."""
+        return self.calls_sdpa(node, ctx, act) and not (node["dropout"] and act.training)
+
+    def projection_backward(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg
+    ) -> tuple[Any, bool]:
+        """Backward FLOPs of the Q, K, V and output projections (and their LoRA updates), and whether
+        the core's operands need gradients."""
+        b, n, m = self._lengths(ins)
+        h, kv, hs = self.dims(node, ctx)
+        d, q, k = ctx.d_model, h * hs, kv * hs
+        stage = [("q", b * n, d, q), ("k", b * m, d, k), ("v", b * m, d, k)]
+        qkv, inner = chain_backward(ctx.lora, [stage], act.input_grad, act.weight_grad)
+        out, _ = chain_backward(ctx.lora, [[("o", b * n, q, d)]], inner, act.weight_grad)
+        return qkv + out, inner
+
+    def one_sided_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Any:
+        """Core FLOPs in products with a constant operand (random features, a fixed table): only the
+        other operand needs a gradient. A positional scheme's tables are constants when frozen."""
+        pos = self.position(node, ctx)
+        if pos is None or act.weight_grad:
+            return 0
+        return pos[0].attention_flops(pos[1], ctx, node, b, n, m)
+
+    def no_grad_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Any:
+        """Core FLOPs whose results need no gradient (hashing for buckets): no backward at all."""
+        return 0
+
+    def backward_flops(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
+    ) -> Any:
+        """The projections as linear maps (``chain_backward``: input gradients where the input needs
+        them, weight gradients where weights or LoRA updates train); the core's products — scores and
+        weighted sums, both operands activations — 2 x once gradients flow inside, less the products
+        with a constant operand (1 x) and those whose results need none (0 x)."""
+        b, n, m = self._lengths(ins)
+        proj, inner = self.projection_backward(node, ctx, ins, act)
+        if not inner:
+            return proj
+        fwd = (self.flops_mask_aware if mask_aware else self.flops)(node, ctx, ins)
+        core = fwd - self.projection_flops(node, ctx, ins)
+        one = self.one_sided_flops(node, ctx, b, n, m, act)
+        dead = self.no_grad_flops(node, ctx, b, n, m, act)
+        return proj + 2 * (core - one - dead) + one
+
+    def recompute_flops(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, selective: bool
+    ) -> Any:
+        """A fused kernel's backward recomputes the scores ``Q Kᵀ``: ``2 b h n m hs``, half the core
+        (PyTorch's ``sdpa_backward_flop_count`` counts five n x m products to the forward's two).
+        Under selective recomputation an attention that keeps score-sized tensors drops them and
+        redoes its core (Korthikanti et al. 2022, §4.2)."""
+        b, n, m = self._lengths(ins)
+        if self.uses_fused_kernel(node, ctx, act):
+            h, _, hs = self.dims(node, ctx)
+            return 2 * b * h * n * m * hs
+        if selective and self.saved(node, ctx, ins, act).core:
+            return self.core_flops(node, ctx, b, n, m)
+        return 0
+
+    def own_keys(self, node: Node) -> bool:
+        """Whether keys have a projection (and a qk-norm) of their own (not so in LSH attention)."""
+        return True
+
+    def keeps_projections(self, node: Node, ctx: Ctx, act: ActCfg, b: Any, n: Any) -> tuple[bool, bool]:
+        """Whether the core keeps views of the query projection's output and of the key/value one (one
+        tensor in self-attention). SDPA's fused kernel keeps q, k, v as they come. Where a batched matmul
+        folds a view without copying it (``_folds``), the explicit path's scores keep q's view, and
+        SDPA's math path v's (unless grouped heads repeat v)."""
+        h, kv, _ = self.dims(node, ctx)
+        if self.uses_fused_kernel(node, ctx, act):
+            return self.q_view(node, ctx), True
+        if not _folds(h, b):
+            return False, False
+        if self.calls_sdpa(node, ctx, act):
+            return False, kv == h
+        return self.q_view(node, ctx), False
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """What the module keeps: the projections' inputs (when their weights or LoRA updates train)
+        and, when gradients flow through the core, the projections' outputs where a qk-norm or the core
+        keeps views of them, the qk-norms' statistics, what the core keeps (``core_saved``), the
+        positional scheme's tensors, the out projection's input (when its weights or LoRA update train
+        and it is not a tensor the core keeps) and the output dropout's mask. Score-sized tensors are the
+        recomputable core."""
+        b, n, m = self._lengths(ins)
+        h, kv, hs = self.dims(node, ctx)
+        q, k, by = h * hs, kv * hs, act.bytes
+        kk = k if self.own_keys(node) else 0  # the width of keys of their own (LSH shares q's)
+        nk = 1 if self.own_keys(node) else 0
+        cross = bool(node["cross"])
+        proj = ["q"] if cross else ["q", "k", "v"]
+        # the core runs on gradients if the input needs them or the projections' updates train
+        core_grad = act.input_grad or act.weight_grad or lora_on(ctx, proj)
+        keep_x = act.weight_grad or lora_reads_input(ctx, proj)
+        keep_mem = cross and (act.weight_grad or lora_reads_input(ctx, ["k", "v"]))
+        internal: Any = 0
+        core: Any = 0
+        if core_grad:
+            norm = str(node["qk_norm"])
+            reads = norm == "layernorm" or (norm == "rmsnorm" and by == 4)  # the norm keeps its input view
+            keeps_q, keeps_kv = self.keeps_projections(node, ctx, act, b, n)
+            if cross:  # the projections' outputs
+                internal += (b * n * q if reads or keeps_q else 0) * by
+                internal += (b * m * 2 * k if reads or keeps_kv else 0) * by
+            elif reads or keeps_q or keeps_kv:
+                internal += b * n * (q + kk + k) * by
+            if norm == "rmsnorm":
+                internal += (b * n + b * m * nk) * 4  # reciprocal rms of q and k (fp32)
+                if by != 4:
+                    internal += (b * n * q + b * m * kk) * 4  # the fp32 copies it computes in
+                if act.weight_grad:
+                    internal += (b * n * q + b * m * kk) * 4  # the normalised q, k the gains' gradients need
+            elif norm == "layernorm":
+                internal += 2 * (b * n + b * m * nk) * 4  # mean and reciprocal deviation of q and k (fp32)
+            body = self.core_saved(node, ctx, b, n, m, act)
+            internal += body.internal
+            core += body.core
+            pos = self.position(node, ctx)
+            if pos is not None:
+                extra = pos[0].attention_saved(pos[1], ctx, node, b, n, m, act)
+                internal += extra.internal
+                core += extra.core
+            if node["out_dropout"] and act.training:
+                internal += b * n * ctx.d_model * by  # dropout's mask
+        elif node["out_dropout"] and act.training and lora_on(ctx, ["o"]):
+            internal += b * n * ctx.d_model * by  # dropout's mask (the out projection's update trains)
+        if (act.weight_grad or lora_reads_input(ctx, ["o"])) and (
+            not core_grad or self.out_copy(node, ctx, act)
+        ):
+            internal += b * n * q * by  # the out projection's input, unless a tensor the core keeps
+        internal += lora_saved(ctx, [(ctx.d_model, proj)], b * n, act)
+        internal += lora_saved(ctx, [(q, ["o"])], b * n, act, input_grad=core_grad)  # its input: the core's
+        if cross:
+            internal += lora_saved(ctx, [(ctx.d_model, ["k", "v"])], b * m, act)
+        return Saved(inputs=(keep_x, keep_mem) if cross else (keep_x,), internal=internal, core=core)
+
+    def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """What ``attend`` keeps for n queries over m keys (``core``: the score-sized part). SDPA's fused
+        kernel: q and k where they are new tensors (views of the projections otherwise, counted by
+        ``saved``), its output and log-sum-exp. Otherwise see ``explicit_saved``."""
+        h, kv, hs = self.dims(node, ctx)
+        q, by = h * hs, act.bytes
+        if not self.uses_fused_kernel(node, ctx, act):
+            return self.explicit_saved(node, ctx, b, n, m, act, self.score_saved(node, ctx, b, n, m, act))
+        new_k = node["qk_norm"] != "none" or self.rotated(node, ctx)
+        out = ((0 if self.q_view(node, ctx) else b * n * q) + (b * m * kv * hs if new_k else 0)) * by
+        out += b * n * q * by + b * h * n * 4  # output, log-sum-exp (fp32)
+        return Saved(internal=out)
+
+    def out_copy(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+        """Whether the out projection reads a new tensor, not one the core keeps: the explicit path's
+        output with the heads side by side again, or SDPA's output re-laid out when q was head-major
+        (SDPA lays its output out as q is)."""
+        return not self.uses_fused_kernel(node, ctx, act) or self.head_major_q(node, ctx)
+
+    def score_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """What forming the scores keeps: q (a copy of the projection's view — the view itself where it
+        folds, counted by ``saved`` — or the new q itself) and k repeated to every query head."""
+        h, _, hs = self.dims(node, ctx)
+        folded = _folds(h, b) and self.q_view(node, ctx) and not self.calls_sdpa(node, ctx, act)
+        return Saved(internal=((0 if folded else b * n * h * hs) + b * h * m * hs) * act.bytes)
+
+    def explicit_saved(
+        self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg, scores: Saved
+    ) -> Saved:
+        """The explicit path (and SDPA's math path): what forming the scores keeps (``scores``); the
+        probabilities (and the soft-capped scores, kept by tanh), the boolean mask of a causal or
+        prefix self-attention (the math path adds it as a bias instead), dropout's noise and the dropped
+        probabilities; and v repeated to every query head (the math path keeps v's view where it folds
+        and no grouping repeats it)."""
+        h, kv, hs = self.dims(node, ctx)
+        by, math = act.bytes, self.calls_sdpa(node, ctx, act)
+        s = b * h * n * m  # score entries
+        v = 0 if math and _folds(h, b) and kv == h else b * h * m * hs
+        out = v * by
+        core = s * by * (2 if node["softcap"] else 1)  # probabilities (and capped scores)
+        if (node["causal"] or node.get("prefix", 0)) and not node["cross"] and not math:
+            core += n * m  # the mask (bool)
+        if node["dropout"] and act.training:
+            core += 2 * s * by  # dropout's noise and the dropped probabilities
+        return Saved(internal=scores.internal + out + core, core=scores.core + core)
+
     # -- lowering ----------------------------------------------------------------------------------
 
     def common_ctor_args(self, node: Node, ctx: Ctx) -> dict[str, Any]:
@@ -313,6 +537,47 @@ class MultiHeadAttention(AttentionKind):
             p = min(p, n) if isinstance(n, int) else p
             return n * (n + 1) // 2 + p * (p - 1) // 2
         return super().pairs(node, n, m)
+
+    def calls_sdpa(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+        return node["score"] != "additive" and super().calls_sdpa(node, ctx, act)
+
+    def regime(self, node: Node) -> tuple[int, int]:
+        return 1, int(node["prefix"])  # a prefix longer than the sequence is cut to it
+
+    def q_view(self, node: Node, ctx: Ctx) -> bool:
+        return node["score"] != "bilinear" and super().q_view(node, ctx)  # bilinear: a new q W
+
+    def head_major_q(self, node: Node, ctx: Ctx) -> bool:
+        return node["score"] == "bilinear" or super().head_major_q(node, ctx)
+
+    def keeps_projections(self, node: Node, ctx: Ctx, act: ActCfg, b: Any, n: Any) -> tuple[bool, bool]:
+        if node["score"] == "additive":
+            return False, False  # q and k only enter tanh(q + k); v is repeated
+        keeps_q, keeps_kv = super().keeps_projections(node, ctx, act, b, n)
+        if node["score"] == "bilinear" and _folds(int(node["heads"]), b):  # q W keeps q's view
+            keeps_q = keeps_q or super().q_view(node, ctx)
+        return keeps_q, keeps_kv
+
+    def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """As the shared core; bilinear scores' q W also keeps q (a copy of its view, or the view where
+        it folds) and W broadcast over the batch (a copy)."""
+        s = super().core_saved(node, ctx, b, n, m, act)
+        if node["score"] != "bilinear":
+            return s
+        h, _, hs = self.dims(node, ctx)
+        q_kept = 0 if _folds(h, b) and super().q_view(node, ctx) else b * n * h * hs
+        extra = b * h * hs * hs + q_kept
+        return Saved(internal=s.internal + extra * act.bytes, core=s.core)
+
+    def score_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """Additive scores keep tanh(q + k) per pair, head and channel (kept by tanh; laid out as q is,
+        so unless q is head-major the batched matmul with w copies it) and w broadcast per query (a
+        copy), but no q or k."""
+        if node["score"] != "additive":
+            return super().score_saved(node, ctx, b, n, m, act)
+        h, _, hs = self.dims(node, ctx)
+        e = (1 if self.rotated(node, ctx) else 2) * b * h * n * m * hs * act.bytes
+        return Saved(internal=e + b * h * n * hs * act.bytes, core=e)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         args = self.common_ctor_args(node, ctx)

@@ -13,6 +13,8 @@ class Attention(nn.Module):
     optional qk-norm, a positional module acting on q, k or the scores, soft-capping, and a core
     (`attend`) that variants replace."""
 
+    materialize = False  # True: explicit scores even where SDPA's fused kernel would do
+
     def __init__(
         self,
         d_model: int,
@@ -74,7 +76,13 @@ class Attention(nn.Module):
         needed, explicit scores otherwise."""
         bias = self.pos.bias(q, k) if self.pos is not None else None
         weights_needed = self.pos is not None and self.pos.needs_weights  # e.g. Shaw's value term
-        if bias is None and not self.softcap and not self.prefix and not weights_needed:
+        if (
+            bias is None
+            and not self.softcap
+            and not self.prefix
+            and not weights_needed
+            and not self.materialize
+        ):
             return F.scaled_dot_product_attention(
                 q,
                 k,

@@ -64,6 +64,33 @@ class Ctx:
 Shape = tuple[Any, ...]  # ints and symbols: "B" (batch), "T" (sequence), "S" (encoder sequence)
 
 
+@dataclass(frozen=True)
+class ActCfg:
+    """How activations are kept for backward: bytes per element of the activation dtype, whether
+    attention goes through a fused (flash) kernel or materialises its scores, whether dropout is active
+    (training) — and, per component, whether its inputs need gradients (not before the first trainable
+    weight of a frozen model) and whether its own weights train (not in a frozen base)."""
+
+    bytes: int = 4
+    flash: bool = True
+    training: bool = True
+    input_grad: bool = True
+    weight_grad: bool = True
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a component keeps for backward. ``inputs[i]``: it keeps input i whole (the tensor is
+    counted once however many components keep it); ``output``: it keeps its own output; ``internal``:
+    bytes of other tensors it makes and keeps; ``core``: the part of ``internal`` that selective
+    recomputation drops (materialised attention scores and probabilities; Korthikanti et al. 2022)."""
+
+    inputs: tuple[bool, ...] = ()
+    output: bool = False
+    internal: Any = 0
+    core: Any = 0
+
+
 class ShapeError(Exception):
     """A shape rule's or a check's complaint; ``param`` names the argument to point the caret at."""
 
@@ -86,6 +113,10 @@ class Kind:
     applies: ClassVar[str] = "embedding"
     #: the module keeps state across forwards (Transformer-XL's memory): it cannot be recomputed
     stateful: ClassVar[bool] = False
+    #: its weights train even when the base model is frozen (adapters)
+    always_trains: ClassVar[bool] = False
+    #: positional kinds acting in attention: it turns q and k (RoPE) rather than biasing the scores
+    rotates: ClassVar[bool] = False
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
         """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""
@@ -129,6 +160,34 @@ class Kind:
         a window: about n w). The same as ``flops`` for components without masks."""
         return self.flops(node, ctx, ins)
 
+    def backward_flops(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
+    ) -> Any:
+        """FLOPs of this component's backward (2 per multiply-add), in the dense convention or, with
+        ``mask_aware``, over the pairs the masks keep. A matmul's gradient with respect to one operand
+        costs as much as the matmul; by default every operand needs one when gradients flow here (its
+        input needs a gradient or its weights train): twice the forward (Kaplan et al. 2020, §2.1).
+        By default the component's matmuls all multiply its input (or what it made of it) by its
+        weights: one gradient for the input if it needs one, one for the weights if they train (so a
+        ViT's patch projection, whose pixels need none, costs 1 x). Kinds with products of two
+        activations (attention), constant operands (random features, fixed tables) or LoRA updates
+        say more. Tested against FlopCounterMode."""
+        f = (self.flops_mask_aware if mask_aware else self.flops)(node, ctx, ins)
+        return f * (int(act.input_grad) + int(act.weight_grad))
+
+    def recompute_flops(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, selective: bool
+    ) -> Any:
+        """FLOPs its backward redoes beyond the forward: a fused (flash) attention kernel recomputes
+        its scores; under selective recomputation (Korthikanti et al. 2022, §4.2) an attention that
+        materialises them redoes its core. None for other components."""
+        return 0
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """What the module keeps for backward at these input shapes (default: nothing, as an
+        elementwise add keeps nothing)."""
+        return Saved()
+
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         """Elements cached per sequence for incremental decoding at a given context length."""
         return 0
@@ -136,6 +195,12 @@ class Kind:
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         """The growth terms of this component's time, in n (sequence), d (width) and its own sizes."""
         return ()
+
+    def regime(self, node: Node) -> tuple[int, int]:
+        """(m, t): the polynomial of this component's costs equals its exact counts for lengths that
+        are multiples of m (the block it pads to) and above t (where it stops attending densely, or
+        a prefix fits). Kinds that pad or switch say so; the report states the model's regime."""
+        return 1, 0
 
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
         """Longest sequence this component supports, if it has a limit."""
@@ -150,6 +215,11 @@ class Kind:
     def attention_flops(self, node: Node, ctx: Ctx, attn: Node, b: Any, n: Any, m: Any) -> Any:
         """Matmul FLOPs this scheme adds to one attention of n queries over m keys."""
         return 0
+
+    def attention_saved(self, node: Node, ctx: Ctx, attn: Node, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """What this scheme's module keeps for backward in one attention of n queries over m keys
+        (``internal``; ``core``: the part that is score-sized, which selective recomputation drops)."""
+        return Saved()
 
     def attention_ctor(self, node: Node, ctx: Ctx, attn: Node) -> Ctor:
         """The module one attention holds (``rotate(q, k)`` and ``bias(q, k)``). A scheme whose table
@@ -170,6 +240,31 @@ class Kind:
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
+
+
+def chain_backward(
+    lora: Any, stages: Sequence[Sequence[tuple[str, Any, int, int]]], input_grad: bool, weight_grad: bool
+) -> tuple[Any, bool]:
+    """Backward FLOPs of linear maps applied in stages — each stage's maps ``(name, positions, d_in,
+    d_out)`` read the same tensor, the first stage the component's input, each later stage what the
+    one before made — and whether the last stage's output needs a gradient.
+
+    A map ``Y = X W`` of forward F costs F for ``dX`` (if X needs a gradient) and F for ``dW`` (if W
+    trains). A LoRA update ``(X A) B`` on it (``lora``: a ``LoraConfig``; its A and B train) costs
+    ``dA`` and ``dB`` always, ``d(X A)`` always (A trains) and ``dX`` through A if X needs it. A stage's
+    output needs a gradient if its input does, or its weights or updates train."""
+    total: Any = 0
+    grad = input_grad
+    for stage in stages:
+        adapted = False
+        for name, n, d_in, d_out in stage:
+            total += 2 * n * d_in * d_out * (int(grad) + int(weight_grad))
+            if lora is not None and name in lora.targets:
+                fa, fb = 2 * n * d_in * lora.r, 2 * n * lora.r * d_out
+                total += fa * (1 + int(grad)) + 2 * fb
+                adapted = True
+        grad = grad or weight_grad or adapted
+    return total, grad
 
 
 def divisors(n: int, limit: int = 12) -> list[int]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from archdsl.ir import Node, Value
-from archdsl.kinds.base import Ctx, Kind, Param, Shape
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape
 from archdsl.kinds.ffn import tokens
 from archdsl.lower.ctor import Ctor, ours
 
@@ -47,6 +47,26 @@ class ConformerConv(Kind):
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         d = ctx.d_model
         return 2 * tokens(ins[0]) * (3 * d * d + d * node["kernel"])
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """Its input (the first pointwise conv reads a view of it), the first conv's output (GLU's
+        input, 2d wide), the padded GLU output (the depthwise conv's input, n + k - 1 positions), the
+        norm's input and statistics (BatchNorm: per channel, fp32; LayerNorm, over channels: a
+        contiguous copy of its input and per position), the norm's output (SiLU's input), SiLU's output
+        (the second conv's input) and dropout's mask. The convolutions keep their inputs for their
+        weights' gradients."""
+        b, n, d, by = ins[0][0], tokens(ins[0]), ctx.d_model, act.bytes
+        k = int(node["kernel"])
+        conv_in = act.weight_grad
+        internal = n * 2 * d * by  # GLU's input
+        if conv_in:  # the depthwise conv's (padded) and the second conv's inputs
+            internal += b * d * (ins[0][1] + k - 1) * by + n * d * by
+        internal += n * d * by  # the norm's input (LayerNorm: a contiguous copy of the transposed one)
+        internal += 2 * d * 4 if node["norm"] == "batchnorm" else 2 * n * 4  # mean, 1 / std (fp32)
+        internal += n * d * by  # SiLU's input
+        if node["dropout"] and act.training:
+            internal += n * d * by  # dropout's mask
+        return Saved(inputs=(conv_in,), internal=internal)
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("n·d²", "n·d·k")

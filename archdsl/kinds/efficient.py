@@ -13,7 +13,7 @@ from typing import Any
 
 from archdsl.ir import Node
 from archdsl.kinds.attention import AttentionKind
-from archdsl.kinds.base import Ctx, Kind, Param, Shape, ShapeError
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward
 from archdsl.lower.ctor import Ctor, ours
 
 NN = "archdsl.kinds.efficient_nn"
@@ -113,6 +113,26 @@ class LSHAttention(AttentionKind):
         d, q, v = ctx.d_model, h * hs, kv * hs
         return 2 * b * n * (d * (q + v) + q * d)
 
+    def projection_backward(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg
+    ) -> tuple[Any, bool]:
+        """The shared query-key and the value projections, then the output one (no LoRA here)."""
+        b, n, _ = self._lengths(ins)
+        h, kv, hs = self.dims(node, ctx)
+        d, q, v = ctx.d_model, h * hs, kv * hs
+        qv, inner = chain_backward(
+            None, [[("q", b * n, d, q), ("v", b * n, d, v)]], act.input_grad, act.weight_grad
+        )
+        out, _ = chain_backward(None, [[("o", b * n, q, d)]], inner, act.weight_grad)
+        return qv + out, inner
+
+    def regime(self, node: Node) -> tuple[int, int]:
+        return int(node["bucket_size"]), 0
+
+    def no_grad_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Any:
+        """The hashing rotations feed an argmax: no gradient flows back through them."""
+        return self.hash_flops(node, ctx, b, n)
+
     def hash_flops(self, node: Node, ctx: Ctx, b: Any, n: Any) -> Any:
         h, _, hs = self.dims(node, ctx)
         nb = int(node["buckets"])
@@ -135,6 +155,55 @@ class LSHAttention(AttentionKind):
         computed either way."""
         c = int(node["bucket_size"])
         return node["n_hashes"] * c * (2 * padded(n, c) - c)
+
+    # what backward keeps: the shared shell (AttentionKind.saved) around this core
+
+    def calls_sdpa(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+        return False
+
+    def own_keys(self, node: Node) -> bool:
+        return False  # keys are the normalised queries
+
+    def keeps_projections(self, node: Node, ctx: Ctx, act: ActCfg, b: Any, n: Any) -> tuple[bool, bool]:
+        """Normalising the keys keeps its input: the shared query-key as a view of the projection,
+        unless normalised or rotated."""
+        plain = self.q_view(node, ctx)
+        return plain, plain
+
+    def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """Over r rounds, n_p = n padded to whole chunks of c: the keys' normalisation keeps its input
+        (a new query-key when normalised or rotated), the norms and their clamp; sorting keeps the
+        padded [q, k, v] and the order (int64); the scores keep the sorted [q, k, v] (q is a view of it)
+        and the looked-back keys; the values' product the looked-back values; the combination of the
+        rounds keeps the [o, lse] it unsorts and the ranks (int64), the unsorted [o, lse] and the
+        rounds' weights. Score-sized (the core, (n_p, 2c) per round and head): the scores as logsumexp
+        and exp keep them, the two boolean masks, soft-capping's and dropout's tensors, the
+        log-partition per query, and — with several rounds — the indices of the pairs a window keeps
+        (int64). Those are the only data-dependent count here: each query keeps its own key and, with
+        uniformly filled buckets, the (n - 1) / buckets others of its bucket (half of them causal; all
+        with one bucket), at most its window."""
+        h, _, hs = self.dims(node, ctx)
+        c, r, nb, by = int(node["bucket_size"]), int(node["n_hashes"]), int(node["buckets"]), act.bytes
+        n_p = padded(n, c)
+        out = (0 if self.q_view(node, ctx) else b * h * n * hs) + 2 * b * h * n  # the query-key; norms
+        out += b * h * n_p * 3 * hs + b * h * r * n_p * 3 * hs  # padded and sorted [q, k, v]
+        out += 2 * b * h * r * n_p * 2 * hs  # looked-back keys and values
+        out += 2 * b * h * r * n_p * (hs + 1) + b * h * r * n  # [o, lse] sorted and unsorted; weights
+        out = out * by + 2 * b * h * r * n_p * 8  # + the order and the ranks (int64)
+        scores = b * h * r * n_p * 2 * c
+        core = 2 * scores * by + 2 * scores + b * h * r * n_p * by  # logsumexp's, exp's; masks; lse
+        if node["softcap"]:
+            core += scores * by  # tanh's output
+        if node["dropout"] and act.training:
+            core += 2 * scores * by  # dropout's noise and the dropped weights
+        if r > 1:
+            window = c + 1 if node["causal"] else 2 * c
+            if isinstance(n, int):
+                others = min(n - 1 if nb == 1 else (n - 1) // (2 * nb if node["causal"] else nb), window - 1)
+            else:
+                others = window - 1  # a symbolic n is taken to be long: the window is full
+            core += b * h * r * (n + n * others) * 8  # the kept pairs' indices (int64)
+        return Saved(internal=out + core, core=core)
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         """Shared query-keys of every query head and the values: ``(h + kv) d_k`` per position."""
@@ -224,6 +293,13 @@ class LinearAttention(AttentionKind):
             return int(node["features"])
         return max(hs, int(hs * math.log(hs)))  # Performer's default, m = d_k ln d_k
 
+    def regime(self, node: Node) -> tuple[int, int]:
+        return (int(node["chunk"]) if node["causal"] else 1), 0
+
+    def one_sided_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Any:
+        """FAVOR+'s random features are a fixed buffer: their products need only q's and k's gradients."""
+        return self.feature_flops(node, ctx, b, n, m)
+
     def feature_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any) -> Any:
         if node["feature_map"] == "elu":
             return 0
@@ -259,6 +335,45 @@ class LinearAttention(AttentionKind):
         """The pairs the mask keeps, as for softmax attention: every query still meets every visible key,
         through the state. (The FLOPs do not follow from the pairs; see ``flops_mask_aware``.)"""
         return super().pairs(node, n, m)
+
+    # what backward keeps: the shared shell (AttentionKind.saved) around this core
+
+    def calls_sdpa(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+        return False
+
+    def keeps_projections(self, node: Node, ctx: Ctx, act: ActCfg, b: Any, n: Any) -> tuple[bool, bool]:
+        """elu keeps its input: q and k as views of the projections, unless normalised or rotated."""
+        plain = node["feature_map"] == "elu" and self.q_view(node, ctx)
+        return plain, plain
+
+    def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """φ: elu keeps its input (new q and k when normalised or rotated; views of the projections
+        otherwise, see ``keeps_projections``); FAVOR+ keeps the scaled q and k (their square) and the
+        exponentials. Bidirectional: φ(K) and [V 1] (their product's inputs), the state, φ(q), and the
+        numerators and the normaliser (the division's inputs). Causal, over n_p = n padded to whole
+        chunks of c: the padded φ(q), φ(K) and [V 1] — with g > 1 query heads per key/value head,
+        φ(K) and [V 1] broadcast to every query head too (copies) — the chunk mask and the masked
+        chunk scores (the score-sized core), the states of the chunks before (broadcast likewise), and
+        the numerators and the normaliser."""
+        h, kv, hs = self.dims(node, ctx)
+        f, e, by = self.n_features(node, ctx), hs + 1, act.bytes
+        if node["feature_map"] == "elu":
+            out = 0 if self.q_view(node, ctx) else b * n * h * hs + b * m * kv * hs  # elu's input
+        else:
+            out = b * n * h * hs + b * m * kv * hs + b * h * n * f + b * kv * m * f  # scaled q, k; exp(·)
+        out += b * h * n  # the normaliser
+        if not node["causal"]:
+            out += b * kv * m * (f + e) + b * kv * f * e + b * h * n * (f + e)  # φ(K), [V 1]; state; φ(q), y
+            return Saved(internal=out * by)
+        c = int(node["chunk"])
+        n_p = padded(n, c)
+        copies = h != kv  # broadcasting over the query heads of a group copies
+        out += b * h * n_p * f + b * kv * n_p * (f + e)  # padded φ(q), φ(K), [V 1]
+        if copies:
+            out += b * h * n_p * (f + e)  # φ(K) and [V 1] per query head
+        out += b * (h if copies else kv) * (n_p // c) * f * e + b * h * n_p * e  # the states before; y
+        core = b * h * n_p * c * by + c * c  # masked chunk scores; the mask (bool)
+        return Saved(internal=out * by + core, core=core)
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         """A constant-size state per key/value head, whatever the context: ``φ(K)^T V`` (f x d_k) and

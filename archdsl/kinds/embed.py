@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from archdsl.ir import Node
-from archdsl.kinds.base import Ctx, Kind, Param, Shape, ShapeError
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
 from archdsl.kinds.ffn import tokens
 from archdsl.lower.ctor import Ctor, ours, torch_nn
 
@@ -44,6 +44,12 @@ class TokenEmbedding(Kind):
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         return (ctx.vocab + int(node["types"])) * ctx.d_model
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """The token ids (int64); scaling by sqrt(d) keeps the scale (a 0-d tensor)."""
+        if not act.weight_grad:
+            return Saved()
+        return Saved(inputs=(True,), internal=act.bytes if node["scale"] else 0)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         if not node["scale"] and not node["types"]:
@@ -100,6 +106,10 @@ class PatchEmbedding(Kind):
         c, p, d = int(node["channels"]), int(node["patch"]), ctx.d_model
         return c * p * p * d + d + (d if node["cls_token"] else 0)
 
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """The convolution keeps the pixels."""
+        return Saved(inputs=(True,))
+
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         c, p = int(node["channels"]), int(node["patch"])
         return 2 * ins[0][0] * self.n_patches(node) * c * p * p * ctx.d_model
@@ -141,6 +151,16 @@ class LMHead(Kind):
 
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         return 2 * tokens(ins[0]) * ctx.d_model * ctx.vocab
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """The projection keeps its input (a rescaled copy with ``rescale``); soft-capping keeps the
+        capped logits (tanh keeps its output)."""
+        n = tokens(ins[0])
+        keep = act.weight_grad
+        internal = (n * ctx.d_model * act.bytes if node["rescale"] and keep else 0) + (
+            n * ctx.vocab * act.bytes if node["softcap"] else 0
+        )
+        return Saved(inputs=(keep and not node["rescale"],), internal=internal)
 
     def shares_embedding(self, node: Node) -> bool:
         return bool(node["tied"])
@@ -185,6 +205,13 @@ class Classifier(Kind):
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         return 2 * ins[0][0] * ctx.d_model * node["classes"]
 
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """Class-token pooling hands the projection a view of the whole input (kept whole); mean
+        pooling a new (B, d) tensor."""
+        if node["pool"] == "cls":
+            return Saved(inputs=(True,))
+        return Saved(internal=ins[0][0] * ctx.d_model * act.bytes)
+
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         return ours(
             NN,
@@ -212,6 +239,10 @@ class Pooler(Kind):
 
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         return 2 * ins[0][0] * ctx.d_model * ctx.d_model
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """The dense map reads a view of the whole input; tanh keeps its output."""
+        return Saved(inputs=(True,), internal=ins[0][0] * ctx.d_model * act.bytes)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         return ours(NN, "Pooler", d_model=ctx.d_model)
@@ -242,6 +273,12 @@ class MLMHead(Kind):
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         n, d = tokens(ins[0]), ctx.d_model
         return 2 * n * d * d + 2 * n * d * ctx.vocab
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """Its input, the transform's output (GELU's input), GELU's output (the norm's input), the
+        norm's statistics and output (the projection's input)."""
+        n, d = tokens(ins[0]), ctx.d_model
+        return Saved(inputs=(True,), internal=3 * n * d * act.bytes + 2 * n * 4)
 
     def shares_embedding(self, node: Node) -> bool:
         return bool(node["tied"])

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from archdsl.ir import Node
-from archdsl.kinds.base import Ctx, Kind, Param, Shape, ShapeError, prod
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward, prod
 from archdsl.lower.ctor import Ctor, ours, torch_nn
 
 NN = "archdsl.kinds.ffn_nn"
@@ -26,6 +26,16 @@ ACTIVATIONS: dict[str, Ctor] = {
 def tokens(shape: Shape) -> Any:
     """Number of positions in a (B, ..., d) activation."""
     return prod(shape[:-1])
+
+
+#: activations whose backward needs their output (so the next layer's saved input is the same tensor)
+KEEPS_OUTPUT = ("relu", "sigmoid")
+
+
+def act_saved(activation: str, n: Any, h: Any, by: int) -> Any:
+    """Bytes an activation between two linear maps adds: its input, or nothing when it keeps its output
+    (which the next map keeps anyway); squared ReLU keeps relu's output besides."""
+    return 0 if activation in KEEPS_OUTPUT else n * h * by
 
 
 class MLP(Kind):
@@ -60,6 +70,33 @@ class MLP(Kind):
         n = tokens(ins[0])
         lora = ctx.lora.flops(self.lora_parts(node, ctx), n) if ctx.lora is not None else 0
         return 4 * n * ctx.d_model * node["hidden"] + lora
+
+    def backward_flops(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
+    ) -> Any:
+        """Two linear maps in a chain (``chain_backward``), each with its LoRA update."""
+        n, d, h = tokens(ins[0]), ctx.d_model, int(node["hidden"])
+        stages = [[("up", n, d, h)], [("down", n, h, d)]]
+        return chain_backward(ctx.lora, stages, act.input_grad, act.weight_grad)[0]
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """Its input (the first map's, when its weights or LoRA update train); where the hidden layer
+        runs on gradients, the activation's input (its output for relu, sigmoid) and dropout's mask;
+        the hidden activation (the second map's input, when its weights or update train)."""
+        from archdsl.kinds.peft import lora_on, lora_reads_input, lora_saved  # peft imports this module
+
+        n, h, by = tokens(ins[0]), int(node["hidden"]), act.bytes
+        activation = str(node["activation"])
+        grads = act.input_grad or act.weight_grad or lora_on(ctx, ["up"])  # the hidden layer's
+        kept = act.weight_grad or lora_reads_input(ctx, ["down"])  # the second map keeps its input
+        internal = act_saved(activation, n, h, by) if grads else 0  # the activation's input
+        if kept or (grads and activation in KEEPS_OUTPUT):
+            internal += n * h * by  # the hidden activation
+        if node["dropout"] and act.training and (grads or lora_on(ctx, ["down"])):
+            internal += n * ctx.d_model * by  # dropout's mask
+        internal += lora_saved(ctx, [(ctx.d_model, ["up"])], n, act)
+        internal += lora_saved(ctx, [(h, ["down"])], n, act, input_grad=grads)
+        return Saved(inputs=(act.weight_grad or lora_reads_input(ctx, ["up"]),), internal=internal)
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("n·d·h",)
@@ -147,6 +184,22 @@ class MoE(Kind):
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("n·k·d·h", "n·d·E")
 
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """Its input (the router's); the routing probabilities (fp32), the top-k indices (int64) and,
+        when they are renormalised, the top-k weights and their sum; and per routed (token, expert)
+        pair: the index pair (int64 x 2), the weight, the gathered input, the expert's output and its
+        hidden activations — whatever the routing, every token meets exactly k experts. Shared experts
+        keep what a dense one keeps; the load-balancing loss keeps the assignment shares (E, fp32)."""
+        n, d, h, by = tokens(ins[0]), ctx.d_model, int(node["hidden"]), act.bytes
+        e, k = int(node["experts"]), int(node["top_k"])
+        glu = node["expert"] == "glu"
+        activation = str(node["activation"])
+        hidden = (3 if glu else 1) * h * by + act_saved(activation, 1, h, by)  # per token, as GLU / MLP
+        per_pair = 16 + 4 + 3 * d * by + hidden
+        router = n * (e * 4 + k * 8 + (k * 4 + 4 if node["normalize"] else 0))
+        shared = int(node["shared"]) * n * hidden
+        return Saved(inputs=(True,), internal=router + n * k * per_pair + shared + e * 4)
+
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         act = ACTIVATIONS[str(node["activation"])]
         expert = ours(
@@ -213,6 +266,35 @@ class GLU(Kind):
         n = tokens(ins[0])
         lora = ctx.lora.flops(self.lora_parts(node, ctx), n) if ctx.lora is not None else 0
         return 6 * n * ctx.d_model * node["hidden"] + lora
+
+    def backward_flops(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
+    ) -> Any:
+        """Gate and up maps on the input, then the down map (``chain_backward``), with LoRA updates."""
+        n, d, h = tokens(ins[0]), ctx.d_model, int(node["hidden"])
+        stages = [[("gate", n, d, h), ("up", n, d, h)], [("down", n, h, d)]]
+        return chain_backward(ctx.lora, stages, act.input_grad, act.weight_grad)[0]
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """Its input (when the gate's or up map's weights or LoRA updates train). Where the gate runs
+        on gradients: the activation's input (its output for relu, sigmoid) and the up projection (the
+        product's other factor); where the up map does: the gate (act(gate x)); the product (the down
+        map's input, when its weights or update train); dropout's mask."""
+        from archdsl.kinds.peft import lora_on, lora_reads_input, lora_saved  # peft imports this module
+
+        n, h, by = tokens(ins[0]), int(node["hidden"]), act.bytes
+        gate = act.input_grad or act.weight_grad or lora_on(ctx, ["gate"])  # act(gate x) needs a gradient
+        up = act.input_grad or act.weight_grad or lora_on(ctx, ["up"])  # up x needs a gradient
+        internal = (act_saved(self.gate, n, h, by) + n * h * by) if gate else 0  # activation's input; up x
+        if up or (gate and self.gate in KEEPS_OUTPUT):
+            internal += n * h * by  # the gate
+        if act.weight_grad or lora_reads_input(ctx, ["down"]):
+            internal += n * h * by  # the product
+        if node["dropout"] and act.training and (gate or up or lora_on(ctx, ["down"])):
+            internal += n * ctx.d_model * by  # dropout's mask
+        internal += lora_saved(ctx, [(ctx.d_model, ["gate"]), (ctx.d_model, ["up"])], n, act)
+        internal += lora_saved(ctx, [(h, ["down"])], n, act, input_grad=gate or up)
+        return Saved(inputs=(act.weight_grad or lora_reads_input(ctx, ["gate", "up"]),), internal=internal)
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("n·d·h",)

@@ -23,8 +23,8 @@ from fractions import Fraction
 from typing import Any
 
 from archdsl.ir import Node
-from archdsl.kinds.attention import AttentionKind
-from archdsl.kinds.base import Ctx, Kind, Param, ShapeError
+from archdsl.kinds.attention import AttentionKind, _folds
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, ShapeError
 from archdsl.lower.ctor import Ctor, ours
 
 NN = "archdsl.kinds.local_nn"
@@ -77,6 +77,99 @@ def band_pairs(n: Any, before: int, after: int) -> Any:
     return n + side(before) + side(after)
 
 
+# -- what the modules keep for backward (LocalAttention.blocks and the patterns built on it) ---------
+
+
+def _attend_saved(node: Node, act: ActCfg, q: Any, k: Any, v: Any, scores: Any, mask: Any = 0) -> Saved:
+    """What one ``LocalAttention.blocks`` call keeps, from element counts: q (a copy, or the rotated q
+    itself), k and v as the call holds them, and the score-sized core — the probabilities, the
+    soft-capped scores (kept by tanh), the boolean mask (``mask`` bytes), dropout's noise and the
+    dropped probabilities."""
+    by = act.bytes
+    core = scores * by * (2 if node["softcap"] else 1) + mask
+    if node["dropout"] and act.training:
+        core += 2 * scores * by
+    return Saved(internal=(q + k + v) * by + core, core=core)
+
+
+def _plus(*parts: Saved) -> Saved:
+    return Saved(internal=sum((p.internal for p in parts), 0), core=sum((p.core for p in parts), 0))
+
+
+def _dense_saved(
+    node: Node,
+    act: ActCfg,
+    b: Any,
+    n: Any,
+    hs: int,
+    heads: tuple[int, int],
+    part: tuple[int, int],
+    plain: bool,
+    rotated: bool,
+) -> Saved:
+    """``dense``: every pair of a short sequence, under the causal mask, for ``part`` = (query heads,
+    key/value heads) of the module's ``heads``. q, k and v are copied for the matmuls, except where a
+    batched matmul can take the view as it is: then it keeps the tensor the view is of — the
+    projection's output for a ``plain`` q or k and for v (counted by ``saved``), the whole rotated or
+    normalised q or k otherwise. Views of a projection's (B, n, heads hs) layout fold where
+    ``_folds`` says (for q, with one query head per group); views of a rotated, head-major q or k
+    unless they are a slice of more than one of the key/value groups (Sparse Transformer's split)."""
+    (h, kv), (h_p, kv_p) = heads, part
+    fold = _folds(kv_p, b)
+    fq = (kv_p == kv or fold) if rotated else fold and h_p == kv_p
+    fk = (kv_p == kv or fold) if rotated else fold
+    q_el = (0 if plain else b * h * n * hs) if fq else b * h_p * n * hs
+    k_el = (0 if plain else b * kv * n * hs) if fk else b * kv_p * n * hs
+    v_el = 0 if fold else b * kv_p * n * hs
+    mask = n * n if node["causal"] else 0
+    return _attend_saved(node, act, q_el, k_el, v_el, b * h_p * n * n, mask)
+
+
+def _gathered_saved(
+    node: Node, act: ActCfg, b: Any, n: Any, h: int, kv: int, hs: int, size: int, blocks: int, glob: int
+) -> Saved:
+    """``gathered``: queries in nb blocks of ``size`` (n padded to N = nb * size), each over ``blocks``
+    key blocks and ``glob`` global keys, L = blocks * size + glob. It keeps the padded q's copy, the
+    gathered k and v, (B, kv, nb, L, hs) each (with global keys, the concatenation; the gather itself
+    keeps its block indices, int64), and the (nb, size, L) mask."""
+    nb = _cdiv(n, size)
+    keys = blocks * size + glob
+    s = _attend_saved(
+        node,
+        act,
+        b * h * nb * size * hs,
+        b * kv * nb * keys * hs,
+        b * kv * nb * keys * hs,
+        b * h * nb * size * keys,
+        nb * size * keys,
+    )
+    return Saved(internal=s.internal + nb * blocks * 8, core=s.core)
+
+
+def _band_saved(
+    node: Node, act: ActCfg, b: Any, n: Any, h: int, kv: int, hs: int, before: int, after: int, glob: int = 0
+) -> Saved:
+    """``band``: blocks of max(before, after, 1), each over its own block and the neighbours the reach
+    touches."""
+    touched = 1 + (before > 0) + (after > 0)
+    return _gathered_saved(node, act, b, n, h, kv, hs, max(before, after, 1), touched, glob)
+
+
+def _global_rows_saved(
+    node: Node, act: ActCfg, b: Any, n: Any, h: int, kv: int, hs: int, g: int, plain: bool, rotated: bool
+) -> Saved:
+    """``global_rows``: the first g queries over every key, unmasked; k and v as in ``dense`` (a
+    rotated k is viewed whole). The queries are copied, unless the slice can be viewed — one query
+    head per group or a single global token, and a rotated q or a projection's view that folds — and
+    then kept whole."""
+    fold = _folds(kv, b)
+    fq = (h == kv or g == 1) and (rotated or fold)
+    q_el = (0 if plain else b * h * n * hs) if fq else b * h * g * hs
+    k_el = 0 if plain and fold else b * kv * n * hs
+    v_el = 0 if fold else b * kv * n * hs
+    return _attend_saved(node, act, q_el, k_el, v_el, b * h * g * n)
+
+
 def _self_attention_only(node: Node, ctx: Ctx) -> list[ShapeError]:
     errs = []
     if node["cross"]:
@@ -115,6 +208,33 @@ class LocalKind(AttentionKind):
         """Score entries per head the module computes (each costs 4 hs FLOPs: score and value)."""
         raise NotImplementedError
 
+    # what backward keeps: the shared shell (AttentionKind.saved), with a core of block matmuls that
+    # copy q, k and v (never SDPA) and an output re-laid out for the out projection
+
+    def calls_sdpa(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+        return False
+
+    def out_copy(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+        return True
+
+    def dense_at(self, node: Node, n: Any) -> bool:
+        """Whether the module attends densely at this length (never for a symbolic n)."""
+        raise NotImplementedError
+
+    def keeps_projections(self, node: Node, ctx: Ctx, act: ActCfg, b: Any, n: Any) -> tuple[bool, bool]:
+        """Where the dense path's (or the global rows') matmuls take k and v's views as they are, they
+        keep the projection's output (see ``_dense_saved``)."""
+        return False, self.dense_views(node, n) and _folds(self.view_heads(node), b)
+
+    def view_heads(self, node: Node) -> int:
+        """Key/value heads of the matmuls that read k and v as views (the dense path)."""
+        return int(node["kv_heads"])
+
+    def dense_views(self, node: Node, n: Any) -> bool:
+        """Whether some matmul reads k and v as the projection's views: the dense path's, or the global
+        rows' (they fold with one key/value head, see ``_dense_saved``)."""
+        return self.dense_at(node, n)
+
 
 class SlidingWindow(LocalKind):
     """Sliding-window (local) attention (Beltagy et al. 2020, Longformer §3.1; Mistral 7B, Jiang et al.
@@ -142,6 +262,23 @@ class SlidingWindow(LocalKind):
 
     def pairs(self, node: Node, n: Any, m: Any) -> Any:
         return band_pairs(n, *reach(node))
+
+    def dense_at(self, node: Node, n: Any) -> bool:
+        before, after = reach(node)
+        return _dense(n, max(before, after) + 1)
+
+    def regime(self, node: Node) -> tuple[int, int]:
+        before, after = reach(node)
+        return max(before, after, 1), max(before, after) + 1
+
+    def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """The dense path, or the band (see the helpers above)."""
+        h, kv, hs = self.dims(node, ctx)
+        if self.dense_at(node, n):
+            return _dense_saved(
+                node, act, b, n, hs, (h, kv), (h, kv), self.q_view(node, ctx), self.rotated(node, ctx)
+            )
+        return _band_saved(node, act, b, n, h, kv, hs, *reach(node))
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         _, kv, hs = self.dims(node, ctx)
@@ -190,6 +327,29 @@ class Longformer(LocalKind):
         if node["causal"]:  # columns j < g (with j <= i), then the window over keys >= g
             return g * n - g * (g - 1) // 2 + band_pairs(n - g, before, after)
         return n * n - (n - g) * (n - g) + band_pairs(n - g, before, after)  # global rows and columns
+
+    def dense_at(self, node: Node, n: Any) -> bool:
+        before, after = reach(node)
+        return _dense(n, max(before + 1, after + 1, int(node["global_tokens"])))
+
+    def regime(self, node: Node) -> tuple[int, int]:
+        before, after = reach(node)
+        return max(before, after, 1), max(before + 1, after + 1, int(node["global_tokens"]))
+
+    def dense_views(self, node: Node, n: Any) -> bool:
+        global_rows = not node["causal"] and int(node["global_tokens"]) > 0
+        return self.dense_at(node, n) or global_rows
+
+    def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """The dense path, or the band with the global keys (and, bidirectional, the global rows)."""
+        h, kv, hs = self.dims(node, ctx)
+        g, plain = int(node["global_tokens"]), self.q_view(node, ctx)
+        if self.dense_at(node, n):
+            return _dense_saved(node, act, b, n, hs, (h, kv), (h, kv), plain, self.rotated(node, ctx))
+        s = _band_saved(node, act, b, n, h, kv, hs, *reach(node), glob=g)
+        if node["causal"] or not g:
+            return s
+        return _plus(s, _global_rows_saved(node, act, b, n, h, kv, hs, g, plain, self.rotated(node, ctx)))
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         _, kv, hs = self.dims(node, ctx)
@@ -315,6 +475,69 @@ class Sparse(LocalKind):
         (h1, h2), (p1, p2) = self.split(node), self.head_pairs(node, n)
         return self.projection_flops(node, ctx, ins) + 4 * b * hs * (h1 * p1 + h2 * p2)
 
+    def view_heads(self, node: Node) -> int:
+        kv = int(node["kv_heads"])
+        return _cdiv(kv, 2) if kv > 1 else 1  # A1's key/value heads
+
+    def dense_at(self, node: Node, n: Any) -> bool:
+        """Whether A1 attends densely (A2 never does)."""
+        L = int(node["stride"])
+        return _dense(n, L + 1 if node["pattern"] == "strided" else L)
+
+    def regime(self, node: Node) -> tuple[int, int]:
+        L = int(node["stride"])
+        return L, L + 1 if node["pattern"] == "strided" else L
+
+    def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """A1 on the first heads, A2 on the rest (``split``: by key/value groups, or with one key/value
+        head by query heads, both then reading the same k and v). A1: the dense path (see
+        ``_dense_saved`` for when a slice of the groups is kept whole), the band (strided) or the
+        gathered own block (fixed). A2 strided (``residues``): positions regrouped by residue, each
+        group over itself, copying q, k and v (N = n padded to whole strides, nb of them) under an
+        (L, nb, nb) mask. A2 fixed (``summaries``): the padded q, k, v (the own-key product keeps q and
+        k, the weights' product v), the summary keys and values the score and value matmuls read
+        (copies, unless they are views of the padded k, v that fold), a second copy of q where the
+        padded q cannot be viewed for its matmul, and scores over the nb c summaries and the own key
+        under an (N, nb c + 1) mask."""
+        h, kv, hs = self.dims(node, ctx)
+        L, c = int(node["stride"]), int(node["summary"])
+        h1, h2 = self.split(node)
+        kv1 = _cdiv(kv, 2) if kv > 1 else 1
+        kv2 = kv - kv1 if kv > 1 else 1
+        strided = node["pattern"] == "strided"
+        if self.dense_at(node, n):
+            a1 = _dense_saved(
+                node, act, b, n, hs, (h, kv), (h1, kv1), self.q_view(node, ctx), self.rotated(node, ctx)
+            )
+        elif strided:
+            a1 = _band_saved(node, act, b, n, h1, kv1, hs, L, 0 if node["causal"] else L)
+        else:
+            a1 = _gathered_saved(node, act, b, n, h1, kv1, hs, L, 1, 0)
+        nb = _cdiv(n, L)
+        N = nb * L
+        if strided:
+            a2 = _attend_saved(
+                node, act, b * h2 * N * hs, b * kv2 * N * hs, b * kv2 * N * hs, b * h2 * N * nb, N * nb
+            )
+        else:
+            # with no padding to add, the padded q, k, v keep the (B, n, heads, hs) order of the
+            # projection's views (a rotated q, k is head-major); the matmuls then copy what they cannot
+            # fold: q (besides the padded q the own-key product keeps), and the summaries when they
+            # are a view of the padded k, v (every key a summary, one per block, or one block)
+            unpadded = not _concrete(n) or n % L == 0
+            rotated = self.rotated(node, ctx)
+            fold = _folds(kv2, b)
+            q_copy = unpadded and not rotated and not (h2 == kv2 and fold)
+            sliced = 1 < c < L and not (_concrete(nb) and nb == 1)  # a slice of the blocks: copied
+            ks = b * kv2 * nb * c * hs if sliced or (unpadded and not rotated and not fold) else 0
+            vs = b * kv2 * nb * c * hs if sliced or (unpadded and not fold) else 0
+            keys = nb * c + 1
+            q_el = b * h2 * N * hs * (2 if q_copy else 1)
+            a2 = _attend_saved(
+                node, act, q_el, b * kv2 * N * hs + ks, b * kv2 * N * hs + vs, b * h2 * N * keys, N * keys
+            )
+        return _plus(a1, a2)
+
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         """Keys a decoder keeps: A1 heads the last l + 1 (strided) or the current block; A2 heads every
         key (strided) or the summary keys (fixed). A key/value head serving both keeps the union."""
@@ -418,6 +641,31 @@ class BigBird(LocalKind):
                 seen = set(range(max(g, j - half), min(j + half, nb - 1) + 1)) | {x % nb for x in table[j]}
                 total += q * (G + sum(min(b, n - x * b) for x in seen if x >= g))
         return total
+
+    def dense_at(self, node: Node, n: Any) -> bool:
+        return _dense(n, int(node["block"]) * max(1, int(node["global_blocks"])))
+
+    def regime(self, node: Node) -> tuple[int, int]:
+        b = int(node["block"])
+        return b, b * max(1, int(node["global_blocks"]))
+
+    def dense_views(self, node: Node, n: Any) -> bool:
+        return self.dense_at(node, n) or (not node["causal"] and int(node["global_blocks"]) > 0)
+
+    def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """The dense path, or the gathered blocks (window and random ones, and the global keys) and,
+        bidirectional, the global rows."""
+        h, kv, hs = self.dims(node, ctx)
+        blk, w, g, r = (int(node[p]) for p in ("block", "window_blocks", "global_blocks", "random_blocks"))
+        plain = self.q_view(node, ctx)
+        if self.dense_at(node, n):
+            return _dense_saved(node, act, b, n, hs, (h, kv), (h, kv), plain, self.rotated(node, ctx))
+        s = _gathered_saved(node, act, b, n, h, kv, hs, blk, w + r, g * blk)
+        if node["causal"] or not g:
+            return s
+        return _plus(
+            s, _global_rows_saved(node, act, b, n, h, kv, hs, g * blk, plain, self.rotated(node, ctx))
+        )
 
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
         limits = [int(node["max_len"]), super().max_seq_len(node, ctx)]

@@ -3,11 +3,19 @@ convention."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from archdsl.ir import Node
-from archdsl.kinds.base import Ctx, Kind, Param
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, prod
 from archdsl.lower.ctor import Ctor, ours, torch_nn
 
 NN = "archdsl.kinds.norm_nn"
+
+
+def tokens(shape: Shape) -> Any:
+    """Number of positions in a (B, ..., d) activation."""
+    return prod(shape[:-1])
 
 
 class LayerNorm(Kind):
@@ -22,6 +30,10 @@ class LayerNorm(Kind):
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         return ctx.d_model * (2 if node["bias"] else 1)
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """Its input, and the mean and reciprocal deviation per position (fp32)."""
+        return Saved(inputs=(True,), internal=2 * tokens(ins[0]) * 4)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         return torch_nn("LayerNorm", ctx.d_model, eps=node["eps"], bias=node["bias"])
@@ -40,6 +52,15 @@ class RMSNorm(Kind):
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         return ctx.d_model
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """Computed in fp32: the input (an fp32 copy of it in lower precision), the reciprocal rms per
+        position and the normalised input (and, with the 1 + w gain, that gain)."""
+        n, d = tokens(ins[0]), ctx.d_model
+        internal = n * 4 + ((n * d * 4 + (d * 4 if node["offset"] else 0)) if act.weight_grad else 0)
+        if act.bytes != 4:
+            internal += n * d * 4
+        return Saved(inputs=(act.bytes == 4,), internal=internal)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         return ours(NN, "RMSNorm", d_model=ctx.d_model, eps=node["eps"], offset=node["offset"])

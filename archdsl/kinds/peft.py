@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archdsl.ir import Node
-from archdsl.kinds.base import Ctx, Kind, Param, Shape
+from archdsl.kinds.base import Ctx, Kind, Param, Saved, Shape
 from archdsl.kinds.ffn import ACTIVATIONS, tokens
 from archdsl.lower.ctor import Ctor, ours
 
@@ -62,6 +62,7 @@ class Adapter(Kind):
 
     name = "adapter"
     role = "adapter"
+    always_trains = True
     params = (
         Param("hidden", "int", default=64, min=1, doc="bottleneck width"),
         Param("activation", "enum", default="relu", choices=tuple(ACTIVATIONS)),
@@ -77,6 +78,15 @@ class Adapter(Kind):
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         return 4 * tokens(ins[0]) * ctx.d_model * node["hidden"]
 
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: Any) -> Saved:
+        """Its input; the bottleneck activation (and its pre-activation, unless it keeps its output)."""
+        from archdsl.kinds.ffn import act_saved
+
+        n, h = tokens(ins[0]), int(node["hidden"])
+        return Saved(
+            inputs=(True,), internal=n * h * act.bytes + act_saved(str(node["activation"]), n, h, act.bytes)
+        )
+
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("n·d·h",)
 
@@ -91,3 +101,33 @@ class Adapter(Kind):
 
 
 KINDS: tuple[Kind, ...] = (Adapter(),)
+
+
+def lora_saved(
+    ctx: Ctx, linears: Sequence[tuple[int, Sequence[str]]], n: Any, act: Any, input_grad: bool | None = None
+) -> Any:
+    """Bytes the LoRA updates of some linear maps keep for backward over n positions. ``linears``:
+    each map's input width and the names of its output parts; ``input_grad``: whether their input needs
+    a gradient (default: the component's input, ``act.input_grad``). Each adapted map keeps its rank-r
+    activations (one r per adapted part) and, with dropout in training, the dropped input (and, when
+    the input needs a gradient, dropout's mask)."""
+    if ctx.lora is None:
+        return 0
+    grad = act.input_grad if input_grad is None else input_grad
+    out: Any = 0
+    for d_in, names in linears:
+        adapted = sum(1 for name in names if name in ctx.lora.targets)
+        if adapted:
+            out += n * adapted * ctx.lora.r * act.bytes
+            if ctx.lora.dropout and act.training:
+                out += n * d_in * act.bytes * (2 if grad else 1)  # dropped input (and its mask)
+    return out
+
+
+def lora_reads_input(ctx: Ctx, names: Sequence[str]) -> bool:
+    """Whether a LoRA update on this map keeps the map's own input (it does without dropout)."""
+    return ctx.lora is not None and not ctx.lora.dropout and any(n in ctx.lora.targets for n in names)
+
+
+def lora_on(ctx: Ctx, names: Sequence[str]) -> bool:
+    return ctx.lora is not None and any(n in ctx.lora.targets for n in names)

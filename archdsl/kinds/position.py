@@ -61,6 +61,7 @@ class Rope(Kind):
     name = "rope"
     role = "position"
     applies = "attention"
+    rotates = True
     params = (
         Param("theta", "float", default=10000.0, gt=0.0, doc="base of the rotation frequencies"),
         Param("fraction", "float", default=1.0, gt=0.0, max=1.0, doc="share of each head that is rotated"),

@@ -13,7 +13,7 @@ from typing import Any
 
 from archdsl.ir import Node, Value
 from archdsl.kinds.attention import AttentionKind
-from archdsl.kinds.base import Ctx, Kind, Param, ShapeError
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, ShapeError, chain_backward
 from archdsl.lower.ctor import Ctor, Shared, ours
 
 NN = "archdsl.kinds.relative_nn"
@@ -105,6 +105,10 @@ class T5Bias(Kind):
     def attention_params(self, node: Node, ctx: Ctx, attn: Node) -> int:
         return 0  # the table lives on the stack
 
+    def attention_saved(self, node: Node, ctx: Ctx, attn: Node, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """The table lookup keeps the bucket of every (query, key) pair (int64), in each attention."""
+        return Saved(internal=n * m * 8, core=n * m * 8)
+
     def attention_ctor(self, node: Node, ctx: Ctx, attn: Node) -> Ctor:
         first = ctx.attention if ctx.attention is not None else attn
         h = _head_dims(first, ctx)[0] if first is not None else 0
@@ -144,6 +148,21 @@ class Shaw(Kind):
     def attention_flops(self, node: Node, ctx: Ctx, attn: Node, b: Any, n: Any, m: Any) -> Any:
         h, _, hs = _head_dims(attn, ctx)
         return self.tables(node) * 2 * b * h * n * hs * (2 * int(node["k"]) + 1)
+
+    def attention_saved(self, node: Node, ctx: Ctx, attn: Node, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
+        """The key term: q against the a^K table keeps q (a copy of the projection's view; bilinear
+        scores hand it a new q W, kept already), and the gather by offset keeps its input, q . a^K for
+        every offset (B, h, n, 2k + 1), and its (n, m) indices (int64). The value term: the scatter by
+        offset keeps its own indices, and the weights summed per offset are kept by their product with
+        the a^V table."""
+        h, _, hs = _head_dims(attn, ctx)
+        by, index, per_offset = act.bytes, n * m * 8, b * h * n * (2 * int(node["k"]) + 1)
+        internal = (0 if attn.get("score") == "bilinear" else b * n * h * hs * by) + per_offset * by + index
+        core = index
+        if node["values"]:
+            internal += index + per_offset * by
+            core += index
+        return Saved(internal=internal, core=core)
 
     def attention_ctor(self, node: Node, ctx: Ctx, attn: Node) -> Ctor:
         _, _, hs = _head_dims(attn, ctx)
@@ -218,10 +237,38 @@ class TransformerXL(AttentionKind):
             total += ctx.lora.flops(qkv, b * keys) + ctx.lora.flops([p for p in x_side if p[0] == "o"], b * n)
         return total
 
+    def projection_backward(self, node: Node, ctx: Ctx, ins: Any, act: ActCfg) -> tuple[Any, bool]:
+        """The fused QKV projection reads [memory; x] — its input's gradient is computed for all
+        n + mem_len rows, though only the segment's are used (the memory is detached) — then the
+        output projection reads the segment's."""
+        b, n, _ = self._lengths(ins)
+        h, kv, hs = self.dims(node, ctx)
+        d, q, k = ctx.d_model, h * hs, kv * hs
+        keys = self.keys(node, n)
+        qkv = [("q", b * keys, d, q), ("k", b * keys, d, k), ("v", b * keys, d, k)]
+        proj, inner = chain_backward(ctx.lora, [qkv], act.input_grad, act.weight_grad)
+        out, _ = chain_backward(ctx.lora, [[("o", b * n, q, d)]], inner, act.weight_grad)
+        return proj + out, inner
+
+    def calls_sdpa(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+        return False  # its scores have a position term: always explicit
+
+    def one_sided_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Any:
+        """W_r projects the sinusoids, a constant: only W_r's gradient, and only if it trains."""
+        return self.r_proj_flops(node, ctx, m) if act.weight_grad else 0
+
+    def no_grad_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Any:
+        return 0 if act.weight_grad else self.r_proj_flops(node, ctx, m)
+
+    def r_proj_flops(self, node: Node, ctx: Ctx, m: Any) -> Any:
+        """W_r over the distances, once for the batch."""
+        h, _, hs = self.dims(node, ctx)
+        return 2 * self.keys(node, m) * ctx.d_model * h * hs
+
     def core_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any) -> Any:
         h, _, hs = self.dims(node, ctx)
         keys = self.keys(node, m)
-        r_proj = 2 * keys * ctx.d_model * h * hs  # W_r over the distances, once for the batch
+        r_proj = self.r_proj_flops(node, ctx, m)
         return 6 * b * n * keys * h * hs + r_proj  # (q+u).k, (q+v).r, weights @ v
 
     def flops_mask_aware(self, node: Node, ctx: Ctx, ins: Any) -> Any:
@@ -233,6 +280,53 @@ class TransformerXL(AttentionKind):
     def pairs(self, node: Node, n: Any, m: Any) -> Any:
         """Once the memory is full: each query sees all of it and the segment up to itself."""
         return n * (n + 1) // 2 + n * int(node["mem_len"])
+
+    def saved(self, node: Node, ctx: Ctx, ins: Any, act: ActCfg) -> Saved:
+        """Over K = n + mem_len keys: the fused projection's input [memory; x] (not x itself), where a
+        qk-norm reads them the projection's outputs and the norms' statistics, W_r's input (the
+        sinusoids, when W_r trains); q + u and q + v (the score matmuls' inputs), k and v repeated to
+        every query head, r broadcast over the batch (a copy); the probabilities (and soft-capped
+        scores), the causal mask (bool), dropout's tensors (the score-sized core); the out
+        projection's input and the output dropout's mask."""
+        from archdsl.kinds.peft import lora_on, lora_reads_input, lora_saved
+
+        b, n, _ = self._lengths(ins)
+        h, kv, hs = self.dims(node, ctx)
+        q, k, d, by = h * hs, kv * hs, ctx.d_model, act.bytes
+        keys = self.keys(node, n)
+        proj = ["q", "k", "v"]
+        internal: Any = b * keys * d * by if act.weight_grad or lora_reads_input(ctx, proj) else 0
+        core: Any = 0
+        core_grad = act.input_grad or act.weight_grad or lora_on(ctx, proj)
+        if core_grad:
+            norm = str(node["qk_norm"])
+            if norm == "layernorm" or (norm == "rmsnorm" and by == 4):
+                internal += b * keys * (q + 2 * k) * by  # the projection's output, the norms' input
+            if norm == "rmsnorm":
+                internal += (b * n + b * keys) * 4  # reciprocal rms (fp32)
+                if by != 4:
+                    internal += (b * n * q + b * keys * k) * 4  # the fp32 copies it computes in
+                if act.weight_grad:
+                    internal += (b * n * q + b * keys * k) * 4  # the normalised q, k
+            elif norm == "layernorm":
+                internal += 2 * (b * n + b * keys) * 4  # mean and reciprocal deviation (fp32)
+            if act.weight_grad:
+                internal += keys * d * by  # the sinusoids W_r reads
+            internal += (2 * b * h * n * hs + 3 * b * h * keys * hs) * by  # q + u, q + v; k, v, r per head
+            scores = b * h * n * keys
+            core = (
+                scores * by * (2 if node["softcap"] else 1) + n * keys
+            )  # probabilities (capped scores); mask
+            if node["dropout"] and act.training:
+                core += 2 * scores * by  # dropout's noise and the dropped probabilities
+            internal += core
+        if act.weight_grad or lora_reads_input(ctx, ["o"]):
+            internal += b * n * q * by  # the out projection's input
+        if node["out_dropout"] and act.training and (core_grad or lora_on(ctx, ["o"])):
+            internal += b * n * d * by  # dropout's mask
+        internal += lora_saved(ctx, [(d, proj)], b * keys, act)
+        internal += lora_saved(ctx, [(q, ["o"])], b * n, act, input_grad=core_grad)
+        return Saved(inputs=(False,), internal=internal, core=core)
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         """The memory: ``mem_len`` inputs of width d per layer, whatever the context length."""

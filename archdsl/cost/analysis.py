@@ -1,0 +1,413 @@
+"""Costs node by node over the graph view, through the registry — at concrete sizes (exact integers) and
+at symbolic ones (polynomials in batch ``b`` and lengths ``n``, ``m``).
+
+The graph's shapes hold the symbols ``B`` (batch), ``T`` (the sequence; an encoder-decoder's target) and
+``S`` (an encoder-decoder's source). Polynomials name them ``b`` and ``n`` — and, in an encoder-decoder,
+``n`` for the encoder's length and ``m`` for the decoder's. Each kind's cost function is called twice:
+with integers, for the exact count at the sizes asked for (window kinds are piecewise: dense below their
+window), and with :class:`~archdsl.cost.poly.Poly` sizes, for the polynomial (their regime past the
+window). Results are cached on the (node, context, shapes) key, so the repeated layers of a deep stack
+cost one evaluation.
+
+Nothing here builds a module or imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import networkx as nx
+
+from archdsl.cost.poly import B, M, N, Poly
+from archdsl.ir import Model
+from archdsl.kinds import ActCfg, Ctx
+from archdsl.kinds.base import Shape
+from archdsl.passes.shapes import inputs_of
+
+EMBEDDING_ROLES = ("embedding", "position")
+
+
+def symbols(model: Model) -> dict[str, Poly]:
+    """The graph's shape symbols as polynomial variables."""
+    if model.type == "encoder_decoder":
+        return {"B": B, "S": N, "T": M}
+    return {"B": B, "T": N, "S": N}
+
+
+def concrete(shape: tuple[Any, ...], sizes: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(sizes.get(d, d) if isinstance(d, str) else d for d in shape)
+
+
+def exact(x: Any) -> int | Fraction:
+    """A count as an int (a Fraction only when a kind's count is not whole, e.g. pairs averaged over
+    heads)."""
+    if isinstance(x, Fraction):
+        return x.numerator if x.denominator == 1 else x
+    return int(x)
+
+
+# -- gradient flow ---------------------------------------------------------------------------------
+
+
+def weights_train(a: Mapping[str, Any]) -> bool:
+    """Whether a component's own weights train: not in a frozen base (LoRA, adapters), unless the kind
+    always trains (adapters). A tied head's weight is the token embedding's, which trains with it."""
+    return not a["ctx"].frozen or a["kind"].always_trains
+
+
+def gradient_flow(g: nx.DiGraph) -> dict[str, tuple[bool, bool, bool]]:
+    """For every component node: (its input needs a gradient, its own weights train, its output needs
+    a gradient). Nothing before the first trainable weight needs one: autograd records no backward
+    for it."""
+    grad: dict[str, bool] = {}
+    out: dict[str, tuple[bool, bool, bool]] = {}
+    for n in nx.topological_sort(g):
+        a = g.nodes[n]
+        input_grad = any(grad[p] for p in inputs_of(g, n))
+        if "kind" not in a:
+            grad[n] = input_grad
+            continue
+        kind, node, ctx = a["kind"], a["node"], a["ctx"]
+        own = weights_train(a)
+        trains = kind.trainable_params(node, ctx) > 0 or (own and kind.shares_embedding(node))
+        grad[n] = input_grad or trains
+        out[n] = (input_grad, own, grad[n])
+    return out
+
+
+# -- one component ---------------------------------------------------------------------------------
+
+
+def _node_costs(
+    kind: Any, node: Any, ctx: Ctx, ins: tuple[Shape, ...], act: ActCfg, selective: bool
+) -> tuple:
+    """(forward, mask-aware forward, backward, mask-aware backward, recompute) of one component."""
+    return (
+        kind.flops(node, ctx, ins),
+        kind.flops_mask_aware(node, ctx, ins),
+        kind.backward_flops(node, ctx, ins, act),
+        kind.backward_flops(node, ctx, ins, act, mask_aware=True),
+        kind.recompute_flops(node, ctx, ins, act, selective),
+    )
+
+
+def memo(g: nx.DiGraph) -> dict[Any, Any]:
+    """A graph's cache of node results, keyed by the node's signature (``NodePlan.sig``), the sizes
+    and the settings: a deep stack of equal layers, or a sweep over lengths, costs each distinct
+    evaluation once."""
+    return g.graph.setdefault("archdsl_memo", {})  # type: ignore[no-any-return]
+
+
+def size_key(sizes: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (sizes.get("B"), sizes.get("T"), sizes.get("S"))
+
+
+def node_act(
+    act: ActCfg, p: Any, cache: dict[Any, tuple[ActCfg, tuple[Any, ...]]]
+) -> tuple[ActCfg, tuple[Any, ...]]:
+    """``act`` with the node's gradient flow, and a plain tuple of it to key caches with (cheaper to
+    hash than the dataclass)."""
+    key = (id(act), p.input_grad, p.own_grad)
+    if key not in cache:
+        cfg = ActCfg(act.bytes, act.flash, act.training, p.input_grad, p.own_grad)
+        cache[key] = cfg, (act.bytes, act.flash, act.training, p.input_grad, p.own_grad)
+    return cache[key]
+
+
+@dataclass
+class ComponentCost:
+    """One graph node: a component applied once (a module applied twice appears as ``path`` and
+    ``path#2``; ``module`` is the module it lowers to). Integers are exact counts at the report's
+    sizes; ``*_poly`` the same counts as polynomials."""
+
+    path: str
+    module: str
+    kind: str
+    role: str
+    layer: str
+    params: int
+    trainable: int
+    active: int
+    flops_forward: int
+    flops_mask_aware: int | Fraction
+    flops_backward: int
+    flops_backward_mask_aware: int | Fraction
+    flops_recompute: int
+    kv_cache_elements: int  # per sequence, for incremental decoding
+    forward_poly: Poly
+    mask_aware_poly: Poly
+    backward_poly: Poly
+    backward_mask_aware_poly: Poly
+    recompute_poly: Poly
+    kv_cache_poly: Poly  # elements per sequence
+    big_o: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "module": self.module,
+            "kind": self.kind,
+            "role": self.role,
+            "params": self.params,
+            "params_trainable": self.trainable,
+            "params_active": self.active,
+            "flops_forward": self.flops_forward,
+            "flops_forward_mask_aware": jsonable(self.flops_mask_aware),
+            "flops_backward": self.flops_backward,
+            "flops_recompute": self.flops_recompute,
+            "forward_poly": self.forward_poly.expr(),
+            "big_o": big_o_text(self.big_o),
+        }
+
+
+def jsonable(x: int | Fraction) -> int | float:
+    return x if isinstance(x, int) else float(x)
+
+
+@dataclass
+class Sizes:
+    """Concrete sizes for the shape symbols, and the matching polynomial variables."""
+
+    values: dict[str, int]
+    symbols: dict[str, Poly]
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """What a report needs of one component node, whatever the sizes: read off the graph once."""
+
+    nid: str
+    kind: Any
+    node: Any
+    ctx: Ctx
+    layer: str
+    module: str
+    shapes: tuple[Shape, ...]  # its inputs' shapes, in the graph's symbols
+    input_grad: bool
+    own_grad: bool
+    output_grad: bool  # its output needs a gradient: it is on autograd's graph
+    sig: int  # equal for nodes of equal kind, parameters, context and input shapes (repeated layers)
+    preds: tuple[str, ...]  # the nodes its inputs come from
+    params: int
+    trainable: int
+    active: int
+    caches: bool  # a decoder's attention: it keeps a KV cache
+
+
+def plan(g: nx.DiGraph) -> list[NodePlan]:
+    """The component nodes in graph order, with their shapes, gradient flow and parameter counts;
+    computed once per graph (a sweep reuses it)."""
+    if "archdsl_plan" in g.graph:
+        return g.graph["archdsl_plan"]  # type: ignore[no-any-return]
+    flow = gradient_flow(g)
+    out = []
+    sigs: dict[tuple[Any, ...], int] = {}
+    for n in g.nodes:
+        a = g.nodes[n]
+        if "kind" not in a:
+            continue
+        kind, node, ctx = a["kind"], a["node"], a["ctx"]
+        owner = a["owner"]
+        preds = tuple(inputs_of(g, n))
+        shapes = tuple(g.nodes[p]["shape"] for p in preds)
+        sig = sigs.setdefault((node.kind, node, ctx, shapes), len(sigs))
+        out.append(
+            NodePlan(
+                nid=n,
+                kind=kind,
+                node=node,
+                ctx=ctx,
+                layer=a["layer"],
+                module=a["path"],
+                shapes=shapes,
+                input_grad=flow[n][0],
+                own_grad=flow[n][1],
+                output_grad=flow[n][2],
+                sig=sig,
+                preds=preds,
+                params=int(kind.n_params(node, ctx)) if owner else 0,
+                trainable=int(kind.trainable_params(node, ctx)) if owner else 0,
+                active=int(kind.active_params(node, ctx)) if owner else 0,
+                caches=kind.role == "attention" and ctx.stack == "decoder",
+            )
+        )
+    g.graph["archdsl_plan"] = out
+    return out
+
+
+def poly_regime(g: nx.DiGraph) -> tuple[int, int]:
+    """(m, t): the model's polynomials equal its exact counts for lengths that are multiples of m and
+    above t — the lcm of its components' blocks and the largest of their dense thresholds."""
+    multiple, above = 1, 0
+    for p in plan(g):
+        m, t = p.kind.regime(p.node)
+        multiple, above = math.lcm(multiple, m), max(above, t)
+    return multiple, above
+
+
+def _symbolic(p: NodePlan, sym: Mapping[str, Poly], act: ActCfg, selective: bool) -> tuple[Any, ...]:
+    """A node's polynomials: forward, mask-aware, backward, mask-aware backward, the kind's own
+    recomputation, KV-cache elements per sequence, and its growth terms."""
+    shapes = tuple(concrete(s, sym) for s in p.shapes)
+    pf, pm, pb, pbm, pr = (Poly.lift(x) for x in _node_costs(p.kind, p.node, p.ctx, shapes, act, selective))
+    pkv = Poly.lift(p.kind.kv_cache(p.node, p.ctx, shapes[-1][1])) if p.caches else Poly()
+    declared = tuple(p.kind.big_o(p.node, p.ctx))
+    if len(shapes[0]) > 1 and isinstance(shapes[0][1], Poly):
+        growth = growth_terms(declared, pf, _renaming(shapes))
+    else:  # a length fixed by the input (a ViT's patches): the kind's terms, in that length
+        growth = declared
+    return pf, pm, pb, pbm, pr, pkv, growth
+
+
+def component_costs(
+    g: nx.DiGraph, sizes: Sizes, act: ActCfg, policy: str, recomputed: set[str]
+) -> list[ComponentCost]:
+    """Every component node's costs. ``recomputed``: the layers whose forward backward redoes whole
+    (full recomputation, or blocks the spec checkpoints)."""
+    selective = policy == "selective"
+    cache = memo(g)
+    acts: dict[Any, Any] = {}
+    skey = size_key(sizes.values)
+    out = []
+    for p in plan(g):
+        nact, akey = node_act(act, p, acts)
+        key = ("sym", p.sig, akey, selective)
+        if key not in cache:
+            cache[key] = _symbolic(p, sizes.symbols, nact, selective)
+        pf, pm, pb, pbm, pr, pkv, growth = cache[key]
+        key = ("costs", p.sig, skey, akey, selective)
+        if key not in cache:
+            ins = tuple(concrete(s, sizes.values) for s in p.shapes)
+            kv = p.kind.kv_cache(p.node, p.ctx, ins[-1][1]) if p.caches else 0
+            cache[key] = (*_node_costs(p.kind, p.node, p.ctx, ins, nact, selective), kv)
+        fwd, mask, bwd, bwd_mask, rec, kv = cache[key]
+        if p.layer in recomputed:  # the whole forward again, and the kernel's own recomputation
+            rec, pr = rec + fwd, pr + pf
+        out.append(
+            ComponentCost(
+                path=p.nid,
+                module=p.module,
+                kind=p.node.kind,
+                role=p.kind.role,
+                layer=p.layer,
+                params=p.params,
+                trainable=p.trainable,
+                active=p.active,
+                flops_forward=int(fwd),
+                flops_mask_aware=exact(mask),
+                flops_backward=int(bwd),
+                flops_backward_mask_aware=exact(bwd_mask),
+                flops_recompute=int(rec),
+                kv_cache_elements=int(kv),
+                forward_poly=pf,
+                mask_aware_poly=pm,
+                backward_poly=pb,
+                backward_mask_aware_poly=pbm,
+                recompute_poly=pr,
+                kv_cache_poly=pkv,
+                big_o=growth,
+            )
+        )
+    return out
+
+
+# -- big-O, read off the polynomial -----------------------------------------------------------------
+
+_DEGREE = re.compile(r"^(n|m)([²³]?)$")
+
+
+def _renaming(sym: tuple[Shape, ...]) -> dict[str, str]:
+    """A kind's growth terms call its query length ``n`` and its keys' ``m``; the report calls an
+    encoder-decoder's decoder length m. The names the kind's n and m take here."""
+    queries = "m" if len(sym[0]) > 1 and sym[0][1] is M else "n"
+    keys = "n" if queries == "m" else "m"
+    if len(sym) > 1 and len(sym[1]) > 1:
+        keys = "m" if sym[1][1] is M else "n"
+    return {"n": queries, "m": keys}
+
+
+def _term_degree(term: str) -> tuple[int, int]:
+    deg = [0, 0]
+    for token in term.split("·"):
+        found = _DEGREE.match(token)
+        if found:
+            deg[0 if found[1] == "n" else 1] += {"": 1, "²": 2, "³": 3}[found[2]]
+    return deg[0], deg[1]
+
+
+def _rename(term: str, names: Mapping[str, str]) -> str:
+    def one(token: str) -> str:
+        found = _DEGREE.match(token)
+        return names[found[1]] + found[2] if found else token
+
+    return "·".join(one(t) for t in term.split("·"))
+
+
+def growth_terms(declared: tuple[str, ...], poly: Poly, names: Mapping[str, str]) -> tuple[str, ...]:
+    """A component's growth: the terms its kind declares (``n·d²``, ``n²·d``: the factors the
+    polynomial's numbers hide), kept where the polynomial has a term of that degree in the lengths;
+    degrees the kind does not name appear bare (``n²``)."""
+    degrees = {(k[1], k[2]) for k in poly.terms}
+    kept = []
+    covered = set()
+    for term in declared:
+        t = _rename(term, names)
+        deg = _term_degree(t)
+        if deg in degrees:
+            kept.append(t)
+            covered.add(deg)
+    for dn, dm in sorted(degrees - covered - {(0, 0)}, reverse=True):
+        kept.append(_bare(dn, dm))
+    return tuple(kept)
+
+
+def _bare(dn: int, dm: int) -> str:
+    sup = {1: "", 2: "²", 3: "³"}
+    parts = [v + sup.get(e, f"^{e}") for v, e in (("n", dn), ("m", dm)) if e]
+    return "·".join(parts)
+
+
+def leading_terms(terms: tuple[str, ...]) -> tuple[str, ...]:
+    """The terms no other exceeds in both lengths' degrees: what dominates for long sequences."""
+    degs = {t: _term_degree(t) for t in terms}
+    return tuple(
+        t
+        for t, (a, b) in degs.items()
+        if not any((c, d) != (a, b) and c >= a and d >= b for c, d in degs.values())
+    )
+
+
+def big_o_text(terms: tuple[str, ...]) -> str:
+    """``O(n²·d + n·d²)`` from growth terms (``O(1)`` when there are none)."""
+    return f"O({' + '.join(terms)})" if terms else "O(1)"
+
+
+@dataclass
+class LayerCost:
+    """A report row: the embedding, a block (``h.3``, ``encoder.h.0``), the final norm, the head."""
+
+    name: str
+    components: list[ComponentCost] = field(default_factory=list)
+    activation_bytes: int = 0
+    activation_poly: Poly = field(default_factory=Poly)
+    kv_cache_bytes: int = 0
+
+    def total(self, attr: str) -> Any:
+        return sum((getattr(c, attr) for c in self.components), Poly() if attr.endswith("poly") else 0)
+
+    @property
+    def params(self) -> int:
+        return self.total("params")
+
+    @property
+    def flops_forward(self) -> int:
+        return self.total("flops_forward")
+
+    @property
+    def big_o(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for c in self.components for t in c.big_o))

@@ -1,0 +1,431 @@
+"""The complexity report: parameters, FLOPs and memory of a spec, per layer, per stack and in total, at
+given sizes and as polynomials — from the graph alone (nothing built, torch never imported).
+
+Conventions (each stated in every report; derivations and citations in docs/cost-model.md):
+
+* 2 FLOPs per multiply-add, matmuls only. *Dense*: attention over the full n x n (what the lowered
+  module computes, and what FlopCounterMode counts on it). *Mask-aware*: only the (query, key) pairs the
+  masks keep (causal n(n+1)/2, a window about n w, LSH buckets, linear attention's state).
+* Backward: each matmul's gradient with respect to each operand that needs one costs the matmul —
+  2 x forward, less where weights are frozen or operands constant. Recomputation: a fused attention
+  kernel recomputes its scores; ``selective`` redoes the attention core; ``full`` every block's forward.
+  Training step = forward + backward + recomputation.
+* Memory: weights, gradients and AdamW states (m, v in fp32; with 16-bit weights, an fp32 master copy
+  too: 16 bytes per trained parameter either way); activations saved for backward, node by node;
+  KV cache for incremental decoding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import networkx as nx
+
+from archdsl.cost.analysis import (
+    EMBEDDING_ROLES,
+    LayerCost,
+    Sizes,
+    big_o_text,
+    component_costs,
+    jsonable,
+    leading_terms,
+    poly_regime,
+    symbols,
+)
+from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy
+from archdsl.cost.poly import Poly
+from archdsl.ir import Model
+from archdsl.kinds import ActCfg
+
+#: bytes per element of the dtypes weights, activations and the KV cache can be kept in
+DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2}
+#: bytes per parameter of stored weights, for the by-dtype table (int4: two per byte)
+WEIGHT_FORMATS: dict[str, Fraction] = {
+    "fp32": Fraction(4),
+    "bf16": Fraction(2),
+    "fp16": Fraction(2),
+    "int8": Fraction(1),
+    "int4": Fraction(1, 2),
+}
+POLICIES = ("none", "selective", "full")
+ATTENTION = ("flash", "materialized")
+#: Hoffmann et al. 2022: compute-optimal training uses about 20 tokens per parameter (Table 3)
+CHINCHILLA_TOKENS_PER_PARAM = 20
+
+CONVENTIONS = {
+    "params": (
+        "each parameter counted once (tied or shared weights once), as sum(p.numel()) over "
+        "module.parameters(); embedding = token embedding + positional table"
+    ),
+    "flops": (
+        "dense: 2 FLOPs per multiply-add, matmuls only; attention as the module computes it: the full "
+        "n x n for dense kinds (no causal halving), the computed blocks for windowed or sparse ones; "
+        "equals torch.utils.flop_counter.FlopCounterMode on the lowered module"
+    ),
+    "flops_mask_aware": "only the (query, key) products the masks keep (causal: n(n+1)/2 pairs)",
+    "backward": (
+        "each matmul's gradient for each operand that needs one costs the matmul: 2 x forward, "
+        "less for frozen weights (LoRA) and constant operands"
+    ),
+    "recompute": (
+        "fused (flash) attention recomputes its scores in backward; selective recomputes the "
+        "materialised attention core (Korthikanti et al. 2022); full recomputes every block's forward"
+    ),
+    "memory": (
+        "weights and gradients in the chosen dtype; AdamW m and v in fp32, plus an fp32 master copy "
+        "with 16-bit weights (16 bytes per trained parameter either way); activations saved for "
+        "backward node by node (a tensor kept by several ops once); KV cache for incremental decoding "
+        "at the given batch and context"
+    ),
+    "peaks": (
+        "inference: weights + KV cache + the largest op's inputs and output; training: weights + "
+        "gradients + optimizer states + saved activations + the largest op's inputs and output"
+    ),
+}
+
+_BLOCK = re.compile(r"^(?:(encoder|decoder)\.)?h\.\d+$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a report is for: sizes, the dtype of weights, activations and cache, the recompute policy
+    and how attention runs (a fused flash kernel, or materialised scores)."""
+
+    batch: int = 1
+    seq_len: int = 1024
+    src_len: int | None = None  # an encoder-decoder's source length (default: seq_len)
+    dtype: str = "fp32"
+    recompute: str = "none"
+    attention: str = "flash"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.recompute not in POLICIES:
+            raise ValueError(f"recompute must be one of {', '.join(POLICIES)}, got {self.recompute!r}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, got {self.attention!r}")
+        if self.batch < 1 or self.seq_len < 1 or (self.src_len is not None and self.src_len < 1):
+            raise ValueError(f"batch and lengths must be positive, got {self.batch}, {self.seq_len}")
+
+    @property
+    def bytes(self) -> int:
+        return DTYPES[self.dtype]
+
+    def act(self, attention: str | None = None) -> ActCfg:
+        return ActCfg(bytes=self.bytes, flash=(attention or self.attention) == "flash", training=True)
+
+
+def size_values(model: Model, s: Settings) -> dict[str, int]:
+    return {"B": s.batch, "T": s.seq_len, "S": s.src_len or s.seq_len}
+
+
+def symbol_legend(model: Model) -> dict[str, str]:
+    if model.type == "encoder_decoder":
+        return {"b": "batch", "n": "encoder (source) length", "m": "decoder (target) length"}
+    return {"b": "batch", "n": "sequence length"}
+
+
+@dataclass
+class Report:
+    model: str
+    model_type: str
+    settings: Settings
+    layers: list[LayerCost]
+    n_blocks: int
+    d_model: int
+    vocab: int
+    legend: dict[str, str]
+    memory: dict[str, Any] = field(default_factory=dict)
+    stack_roles: tuple[str, ...] = ()
+    regime: tuple[int, int] = (1, 0)  # the polynomials hold for lengths that are multiples of [0], above [1]
+
+    # -- compatibility: the figures the first reports had -----------------------------------------
+
+    @property
+    def batch(self) -> int:
+        return self.settings.batch
+
+    @property
+    def seq_len(self) -> int:
+        return self.settings.seq_len
+
+    @property
+    def src_len(self) -> int | None:
+        return (
+            (self.settings.src_len or self.settings.seq_len) if self.model_type == "encoder_decoder" else None
+        )
+
+    def total(self, attr: str) -> Any:
+        start: Any = Poly() if attr.endswith("poly") else 0
+        return sum((c.__getattribute__(attr) for layer in self.layers for c in layer.components), start)
+
+    @property
+    def params_total(self) -> int:
+        return self.total("params")
+
+    @property
+    def params_embedding(self) -> int:
+        return sum(c.params for layer in self.layers for c in layer.components if c.role in EMBEDDING_ROLES)
+
+    @property
+    def params_trainable(self) -> int:
+        return self.total("trainable")
+
+    @property
+    def params_active(self) -> int:
+        return self.total("active")
+
+    @property
+    def flops_forward(self) -> int:
+        return self.total("flops_forward")
+
+    # -- sections -----------------------------------------------------------------------------------
+
+    def sizes(self) -> dict[str, int]:
+        """The report's sizes under the polynomials' names (b, n, and m)."""
+        return _sizes_of(self.model_type, self.settings)
+
+    def tokens(self) -> int:
+        """Tokens in one step: batch x length (an encoder-decoder: both sequences)."""
+        s = self.sizes()
+        return s["b"] * (s["n"] + s.get("m", 0))
+
+    def params(self) -> dict[str, int]:
+        total, emb = self.params_total, self.params_embedding
+        return {
+            "total": total,
+            "embedding": emb,
+            "non_embedding": total - emb,
+            "trainable": self.params_trainable,
+            "active": self.params_active,
+        }
+
+    def flops(self) -> dict[str, Any]:
+        fwd, bwd, rec = (
+            self.total("flops_forward"),
+            self.total("flops_backward"),
+            self.total("flops_recompute"),
+        )
+        fm, bm = self.total("flops_mask_aware"), self.total("flops_backward_mask_aware")
+        pf, pb, pr = self.total("forward_poly"), self.total("backward_poly"), self.total("recompute_poly")
+        pfm, pbm = self.total("mask_aware_poly"), self.total("backward_mask_aware_poly")
+        train, train_mask = fwd + bwd + rec, fm + bm + rec
+        tokens = self.tokens()
+        n_opt = self.params_active
+        d_opt = CHINCHILLA_TOKENS_PER_PARAM * n_opt
+        per_token = Fraction(train, tokens)
+        return {
+            "forward": fwd,
+            "backward": bwd,
+            "recompute": rec,
+            "train_step": train,
+            "forward_mask_aware": jsonable(fm),
+            "backward_mask_aware": jsonable(bm),
+            "train_step_mask_aware": jsonable(train_mask),
+            "forward_poly": pf,
+            "forward_mask_aware_poly": pfm,
+            "backward_poly": pb,
+            "train_step_poly": pf + pb + pr,
+            "train_step_mask_aware_poly": pfm + pbm + pr,
+            "poly_regime": {"multiple_of": self.regime[0], "above": self.regime[1]},
+            "poly_exact": pf(**self.sizes()) == fwd,
+            "mask_aware_poly_exact": pfm(**self.sizes()) == fm,
+            "tokens_per_step": tokens,
+            "per_token": {"forward": float(Fraction(fwd, tokens)), "train_step": float(per_token)},
+            "chinchilla": {
+                "params": n_opt,
+                "tokens": d_opt,
+                "train_flops": int(per_token * d_opt),
+                "train_flops_6nd": 6 * n_opt * d_opt,
+            },
+        }
+
+    def stacks(self) -> list[dict[str, Any]]:
+        """Per stack (its blocks): parameters, FLOPs and their polynomial."""
+        out = []
+        for role in self.stack_roles:
+            rows = [
+                r
+                for r in self.layers
+                if (m := _BLOCK.match(r.name)) and (m[1] or self.stack_roles[0]) == role
+            ]
+            fp = sum((r.total("forward_poly") for r in rows), Poly())
+            out.append(
+                {
+                    "name": role,
+                    "blocks": len(rows),
+                    "params": sum(r.params for r in rows),
+                    "flops_forward": sum(r.flops_forward for r in rows),
+                    "forward_poly": fp,
+                    "activation_bytes": sum(r.activation_bytes for r in rows),
+                    "kv_cache_bytes": sum(r.kv_cache_bytes for r in rows),
+                }
+            )
+        return out
+
+    def layer_dict(self, r: LayerCost) -> dict[str, Any]:
+        return {
+            "name": r.name,
+            "params": r.params,
+            "flops_forward": r.flops_forward,
+            "flops_forward_mask_aware": jsonable(r.total("flops_mask_aware")),
+            "flops_backward": r.total("flops_backward"),
+            "flops_recompute": r.total("flops_recompute"),
+            "forward_poly": r.total("forward_poly"),
+            "activation_bytes": r.activation_bytes,
+            "activation_poly": r.activation_poly,
+            "kv_cache_bytes": r.kv_cache_bytes,
+            "big_o": big_o_text(r.big_o),
+            "big_o_leading": big_o_text(leading_terms(r.big_o)),
+            "components": [c.to_dict() for c in r.components],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        settings = asdict(self.settings)
+        if self.model_type != "encoder_decoder":
+            settings.pop("src_len")
+        else:
+            settings["src_len"] = self.src_len
+        settings["optimizer"] = "adamw"
+        settings["symbols"] = dict(self.legend)
+        return plain(
+            {
+                "model": self.model,
+                "type": self.model_type,
+                "settings": settings,
+                "conventions": dict(CONVENTIONS),
+                "params": self.params(),
+                "flops": self.flops(),
+                "memory": dict(self.memory),
+                "stacks": self.stacks(),
+                "layers": [self.layer_dict(r) for r in self.layers],
+            }
+        )
+
+
+def plain(x: Any) -> Any:
+    """JSON-ready: polynomials as expressions (``36864*b*n**2 + …``, which sympy.sympify reads),
+    fractions as floats."""
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [plain(v) for v in x]
+    if isinstance(x, Poly):
+        return x.expr()
+    if isinstance(x, Fraction):
+        return float(x)
+    return x
+
+
+# -- assembly ----------------------------------------------------------------------------------------
+
+
+def _tensor_bytes(g: nx.DiGraph, n: str, sizes: Mapping[str, Any], by: int) -> Any:
+    a = g.nodes[n]
+    count: Any = 1
+    for d in a["shape"]:
+        count = count * (sizes.get(d, d) if isinstance(d, str) else d)
+    return count * (8 if a["op"] == "input" and len(a["shape"]) == 2 else by)  # token ids are int64
+
+
+def largest_op_bytes(g: nx.DiGraph, sizes: Mapping[str, int], by: int) -> int:
+    """The most any one op holds at once in a forward: its inputs and its output (the LM head's
+    hidden states and logits, typically)."""
+    best = 0
+    for n in g.nodes:
+        if "kind" not in g.nodes[n]:
+            continue
+        held = sum(_tensor_bytes(g, p, sizes, by) for p in g.predecessors(n)) + _tensor_bytes(g, n, sizes, by)
+        best = max(best, int(held))
+    return best
+
+
+def _sizes_of(model_type: str, s: Settings) -> dict[str, int]:
+    if model_type == "encoder_decoder":
+        return {"b": s.batch, "n": s.src_len or s.seq_len, "m": s.seq_len}
+    return {"b": s.batch, "n": s.seq_len}
+
+
+def memory_section(
+    g: nx.DiGraph,
+    model: Model,
+    s: Settings,
+    rows: list[LayerCost],
+    params: int,
+    trainable: int,
+    saved: Mapping[str, Mapping[str, Mapping[str, Any]]],
+) -> dict[str, Any]:
+    """``saved``: the layers' saved activations, by attention mode and recompute policy."""
+    sizes = size_values(model, s)
+    by = s.bytes
+    weights = params * by
+    grads = trainable * by
+    optimizer = trainable * (8 + (4 if by < 4 else 0))
+    matrix: dict[str, dict[str, int]] = {policy: {} for policy in POLICIES}
+    for attention in ATTENTION:
+        for policy, layers in saved[attention].items():
+            matrix[policy][attention] = int(sum(lm.saved for lm in layers.values()))
+    activations = matrix[s.recompute][s.attention]
+    kv = sum(r.kv_cache_bytes for r in rows)
+    largest = largest_op_bytes(g, sizes, by)
+    act_poly = sum((r.activation_poly for r in rows), Poly())
+    kv_poly = sum((c.kv_cache_poly for r in rows for c in r.components), Poly()) * by
+    return {
+        "weights_bytes": weights,
+        "weights_by_dtype": {k: int(params * v) for k, v in WEIGHT_FORMATS.items()},
+        "grads_bytes": grads,
+        "optimizer_bytes": optimizer,
+        "activation_bytes": activations,
+        "activation_poly": act_poly,
+        "activation_poly_exact": act_poly(**_sizes_of(model.type, s)) == activations,
+        "activations_by_policy": matrix,
+        "kv_cache_bytes": kv,
+        "kv_cache_poly": kv_poly * Poly.var("b"),
+        "largest_op_bytes": largest,
+        "train_peak_bytes": weights + grads + optimizer + activations + largest,
+        "infer_peak_bytes": weights + kv + largest,
+    }
+
+
+def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
+    """The report at settings ``s`` for a checked graph."""
+    values = size_values(model, s)
+    sym = symbols(model)
+    blocks = block_layers(model)
+    recomputed = {name for name, ck in blocks.items() if s.recompute == "full" or ck}
+    comps = component_costs(g, Sizes(values, sym), s.act(), s.recompute, recomputed)
+    rows: dict[str, LayerCost] = {}
+    for c in comps:
+        rows.setdefault(c.layer, LayerCost(c.layer)).components.append(c)
+    saved = {attention: saved_by_policy(g, model, values, s.act(attention)) for attention in ATTENTION}
+    act = saved[s.attention][s.recompute]
+    key = ("archdsl_activation_poly", s.act(), s.recompute)
+    if key not in g.graph:  # the same for every length of a sweep
+        g.graph[key] = saved_activations(g, model, sym, s.act(), s.recompute)
+    act_sym = g.graph[key]
+    for name, lm in act.items():
+        if name in rows:
+            rows[name].activation_bytes = int(lm.saved)
+            rows[name].activation_poly = Poly.lift(act_sym[name].saved)
+    for r in rows.values():
+        r.kv_cache_bytes = sum(c.kv_cache_elements for c in r.components) * s.batch * s.bytes
+    layers = list(rows.values())
+    report = Report(
+        model=model.name,
+        model_type=model.type,
+        settings=s,
+        layers=layers,
+        n_blocks=model.n_layers,
+        d_model=model.d_model,
+        vocab=model.vocab,
+        legend=symbol_legend(model),
+        stack_roles=tuple(st.role for st in model.stacks),
+        regime=poly_regime(g),
+    )
+    report.memory = memory_section(g, model, s, layers, report.params_total, report.params_trainable, saved)
+    return report
