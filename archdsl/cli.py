@@ -1,4 +1,4 @@
-"""Command line: ``archdsl check | report | compile``.
+"""Command line: ``archdsl check | report | compare | compile | fmt | schema | explain``.
 
 Exit codes (as ruff): 0 clean, 1 spec errors, 2 usage, I/O or internal errors. Data goes to stdout,
 diagnostics to stderr. No traceback for bad input; ``--debug`` shows one for internal errors.
@@ -9,17 +9,44 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from archdsl.diagnostics import Diagnostic, SourceCache, SpecError, render_all
 from archdsl.ir import Spec
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 class _UsageError(Exception):
     pass
+
+
+DTYPE_CHOICES = ("fp32", "bf16", "fp16")
+POLICY_CHOICES = ("none", "selective", "full")
+_SUFFIX = {"k": 1024, "m": 1024**2}
+
+
+def _length(text: str) -> int:
+    """``4096``, ``4k`` (4096) or ``1m`` (1,048,576): sizes of contexts count in powers of two."""
+    t = text.strip().lower().replace("_", "")
+    scale = _SUFFIX.get(t[-1:], 1)
+    digits = t[:-1] if scale != 1 else t
+    if not digits.isdigit() or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive length such as 1024 or 4k, got {text!r}")
+    return int(digits) * scale
+
+
+def _lengths(text: str) -> list[int]:
+    return [_length(part) for part in text.split(",")]
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def _overrides(items: list[str] | None) -> dict[str, str]:
@@ -56,11 +83,51 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("specs", nargs="+", metavar="SPEC")
     c.add_argument("--format", choices=("text", "json"), default="text", help="diagnostics format")
 
-    r = sub.add_parser("report", parents=[common], help="parameters and FLOPs, per layer and in total")
+    costs = argparse.ArgumentParser(add_help=False)
+    costs.add_argument("--batch", type=_positive, default=1, help="batch size (default 1)")
+    costs.add_argument(
+        "--seq",
+        type=_lengths,
+        default=None,
+        metavar="N[,N...]",
+        help="sequence length, or a list (1024, 4k, 1k,4k,16k); default: the model's context",
+    )
+    costs.add_argument(
+        "--src-seq",
+        type=_length,
+        default=None,
+        metavar="N",
+        help="encoder-decoder source length (default: --seq)",
+    )
+    costs.add_argument(
+        "--dtype", choices=DTYPE_CHOICES, default="fp32", help="weights, activations, KV cache"
+    )
+    costs.add_argument(
+        "--recompute", choices=POLICY_CHOICES, default="none", help="activation recomputation in backward"
+    )
+    costs.add_argument(
+        "--attention",
+        choices=("flash", "materialized"),
+        default="flash",
+        help="attention through a fused kernel, or with its scores materialised (memory)",
+    )
+    costs.add_argument("--format", choices=("table", "md", "json", "html"), default="table")
+    costs.add_argument("-o", "--output", metavar="OUT", default="-", help="write to OUT (default: stdout)")
+
+    r = sub.add_parser(
+        "report", parents=[common, costs], help="parameters, FLOPs and memory, per layer and in total"
+    )
     r.add_argument("spec", metavar="SPEC")
-    r.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    r.add_argument("--seq", type=int, default=None, help="sequence length (default: the model's context)")
-    r.add_argument("--format", choices=("table", "json"), default="table")
+    r.add_argument(
+        "--measure",
+        action="store_true",
+        help="also build the module and measure it (fvcore, FlopCounterMode, saved tensors)",
+    )
+
+    v = sub.add_parser(
+        "compare", parents=[common, costs], help="variants side by side, with ratios and crossover points"
+    )
+    v.add_argument("specs", nargs="+", metavar="SPEC")
 
     f = sub.add_parser("fmt", help="print specs in canonical form, or convert between text and YAML")
     f.add_argument("specs", nargs="+", metavar="SPEC")
@@ -123,25 +190,110 @@ def cmd_check(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from archdsl.cost.render import table
-    from archdsl.pipeline import analyze, sources
+def _write(text: str, output: str) -> None:
+    if output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+        print(f"wrote {output}", file=sys.stderr)
 
-    if args.batch < 1 or (args.seq is not None and args.seq < 1):
-        raise _UsageError("--batch and --seq must be positive integers")
+
+def _progress(total: int, what: str) -> Callable[[Iterable[T]], Iterable[T]]:
+    """A progress bar on stderr for sweeps, shown only when stderr is a terminal (tqdm's disable=None)."""
+
+    def wrap(items: Iterable[T]) -> Iterable[T]:
+        if total < 2:
+            return items
+        from tqdm import tqdm
+
+        return tqdm(items, total=total, desc=what, unit="step", disable=None, file=sys.stderr, leave=False)
+
+    return wrap
+
+
+def _settings(args: argparse.Namespace) -> dict[str, str]:
+    return {"dtype": args.dtype, "recompute": args.recompute, "attention": args.attention}
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from archdsl.cost.render import markdown, sweep_table, table
+    from archdsl.pipeline import sources, sweep
+
     spec, failed = _load(args.spec, _overrides(args.set))
     if failed:
         _report_diags(*failed)
         return EXIT_SPEC
+    seqs: list[int | None] = list(args.seq) if args.seq else [None]
     try:
-        report = analyze(spec, batch=args.batch, seq_len=args.seq)
+        reports = sweep(
+            spec, seqs, args.batch, args.src_seq, progress=_progress(len(seqs), "report"), **_settings(args)
+        )
     except SpecError as e:
         _report_diags(e.diagnostics, sources(spec))
         return EXIT_SPEC
+    if args.measure:
+        from archdsl.crosscheck import measured_report, render_measured
+
+        rows = [measured_report(spec, r) for r in _progress(len(reports), "measure")(reports)]
+        if args.format == "json":
+            _write(
+                json.dumps([r.to_dict() for r in rows] if len(rows) > 1 else rows[0].to_dict(), indent=2)
+                + "\n",
+                args.output,
+            )
+        else:
+            _write("".join(render_measured(r, args.format) for r in rows), args.output)
+        return EXIT_OK
     if args.format == "json":
-        print(json.dumps(report.to_dict(), indent=2))
+        data = [r.to_dict() for r in reports]
+        text = json.dumps(data if len(data) > 1 else data[0], indent=2) + "\n"
+    elif args.format == "html":
+        from archdsl.cost.html import report_page
+
+        text = report_page(reports)
     else:
-        sys.stdout.write(table(report))
+        one = markdown if args.format == "md" else table
+        parts = [one(r) for r in reports]
+        if len(reports) > 1:
+            parts.append(sweep_table(reports, args.format))
+        text = "\n".join(parts)
+    _write(text, args.output)
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from archdsl.cost.compare import compare
+
+    sets = _overrides(args.set)
+    specs = []
+    for path in args.specs:
+        spec, failed = _load(path, sets)
+        if failed:
+            _report_diags(*failed)
+            return EXIT_SPEC
+        specs.append(spec)
+    seqs: list[int | None] = list(args.seq) if args.seq else [None]
+    try:
+        result = compare(
+            specs,
+            seqs,
+            batch=args.batch,
+            src_len=args.src_seq,
+            progress=_progress(len(specs) * len(seqs), "compare"),
+            **_settings(args),
+        )
+    except SpecError as e:
+        _report_diags(e.diagnostics, SourceCache({k: v for s in specs for k, v in s.sources}))
+        return EXIT_SPEC
+    if args.format == "json":
+        text = json.dumps(result.to_dict(), indent=2) + "\n"
+    elif args.format == "html":
+        from archdsl.cost.html import compare_page
+
+        text = compare_page(result)
+    else:
+        text = result.render(args.format)
+    _write(text, args.output)
     return EXIT_OK
 
 
@@ -229,6 +381,7 @@ COMMANDS = {
     "explain": cmd_explain,
     "check": cmd_check,
     "report": cmd_report,
+    "compare": cmd_compare,
     "compile": cmd_compile,
     "fmt": cmd_fmt,
     "schema": cmd_schema,

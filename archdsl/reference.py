@@ -3,6 +3,8 @@ step)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from archdsl.kinds import REGISTRY, ROLES, Param
 from archdsl.kinds.base import REQUIRED
 from archdsl.placements import PLACEMENTS
@@ -53,22 +55,55 @@ def kinds_markdown() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+#: the specs of the published-formulas table in docs/cost-model.md, at n = 1024
+PUBLISHED_TABLE = ("gpt2_small", "gpt2_xl", "llama2_7b", "llama3_8b", "olmo2_7b", "mixtral_8x7b")
+#: GPT-2 small with dropout where Korthikanti et al. 2022 assume it
+DROPOUT = {
+    "model.block.attention.dropout": 0.1,
+    "model.block.attention.out_dropout": 0.1,
+    "model.block.ffn.dropout": 0.1,
+}
+
+
+def cost_tables(root: Path) -> dict[str, str]:
+    """The generated tables of docs/cost-model.md, by marker."""
+    import archdsl
+    from archdsl.cost.published import activation_table, table
+
+    specs = root / "specs"
+    return {
+        "published": table([archdsl.load(specs / f"{name}.arch") for name in PUBLISHED_TABLE], 1024),
+        "activations": activation_table(archdsl.load(specs / "gpt2_small.arch"), DROPOUT, 1024),
+    }
+
+
+def splice(text: str, marker: str, body: str) -> str:
+    """Replace what stands between ``<!-- marker:begin -->`` and ``<!-- marker:end -->``."""
+    head, rest = text.split(f"<!-- {marker}:begin -->\n", 1)
+    _, tail = rest.split(f"<!-- {marker}:end -->", 1)
+    return f"{head}<!-- {marker}:begin -->\n{body}<!-- {marker}:end -->{tail}"
+
+
 def regenerate(root: str = ".") -> list[str]:
-    """Rewrite the generated documents: docs/errors.md, docs/archdsl.schema.json and the component
-    reference in docs/language.md. Returns the files that changed."""
+    """Rewrite the generated documents: docs/errors.md, docs/archdsl.schema.json, the component
+    reference in docs/language.md and the tables of docs/cost-model.md. Returns the files that
+    changed."""
     import json
-    from pathlib import Path
 
     from archdsl.errors import markdown
     from archdsl.schema import schema
 
     docs = Path(root) / "docs"
+    cost = (docs / "cost-model.md").read_text(encoding="utf-8")
+    for marker, text in cost_tables(Path(root)).items():
+        cost = splice(cost, marker, text)
     lang = (docs / "language.md").read_text(encoding="utf-8")
     head, rest = lang.split("<!-- kinds:begin -->\n", 1)
     _, tail = rest.split("<!-- kinds:end -->", 1)
     targets = {
         docs / "errors.md": markdown(),
         docs / "archdsl.schema.json": json.dumps(schema(), indent=2) + "\n",
+        docs / "cost-model.md": cost,
         docs / "language.md": head
         + "<!-- kinds:begin -->\n"
         + kinds_markdown()

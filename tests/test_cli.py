@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import SPECS, run_cli
+from conftest import ROOT, SPECS, run_cli
 
 
 def test_check_ok_exits_0() -> None:
@@ -46,7 +46,12 @@ def test_report_json_gpt2_small_and_yaml_twin_identical() -> None:
     j = json.loads(a.stdout)
     assert j["params"]["total"] == 124_439_808
     assert j["flops"]["forward"] == 291_648_307_200
-    assert j["settings"] == {"batch": 1, "seq_len": 1024}
+    assert {k: j["settings"][k] for k in ("batch", "seq_len", "dtype", "recompute")} == {
+        "batch": 1,
+        "seq_len": 1024,
+        "dtype": "fp32",
+        "recompute": "none",
+    }
     assert len(j["layers"]) == 15  # embedding, 12 blocks, ln_f, lm_head
     assert all(
         isinstance(layer["params"], int) and isinstance(layer["flops_forward"], int) for layer in j["layers"]
@@ -134,3 +139,45 @@ def test_python_dash_m_and_console_script_agree() -> None:
     b = run_cli("--version")
     assert a.returncode == 0 and a.stdout.startswith("archdsl ")
     assert a.stdout == b.stdout
+
+
+def _stderr_on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Run archdsl with stderr on a pseudo-terminal (stdout piped): what a user at a terminal sees."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal has a width
+    p = subprocess.Popen(
+        [sys.executable, "-m", "archdsl", *args], stdout=subprocess.PIPE, stderr=slave, cwd=ROOT, text=True
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = p.stdout.read() if p.stdout else ""
+    p.wait(timeout=120)
+    os.close(master)
+    return p.returncode, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only() -> None:
+    sweep = ("compare", "specs/gpt2_small.arch", "specs/gpt2_small_linear.arch", "--seq", "128,256,512,1k")
+    code, out, err = _stderr_on_a_terminal(*sweep)
+    assert code == 0 and "crossovers" in out
+    assert "compare:" in err and "/8 [" in err  # the bar: 8 reports (2 specs x 4 lengths)
+    piped = run_cli(*sweep)
+    assert piped.returncode == 0 and piped.stderr == ""  # no bar when stderr is not a terminal
+    code, _, err = _stderr_on_a_terminal("report", "specs/gpt2_small.arch", "--seq", "256,1k")
+    assert code == 0 and "report:" in err and "/2 [" in err

@@ -81,3 +81,12 @@ def test_every_language_example_runs(tmp_path) -> None:  # type: ignore[no-untyp
         if info.startswith("twin="):
             twins.setdefault(info, []).append(spec.model)
     assert twins and all(len(v) == 2 and v[0] == v[1] for v in twins.values())
+
+
+def test_cost_model_tables_are_current() -> None:
+    from archdsl.reference import cost_tables
+
+    text = (ROOT / "docs" / "cost-model.md").read_text()
+    for marker, table in cost_tables(ROOT).items():
+        current = text.split(f"<!-- {marker}:begin -->\n")[1].split(f"<!-- {marker}:end -->")[0]
+        assert current == table, f"regenerate docs/cost-model.md ({marker}): python -m archdsl.reference"

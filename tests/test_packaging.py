@@ -10,12 +10,17 @@ from pathlib import Path
 from conftest import ROOT
 
 
-def test_check_and_report_do_not_import_torch() -> None:
+def test_check_report_and_compare_do_not_import_torch(tmp_path: Path) -> None:
     code = (
         "import sys\n"
+        f"OUT = {str(tmp_path / 'page.html')!r}\n"
         "from archdsl.cli import main\n"
         "assert main(['check', 'specs/gpt2_small.arch', 'specs/gpt2_small.yaml']) == 0\n"
         "assert main(['report', 'specs/gpt2_small.arch', '--format', 'json']) == 0\n"
+        "assert main(['report', 'specs/gpt2_small.arch', '--seq', '256,1k', '--format', 'md']) == 0\n"
+        "assert main(['report', 'specs/llama3_8b.arch', '--seq', '4k', '--format', 'html', '-o', OUT]) == 0\n"
+        "assert main(['compare', 'specs/gpt2_small.arch', 'specs/gpt2_small_linear.arch', '--format', 'html',"
+        " '-o', OUT]) == 0\n"
         "import archdsl\n"
         "archdsl.analyze(archdsl.load('specs/bert_like.arch'))\n"
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n"
