@@ -238,7 +238,7 @@ def _fmt(x: int | None, unit: str) -> str:
 
 
 def render_measured(m: Measured, fmt: str = "table") -> str:
-    from archdsl.cost.render import _columns, _markdown, header
+    from archdsl.cost.render import columns, header, markdown_table
 
     rows: list[tuple[str, ...]] = [("", "predicted", "measured", "by", "agrees", "")]
     for r in m.rows:
@@ -249,5 +249,5 @@ def render_measured(m: Measured, fmt: str = "table") -> str:
             agrees += f" ({r.measured / r.predicted - 1:+.1%})"
         rows.append((r.what, _fmt(r.predicted, r.unit), _fmt(r.measured, r.unit), r.tool, agrees, r.note))
     right = (False, True, True, False, False, False)
-    lines = _markdown(rows, right) if fmt == "md" else _columns(rows, right)
+    lines = markdown_table(rows, right) if fmt == "md" else columns(rows, right)
     return "\n".join([*header(m.report), f"measured: {m.mode}", "", *lines, ""]) + "\n"

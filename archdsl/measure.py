@@ -98,8 +98,11 @@ def saved_bytes(model: torch.nn.Module, *inputs: torch.Tensor) -> tuple[int, dic
     the forward — the graph of a result that is then detached — frees what it saved), parameters and
     buffers excluded, a storage several nodes keep counted once (at its full size). Works under
     FakeTensorMode too (nothing allocated)."""
-    # storages by identity (``_cdata``, the StorageImpl), which fake tensors have too, not by address
-    own = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
+    # storages by identity (``_cdata``, the StorageImpl), which fake tensors have too, not by address:
+    # the parameters' and buffers' before the forward, held so that none is freed and its identity
+    # reused (a stateful module replaces its memory buffer with a view of this forward's activations)
+    held = [t.untyped_storage() for t in (*model.parameters(), *model.buffers())]
+    own = {s._cdata for s in held}
     names = {m: n for n, m in model.named_modules()}
     stack = [""]
 

@@ -227,7 +227,7 @@ class Comparison:
         )
 
     def render(self, fmt: str = "table") -> str:
-        from archdsl.cost.render import _columns, _markdown
+        from archdsl.cost.render import columns, markdown_table
 
         s = self.base.reports[0].settings
         names = [v.name for v in self.variants]
@@ -241,7 +241,7 @@ class Comparison:
         rows: list[tuple[str, ...]] = [("params", *names)]
         for key in ("total", "non_embedding", "trainable", "active"):
             rows.append((key, *(f"{x[key]:,}" for x in p)))
-        out += [*_block(rows, fmt, _columns, _markdown), ""]
+        out += [*_block(rows, fmt, columns, markdown_table), ""]
         for m in METRICS:
             vals = self.values(m.key)
             polys = self.polys(m.key)
@@ -257,7 +257,7 @@ class Comparison:
                     )
                 )
             out.append(f"{m.title}")
-            out += _block(rows, fmt, _columns, _markdown)
+            out += _block(rows, fmt, columns, markdown_table)
             out += [f"  {k}: {polys[k]}" for k in names] + [""]
         out.append("crossovers (exact roots of the polynomials in n; checked against the exact counts):")
         out += [f"  {c.text()}" for c in self.crossovers] or [

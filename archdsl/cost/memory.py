@@ -30,15 +30,9 @@ import networkx as nx
 from archdsl.cost.analysis import concrete, memo, node_act, plan, size_key
 from archdsl.ir import Model
 from archdsl.kinds import ActCfg, Saved
+from archdsl.kinds.base import prod
 
 POLICIES = ("none", "selective", "full")
-
-
-def prod(xs: tuple[Any, ...]) -> Any:
-    out: Any = 1
-    for x in xs:
-        out = out * x
-    return out
 
 
 @dataclass
@@ -48,13 +42,11 @@ class LayerMemory:
     core: Any = 0  # of which: the recomputable attention core
 
 
-def _tensor_bytes(g: nx.DiGraph, n: str, sizes: Mapping[str, Any], act: ActCfg) -> Any:
+def tensor_bytes(g: nx.DiGraph, n: str, sizes: Mapping[str, Any], by: int) -> Any:
+    """Bytes of the tensor node ``n`` makes, at ``by`` bytes per element (token ids: int64)."""
     a = g.nodes[n]
     shape = tuple(sizes.get(d, d) if isinstance(d, str) else d for d in a["shape"])
-    per = act.bytes
-    if a["op"] == "input" and len(shape) == 2:
-        per = 8  # token ids are int64
-    return prod(shape) * per
+    return prod(shape) * (8 if a["op"] == "input" and len(shape) == 2 else by)
 
 
 def block_layers(model: Model) -> dict[str, bool]:
@@ -152,7 +144,7 @@ def saved_by_policy(
         for tensor, name in payer.items():
             key = ("bytes", tensor, skey, act.bytes)
             if key not in cache:
-                cache[key] = _tensor_bytes(g, tensor, sizes, act)
+                cache[key] = tensor_bytes(g, tensor, sizes, act.bytes)
             layers[name].saved += cache[key]
         if policy == "selective":
             for layer in layers.values():

@@ -28,7 +28,7 @@ def _what(layer: LayerCost) -> str:
     return " + ".join(dict.fromkeys(c.kind for c in layer.components))
 
 
-def _columns(rows: list[tuple[str, ...]], right: tuple[bool, ...]) -> list[str]:
+def columns(rows: list[tuple[str, ...]], right: tuple[bool, ...]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(right))]
     return [
         "  ".join(
@@ -38,7 +38,7 @@ def _columns(rows: list[tuple[str, ...]], right: tuple[bool, ...]) -> list[str]:
     ]
 
 
-def _markdown(rows: list[tuple[str, ...]], right: tuple[bool, ...]) -> list[str]:
+def markdown_table(rows: list[tuple[str, ...]], right: tuple[bool, ...]) -> list[str]:
     def cell(s: str) -> str:
         return s.replace("|", "\\|")
 
@@ -170,7 +170,7 @@ def convention_lines() -> list[str]:
 
 
 def table(r: Report) -> str:
-    lines = _columns(layer_rows(r), RIGHT)
+    lines = columns(layer_rows(r), RIGHT)
     rule = "-" * max(len(line) for line in lines)
     out = [*header(r), "", lines[0], rule, *lines[1:-1], rule, lines[-1], "", *summary_lines(r), ""]
     out += convention_lines()
@@ -179,7 +179,7 @@ def table(r: Report) -> str:
 
 def markdown(r: Report) -> str:
     out = [f"## {r.model}", "", *(f"{line}  " for line in header(r)), ""]
-    out += _markdown(layer_rows(r), RIGHT)
+    out += markdown_table(layer_rows(r), RIGHT)
     out += ["", "```", *summary_lines(r), "```", ""]
     out += [f"- {line}" for line in convention_lines()]
     return "\n".join(out) + "\n"
@@ -222,5 +222,5 @@ def sweep_table(reports: Sequence[Report], fmt: str = "table") -> str:
     growth = big_o_text(leading_terms(tuple(dict.fromkeys(t for layer in r.layers for t in layer.big_o))))
     title = f"{r.model}: by sequence length (batch {r.batch}, {r.settings.dtype}, growth {growth})"
     if fmt == "md":
-        return "\n".join([f"## {title}", "", *_markdown(rows, right)]) + "\n"
-    return "\n".join([title, *_columns(rows, right)]) + "\n"
+        return "\n".join([f"## {title}", "", *markdown_table(rows, right)]) + "\n"
+    return "\n".join([title, *columns(rows, right)]) + "\n"

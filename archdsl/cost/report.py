@@ -36,7 +36,7 @@ from archdsl.cost.analysis import (
     poly_regime,
     symbols,
 )
-from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy
+from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy, tensor_bytes
 from archdsl.cost.poly import Poly
 from archdsl.ir import Model
 from archdsl.kinds import ActCfg
@@ -143,6 +143,7 @@ class Report:
     memory: dict[str, Any] = field(default_factory=dict)
     stack_roles: tuple[str, ...] = ()
     regime: tuple[int, int] = (1, 0)  # the polynomials hold for lengths that are multiples of [0], above [1]
+    _flops: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     # -- compatibility: the figures the first reports had -----------------------------------------
 
@@ -162,7 +163,7 @@ class Report:
 
     def total(self, attr: str) -> Any:
         start: Any = Poly() if attr.endswith("poly") else 0
-        return sum((c.__getattribute__(attr) for layer in self.layers for c in layer.components), start)
+        return sum((getattr(c, attr) for layer in self.layers for c in layer.components), start)
 
     @property
     def params_total(self) -> int:
@@ -206,6 +207,12 @@ class Report:
         }
 
     def flops(self) -> dict[str, Any]:
+        """The FLOPs section (computed once)."""
+        if self._flops is None:
+            self._flops = self._flops_section()
+        return self._flops
+
+    def _flops_section(self) -> dict[str, Any]:
         fwd, bwd, rec = (
             self.total("flops_forward"),
             self.total("flops_backward"),
@@ -325,14 +332,6 @@ def plain(x: Any) -> Any:
 # -- assembly ----------------------------------------------------------------------------------------
 
 
-def _tensor_bytes(g: nx.DiGraph, n: str, sizes: Mapping[str, Any], by: int) -> Any:
-    a = g.nodes[n]
-    count: Any = 1
-    for d in a["shape"]:
-        count = count * (sizes.get(d, d) if isinstance(d, str) else d)
-    return count * (8 if a["op"] == "input" and len(a["shape"]) == 2 else by)  # token ids are int64
-
-
 def largest_op_bytes(g: nx.DiGraph, sizes: Mapping[str, int], by: int) -> int:
     """The most any one op holds at once in a forward: its inputs and its output (the LM head's
     hidden states and logits, typically)."""
@@ -340,7 +339,7 @@ def largest_op_bytes(g: nx.DiGraph, sizes: Mapping[str, int], by: int) -> int:
     for n in g.nodes:
         if "kind" not in g.nodes[n]:
             continue
-        held = sum(_tensor_bytes(g, p, sizes, by) for p in g.predecessors(n)) + _tensor_bytes(g, n, sizes, by)
+        held = sum(tensor_bytes(g, p, sizes, by) for p in g.predecessors(n)) + tensor_bytes(g, n, sizes, by)
         best = max(best, int(held))
     return best
 
