@@ -57,9 +57,10 @@ HEAD = (
     "mask-aware",
     "activations",
     "KV cache",
+    "class",
     "growth",
 )
-RIGHT = (False, False, True, True, True, True, True, True, False)
+RIGHT = (False, False, True, True, True, True, True, True, False, False)
 
 
 def layer_rows(r: Report) -> list[tuple[str, ...]]:
@@ -76,6 +77,7 @@ def layer_rows(r: Report) -> list[tuple[str, ...]]:
                 human(float(layer.total("flops_mask_aware"))),
                 human_bytes(layer.activation_bytes),
                 human_bytes(layer.kv_cache_bytes) if layer.kv_cache_bytes else "-",
+                big_o_text(leading_terms(layer.big_o)),
                 big_o_text(layer.big_o),
             )
         )
@@ -91,6 +93,7 @@ def layer_rows(r: Report) -> list[tuple[str, ...]]:
             human(float(r.total("flops_mask_aware"))),
             human_bytes(m["activation_bytes"]),
             human_bytes(m["kv_cache_bytes"]) if m["kv_cache_bytes"] else "-",
+            "",
             "",
         )
     )
