@@ -138,73 +138,107 @@ def measured_report(spec: Spec, report: Report) -> Measured:
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from archdsl.measure import count_params, flop_counter_mode, saved_bytes
+    from archdsl.measure import count_params
     from archdsl.pipeline import build
 
     real = _fits(report)
     s = report.settings
     f = report.flops()
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[s.dtype]
+    selective = s.recompute == "selective"
+    no_selective = "the lowered module has no selective recomputation to measure"
     rows: list[Row] = []
     mode = contextlib.nullcontext() if real else FakeTensorMode(allow_non_fake_inputs=False)
     with mode:
         model = _build(build, spec, dtype)
         inputs = [x.to(dtype) if x.is_floating_point() else x for x in _inputs(spec, report)]
         rows.append(Row("parameters", report.params_total, count_params(model), "sum(p.numel())"))
-
-        _prepare(model, report, train=False)
-        with torch.no_grad(), flop_counter_mode() as fc:
-            model(*inputs)
-        rows.append(Row("forward FLOPs", f["forward"], int(fc.get_total_flops()), "FlopCounterMode", "flops"))
-        if real:
-            rows.append(_fvcore(model, inputs, f["forward"]))
-        else:
-            rows.append(
-                Row(
-                    "forward FLOPs",
-                    f["forward"],
-                    None,
-                    "fvcore",
-                    "flops",
-                    "skipped: fvcore traces real tensors",
-                )
-            )
-
-        _prepare(model, report, train=True)
-        torch.manual_seed(0)
-        # whole blocks recomputed, as the report counts them (PyTorch's default stops recomputing
-        # once backward has what it needs, skipping a block's trailing projection)
-        from torch.utils.checkpoint import set_checkpoint_early_stop
-
-        with set_checkpoint_early_stop(False), flop_counter_mode() as fc:
-            _logits(model(*inputs)).float().sum().backward()
-        selective = s.recompute == "selective"
-        rows.append(
-            Row(
+        steps = [
+            ("forward FLOPs", f["forward"], "FlopCounterMode", "flops", True, _forward_flops),
+            (
                 "training-step FLOPs",
                 f["train_step"],
-                None if selective else int(fc.get_total_flops()),
                 "FlopCounterMode (forward + backward)",
                 "flops",
-                "the lowered module has no selective recomputation to measure" if selective else "",
-            )
-        )
-        model.zero_grad(set_to_none=True)
-        _prepare(model, report, train=True)
-        torch.manual_seed(0)
-        total, _ = saved_bytes(model, *inputs)
-        rows.append(
-            Row(
+                True,
+                None if selective else _train_flops,
+            ),
+            (
                 "activations saved for backward",
                 report.memory["activation_bytes"],
-                None if selective else total,
                 "saved_tensors_hooks",
                 "bytes",
-                "the lowered module has no selective recomputation to measure" if selective else "",
-                exact=False,
-            )
-        )
+                False,
+                None if selective else _saved,
+            ),
+        ]
+        for what, predicted, tool, unit, exact, step in steps:
+            if step is None:
+                rows.append(Row(what, predicted, None, tool, unit, no_selective, exact))
+                continue
+            try:
+                measured = step(model, inputs, report)
+                note = ""
+            except Exception as e:  # data-dependent shapes (MoE routing) under FakeTensorMode, say
+                measured, note = None, _why(e, real)
+            rows.append(Row(what, predicted, measured, tool, unit, note, exact))
+            if what == "forward FLOPs":
+                rows.append(
+                    _fvcore(model, inputs, f["forward"])
+                    if real
+                    else Row(what, predicted, None, "fvcore", "flops", "skipped: fvcore traces real tensors")
+                )
     return Measured(report, "real" if real else "fake (FakeTensorMode)", rows)
+
+
+def _why(e: Exception, real: bool) -> str:
+    name = type(e).__name__
+    if not real and "DynamicOutputShape" in name:
+        return (
+            "not measurable under FakeTensorMode: the module's shapes depend on its data (a mixture "
+            "of experts' routing, LSH buckets); measure a smaller version (--set) for real"
+        )
+    return f"could not be measured: {name}: {e}".replace("\n", " ")[:300]
+
+
+def _forward_flops(model: Any, inputs: list[Any], report: Report) -> int:
+    import torch
+
+    from archdsl.measure import flop_counter_mode
+
+    _prepare(model, report, train=False)
+    with torch.no_grad(), flop_counter_mode() as fc:
+        model(*inputs)
+    return int(fc.get_total_flops())
+
+
+def _train_flops(model: Any, inputs: list[Any], report: Report) -> int:
+    """FlopCounterMode over forward and backward, whole blocks recomputed as the report counts them
+    (PyTorch's checkpoint by default stops once backward has what it needs, skipping a block's
+    trailing projection)."""
+    import torch
+    from torch.utils.checkpoint import set_checkpoint_early_stop
+
+    from archdsl.measure import flop_counter_mode
+
+    _prepare(model, report, train=True)
+    torch.manual_seed(0)
+    try:
+        with set_checkpoint_early_stop(False), flop_counter_mode() as fc:
+            _logits(model(*inputs)).float().sum().backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+    return int(fc.get_total_flops())
+
+
+def _saved(model: Any, inputs: list[Any], report: Report) -> int:
+    import torch
+
+    from archdsl.measure import saved_bytes
+
+    _prepare(model, report, train=True)
+    torch.manual_seed(0)
+    return saved_bytes(model, *inputs)[0]
 
 
 def _fvcore(model: Any, inputs: list[Any], predicted: int) -> Row:

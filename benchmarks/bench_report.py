@@ -102,7 +102,11 @@ def main() -> int:
         spec = archdsl.load(path)
         n = min(default_seq_len(spec), 2048)
         t = time.perf_counter()
-        measured = fake_flop_count(spec, n)
+        try:
+            measured = fake_flop_count(spec, n)
+        except Exception as e:  # MoE routing: data-dependent shapes FakeTensorMode cannot run
+            print(f"| {path.name} | | {type(e).__name__}: not measurable under FakeTensorMode | | | |")
+            continue
         fake_ms = (time.perf_counter() - t) * 1e3
         ours_ms = median_ms(lambda spec=spec, n=n: archdsl.analyze(spec, seq_len=n).to_dict(), 3)
         report = archdsl.analyze(spec, seq_len=n)

@@ -256,9 +256,10 @@ class Comparison:
                         *(_ratio_text(vals[k][i], base) for k in names[1:]),
                     )
                 )
-            out.append(f"{m.title}")
+            md = fmt == "md"
+            out.append(f"### {m.title}\n" if md else m.title)
             out += _block(rows, fmt, columns, markdown_table)
-            out += [f"  {k}: {polys[k]}" for k in names] + [""]
+            out += [("- " if md else "  ") + f"{k}: {polys[k]}" for k in names] + [""]
         out.append("crossovers (exact roots of the polynomials in n; checked against the exact counts):")
         out += [f"  {c.text()}" for c in self.crossovers] or [
             "  none: no two variants' costs cross for n > 0"

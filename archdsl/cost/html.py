@@ -128,7 +128,7 @@ def layer_bars(r: Report) -> Any:
             bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
     ax1.set_title(f"{r.model}: forward FLOPs per layer (n = {r.seq_len:,})", fontsize=10)
     ax1.set_ylabel("FLOPs")
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, not on them
     ax2.bar(names, [float(layer.activation_bytes) for layer in r.layers], color="#4c72b0")
     ax2.set_title(f"activations saved for backward ({r.settings.recompute})", fontsize=10)
     ax2.set_ylabel("bytes")
