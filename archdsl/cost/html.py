@@ -18,7 +18,7 @@ from typing import Any
 
 from archdsl.cost.compare import METRICS, Comparison, in_length, metric_poly, metric_value
 from archdsl.cost.poly import Poly
-from archdsl.cost.render import convention_lines, header, human, human_bytes, layer_rows, summary_lines
+from archdsl.cost.render import convention_lines, header, layer_rows, summary_lines
 from archdsl.cost.report import Report
 
 STYLE = """
@@ -249,4 +249,4 @@ def compare_page(c: Comparison) -> str:
     return _page("archdsl compare: " + ", ".join(names), body)
 
 
-__all__ = ["compare_page", "human", "human_bytes", "report_page"]
+__all__ = ["compare_page", "report_page"]

@@ -234,7 +234,3 @@ class Poly:
 
 
 B, N, M = Poly.var("b"), Poly.var("n"), Poly.var("m")
-
-
-def as_poly(x: Any) -> Poly:
-    return Poly.lift(x)

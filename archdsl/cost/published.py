@@ -108,12 +108,12 @@ def korthikanti_layer_bytes(s: int, b: int, h: int, a: int, flash: bool, dropout
 def activation_table(spec: Spec, dropout: Mapping[str, float], s: int = 2048, b: int = 1) -> str:
     """A GPT-2 block's saved activations, node by node, against Korthikanti et al.'s closed form, with
     and without dropout (``dropout``: the overrides that set it)."""
-    from archdsl.pipeline import analyze
+    from archdsl.pipeline import analyze, load
 
     m = spec.model
     x = dims(m)
     assert x is not None
-    with_dropout = load_again(spec, dropout)
+    with_dropout = load(spec.path, dict(dropout))
     rows = [
         f"| {m.name} block, bf16, s = {s:,}, b = {b} | exact (archdsl) | per s·b·h | "
         "Korthikanti 2022 | per s·b·h |",
@@ -143,9 +143,3 @@ def activation_table(spec: Spec, dropout: Mapping[str, float], s: int = 2048, b:
             f"| {label} | {ours:,} | {ours / (s * b * x.d):.2f} | {theirs:,} | {theirs / (s * b * x.d):.2f} |"
         )
     return "\n".join(rows) + "\n"
-
-
-def load_again(spec: Spec, overrides: Mapping[str, float]) -> Spec:
-    import archdsl
-
-    return archdsl.load(spec.path, dict(overrides))

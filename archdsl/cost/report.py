@@ -162,8 +162,8 @@ class Report:
         )
 
     def total(self, attr: str) -> Any:
-        start: Any = Poly() if attr.endswith("poly") else 0
-        return sum((getattr(c, attr) for layer in self.layers for c in layer.components), start)
+        """A component attribute summed over the model (as ``LayerCost.total`` over a layer)."""
+        return sum((layer.total(attr) for layer in self.layers), Poly() if attr.endswith("poly") else 0)
 
     @property
     def params_total(self) -> int:
