@@ -12,7 +12,7 @@ from conftest import SPECS
 
 import archdsl
 from archdsl.cli import main
-from archdsl.cost.compare import compare, positive_roots
+from archdsl.cost.compare import Crossing, compare, metric_value, positive_roots
 from archdsl.cost.poly import N
 
 
@@ -26,23 +26,24 @@ def test_linear_attention_crossover_is_solved_exactly() -> None:
     by = {x.metric: x for x in c.crossovers}
     fwd = by["forward"]
     # per layer, softmax attention's core is 4 n² d; causal linear attention's (chunks of c = 64,
-    # f = hs = 64 features, e = hs + 1) is 2 n h (c (f + e) + 2 f e): they cross at n = 259/2
+    # f = hs = 64 features, e = hs + 1) is 2 n h (c (f + e) + 2 f e): the polynomials cross at
+    # n = 259/2, in linear attention's regime (multiples of 64)
     h, hs, d = 12, 64, 768
     per_n = 2 * h * (64 * (hs + hs + 1) + 2 * hs * (hs + 1))
     assert Fraction(per_n, 4 * d) == Fraction(259, 2)
-    assert fwd.root_exact == "259/2" and fwd.root == 129.5 and fwd.first_n == 130
-    assert fwd.cheaper_after == "gpt2_small_linear"
-    # the module pads the sequence to whole chunks, so the exact counts cross a little later; the
-    # crossing is where they do
-    assert fwd.exact_n is not None and fwd.exact_n >= 130
-    linear, dense = (c.variants[i].at(fwd.exact_n).flops_forward for i in (1, 0))
+    assert fwd.roots == [(129.5, "259/2")] and fwd.regime.multiple == 64
+    # the module pads the sequence to whole chunks, so the exact counts cross a little later: the
+    # crossover is where they do, checked on both sides
+    assert fwd.crossings == [Crossing(158, "gpt2_small", "gpt2_small_linear")]
+    assert fwd.start == "gpt2_small" and fwd.cheaper_after == "gpt2_small_linear"
+    linear, dense = (c.variants[i].at(158).flops_forward for i in (1, 0))
     assert linear < dense
-    linear, dense = (c.variants[i].at(fwd.exact_n - 1).flops_forward for i in (1, 0))
+    linear, dense = (c.variants[i].at(157).flops_forward for i in (1, 0))
     assert linear >= dense
     # the KV cache: 2 L d n values against linear attention's fixed state, L h hs (hs + 1) x 2
     kv = by["kv_cache_bytes"]
-    assert kv.root_exact == "65/2" and kv.exact_n == kv.first_n == 33
-    assert kv.cheaper_after == "gpt2_small_linear"
+    assert kv.roots == [(32.5, "65/2")] and kv.crossings == [Crossing(33, "gpt2_small", "gpt2_small_linear")]
+    assert c.span == (1, 1024)  # GPT-2's learned table
 
 
 def test_ratios_and_values_in_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,7 +64,18 @@ def test_ratios_and_values_in_json(capsys: pytest.CaptureFixture[str]) -> None:
     # the table says the same in words
     assert main([*args, "--seq", "128,1k"]) == 0
     text = capsys.readouterr().out
-    assert "gpt2_small_linear is cheaper than gpt2_small past n = 129.50 (root 259/2)" in text
+    assert (
+        "forward FLOPs (dense), gpt2_small vs gpt2_small_linear: gpt2_small is cheaper up to n = 157; "
+        "gpt2_small_linear is cheaper from n = 158 on (checked at n = 157 and 158); the polynomials (for n "
+        "a multiple of 64) cross at n = 259/2 ≈ 129.50"
+    ) in text
+    [x] = [x for x in j["crossovers"] if x["metric"] == "forward"]
+    assert x["crossings"] == [
+        {"n": 158, "cheaper_before": "gpt2_small", "cheaper_after": "gpt2_small_linear"}
+    ]
+    assert x["polynomial_roots"] == [{"n": 129.5, "n_exact": "259/2"}] and x["text"] in text
+    assert fwd["poly_regime"]["gpt2_small_linear"] == {"multiple_of": 64, "above": 0, "batch_at_least": 1}
+    assert fwd["poly_exact"]["gpt2_small_linear"] == [True, True]
 
 
 def test_roots_are_exact_and_positive_only() -> None:
@@ -77,7 +89,8 @@ def test_window_attention_against_dense() -> None:
     """Mistral's window (4096) against the same model with full attention. Within the window both do
     the same work; past it the window's module computes in blocks of w - 1 = 4095 queries, each over
     two blocks of keys, so up to a few windows it does more than dense attention; the polynomials
-    (past the window, whole blocks) cross at n = 2 (w - 1) = 8190, and the exact counts a little later."""
+    (past the window, whole blocks) cross at n = 2 (w - 1) = 8190, and the exact counts — which jump
+    at each block — change order four times: one statement says so, run by run."""
     mistral = archdsl.load(SPECS / "mistral_7b.arch")
     full = {"model.block.attention": "mha(heads = n_heads, kv_heads = n_kv_heads, bias = false)"}
     c = compare([mistral, archdsl.load(SPECS / "mistral_7b.arch", full)], [2048, 4096, 8192, 16384])
@@ -86,7 +99,19 @@ def test_window_attention_against_dense() -> None:
     assert vals[window][:2] == vals[dense][:2]  # within the window: the same work
     assert vals[window][2] > vals[dense][2] and vals[window][3] < vals[dense][3]
     [fwd] = [x for x in c.crossovers if x.metric == "forward"]
-    assert fwd.root_exact == "8190" and fwd.cheaper_after == window
-    assert fwd.exact_n is not None and fwd.exact_n > 8190
-    at = c.variants[0].at(fwd.exact_n), c.variants[1].at(fwd.exact_n)
-    assert at[0].flops_forward < at[1].flops_forward
+    assert [r for _, r in fwd.roots] == [
+        "8190"
+    ] and fwd.regime.text() == "n > 4,096 and n a multiple of 4,095"
+    assert fwd.start is None and fwd.crossings[0] == Crossing(4097, None, dense)
+    assert fwd.cheaper_after == window and fwd.crossings[-1].n > 8190
+    for x in fwd.crossings:  # each change of order holds on both sides
+        before = [metric_value(v.at(x.n - 1), "forward") for v in c.variants]
+        after = [metric_value(v.at(x.n), "forward") for v in c.variants]
+        assert order_name(before, window, dense) == x.before and order_name(after, window, dense) == x.after
+    # the KV cache: the same up to the window, then the window's is capped
+    [kv] = [x for x in c.crossovers if x.metric == "kv_cache_bytes"]
+    assert kv.crossings == [Crossing(4097, None, window)]
+
+
+def order_name(values: list[int | Fraction], a: str, b: str) -> str | None:
+    return a if values[0] < values[1] else b if values[1] < values[0] else None

@@ -69,7 +69,7 @@ def test_json_has_the_documented_keys(capsys: pytest.CaptureFixture[str]) -> Non
     assert j["params"]["trainable"] == 4_194_304  # LoRA's, as PEFT counts them
     # every key the schema document promises is there
     doc = (Path(__file__).parent.parent / "docs" / "report-schema.md").read_text()
-    for path in re.findall(r"^\| `([a-z_.\[\]]+)` \|", doc, re.M):
+    for path in re.findall(r"^\| `([a-z0-9_.\[\]]+)` \|", doc, re.M):
         node: object = j
         for part in path.replace("[]", ".0").split("."):
             node = node[int(part)] if part.isdigit() else node[part]  # type: ignore[index]

@@ -24,6 +24,7 @@ from typing import Any
 import networkx as nx
 
 from archdsl.cost.poly import B, M, N, Poly
+from archdsl.cost.regime import Piecewise, component_kv, total
 from archdsl.ir import Model
 from archdsl.kinds import ActCfg, Ctx
 from archdsl.kinds.base import Shape
@@ -147,7 +148,11 @@ class ComponentCost:
     kv_cache_poly: Poly  # elements per sequence
     big_o: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """JSON-ready; with the report's ``sizes``, also whether the polynomial gives the count."""
+        exact = {}
+        if sizes is not None:
+            exact["forward_poly_exact"] = self.forward_poly(**sizes) == self.flops_forward
         return {
             "path": self.path,
             "module": self.module,
@@ -161,6 +166,7 @@ class ComponentCost:
             "flops_backward": self.flops_backward,
             "flops_recompute": self.flops_recompute,
             "forward_poly": self.forward_poly.expr(),
+            **exact,
             "big_o": big_o_text(self.big_o),
         }
 
@@ -240,6 +246,11 @@ def plan(g: nx.DiGraph) -> list[NodePlan]:
     return out
 
 
+def params_total(g: nx.DiGraph) -> int:
+    """The model's parameter count (what ``Report.params_total`` reports), from the plan alone."""
+    return sum(p.params for p in plan(g))
+
+
 def poly_regime(g: nx.DiGraph) -> tuple[int, int]:
     """(m, t): the model's polynomials equal its exact counts for lengths that are multiples of m and
     above t — the lcm of its components' blocks and the largest of their dense thresholds."""
@@ -248,6 +259,42 @@ def poly_regime(g: nx.DiGraph) -> tuple[int, int]:
         m, t = p.kind.regime(p.node)
         multiple, above = math.lcm(multiple, m), max(above, t)
     return multiple, above
+
+
+def context_limit(g: nx.DiGraph) -> int | None:
+    """The longest length the model takes: its shortest positional table (``max_len``), or None."""
+    limits = [p.kind.max_seq_len(p.node, p.ctx) for p in plan(g)]
+    known = [x for x in limits if x is not None]
+    return min(known) if known else None
+
+
+def kv_piecewise(g: nx.DiGraph, model: Model) -> Piecewise | None:
+    """KV-cache elements per sequence, piecewise in the lengths (see :mod:`archdsl.cost.regime`):
+    the sum of every caching component's pieces in the length its keys come from. None where some
+    component's count has no such form (it is then stated with the model's regime)."""
+    key = "archdsl_kv_piecewise"
+    if key not in g.graph:
+        sym = symbols(model)
+        limit = context_limit(g)
+        parts: dict[int, Piecewise | None] = {}
+        out = []
+        for p in plan(g):
+            if not p.caches:
+                continue
+            if p.sig not in parts:
+                length = p.shapes[-1][1]
+
+                def count(context: Any, p: NodePlan = p) -> Any:
+                    return p.kind.kv_cache(p.node, p.ctx, context)
+
+                if isinstance(length, str):
+                    var = "m" if sym[length] is M else "n"
+                    parts[p.sig] = component_kv(count, var, p.kind.regime(p.node), limit)
+                else:  # a length fixed by the input
+                    parts[p.sig] = Piecewise.of(Poly.lift(count(length)))
+            out.append(parts[p.sig])
+        g.graph[key] = total(out)
+    return g.graph[key]  # type: ignore[no-any-return]
 
 
 def _symbolic(p: NodePlan, sym: Mapping[str, Poly], act: ActCfg, selective: bool) -> tuple[Any, ...]:

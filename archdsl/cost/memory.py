@@ -43,10 +43,17 @@ class LayerMemory:
 
 
 def tensor_bytes(g: nx.DiGraph, n: str, sizes: Mapping[str, Any], by: int) -> Any:
-    """Bytes of the tensor node ``n`` makes, at ``by`` bytes per element (token ids: int64)."""
+    """Bytes of the tensor node ``n`` makes, at ``by`` bytes per element (token ids: int64). Cached by
+    shape: a deep stack has thousands of tensors but a handful of shapes (and symbolic sizes make
+    each product a polynomial)."""
     a = g.nodes[n]
-    shape = tuple(sizes.get(d, d) if isinstance(d, str) else d for d in a["shape"])
-    return prod(shape) * (8 if a["op"] == "input" and len(shape) == 2 else by)
+    ids = a["op"] == "input" and len(a["shape"]) == 2
+    key = ("shape_bytes", a["shape"], ids, size_key(sizes), by)
+    cache = memo(g)
+    if key not in cache:
+        shape = tuple(sizes.get(d, d) if isinstance(d, str) else d for d in a["shape"])
+        cache[key] = prod(shape) * (8 if ids else by)
+    return cache[key]
 
 
 def block_layers(model: Model) -> dict[str, bool]:

@@ -34,7 +34,7 @@ def _norm(c: Number) -> Number:
 class Poly:
     """A polynomial with rational coefficients in ``b``, ``n`` and ``m``; immutable."""
 
-    __slots__ = ("terms",)
+    __slots__ = ("_hash", "terms")
 
     def __init__(self, terms: dict[Mono, Number] | None = None) -> None:
         out: dict[Mono, Number] = {}
@@ -42,6 +42,7 @@ class Poly:
             if v:
                 out[k] = v.numerator if type(v) is Fraction and v.denominator == 1 else v
         self.terms = out
+        self._hash: int | None = None
 
     @classmethod
     def var(cls, name: str) -> Poly:
@@ -148,7 +149,9 @@ class Poly:
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(frozenset(self.terms.items()))
+        if self._hash is None:  # immutable: hashed once (polynomials key the analysis caches)
+            self._hash = hash(frozenset(self.terms.items()))
+        return self._hash
 
     def __bool__(self) -> bool:
         return bool(self.terms)
@@ -174,6 +177,13 @@ class Poly:
                     x = x * v**e
             total += x
         return _norm(total)
+
+    def with_batch(self, b: Number) -> Poly:
+        """The polynomial with the batch set to ``b`` (a polynomial in the lengths)."""
+        out: dict[Mono, Number] = {}
+        for (eb, en, em), c in self.terms.items():
+            out[(0, en, em)] = out.get((0, en, em), 0) + c * b**eb
+        return Poly(out)
 
     def degree(self, var: str) -> int:
         i = VARS.index(var)

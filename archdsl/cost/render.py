@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from archdsl.cost.analysis import LayerCost, big_o_text, leading_terms
+from archdsl.cost.poly import Poly
+from archdsl.cost.regime import Regime, equation, piecewise_equation
 from archdsl.cost.report import CONVENTIONS, Report
 
 
@@ -100,33 +102,67 @@ def layer_rows(r: Report) -> list[tuple[str, ...]]:
     return rows
 
 
+def equation_of(r: Report, figure: str, exact: bool, poly: Poly, regime: Regime, unit: str = "") -> str:
+    """``figure = poly`` where the polynomial gives the figure at the report's sizes, else the figure
+    and the polynomial with its regime (:func:`archdsl.cost.regime.equation`)."""
+    return equation(figure, exact, poly, regime, unit, r.lengths, regime.holds(r.sizes()))
+
+
+def kv_equation(r: Report, figure: str) -> str:
+    """The KV cache beside its piecewise form where known, else beside its polynomial and regime."""
+    m = r.memory
+    if r.kv_pieces is not None:
+        return piecewise_equation(figure, r.kv_pieces, r.sizes(), " bytes")
+    return equation_of(r, figure, m["kv_cache_poly_exact"], m["kv_cache_poly"], r.kv_regime, " bytes")
+
+
+def activation_equation(r: Report) -> str:
+    """Saved activations beside the polynomial of this batch (a batch of one keeps views where larger
+    batches copy, so it has its own), and the other batch's where that differs."""
+    m, s = r.memory, r.settings
+    how = f"recompute {s.recompute}, {s.attention} attention"
+    figure = f"activations {human_bytes(m['activation_bytes'])} ({how})"
+    here = r.activation_poly_here
+    unit = " bytes" if here is m["activation_poly"] else " bytes at b = 1"
+    text = equation_of(r, figure, here(**r.sizes()) == m["activation_bytes"], here, r.flops_regime, unit)
+    if not r.batch_1_agrees:
+        one, many = m["activation_poly_batch_1"], m["activation_poly"]
+        text += f"; for b ≥ 2: {many} bytes" if s.batch == 1 else f"; at b = 1: {one} bytes"
+    return text
+
+
 def summary_lines(r: Report) -> list[str]:
     p, f, m = r.params(), r.flops(), r.memory
     s = r.settings
     legend = ", ".join(f"{k} = {v}" for k, v in r.legend.items())
     ch = f["chinchilla"]
-    fwd_poly = f["forward_poly"]
-    mult, above = r.regime
-    where = " and ".join(
-        x for x in (f"n > {above:,}" if above else "", f"n a multiple of {mult:,}" if mult > 1 else "") if x
-    )
-    exact = f" (the polynomial: for {where})" if where else ""
-    if not f["poly_exact"]:
-        exact += "; at this length the exact count differs"
+    fr = r.flops_regime
     pol = m["activations_by_policy"]
     by_policy = ", ".join(
         f"{k} {human_bytes(v['flash'])} / {human_bytes(v['materialized'])}" for k, v in pol.items()
     )
     wd = m["weights_by_dtype"]
+    forward = equation_of(r, f"forward {human(f['forward'])}", f["poly_exact"], f["forward_poly"], fr)
+    mask = equation_of(
+        r,
+        f"mask-aware forward {human(f['forward_mask_aware'])}",
+        f["mask_aware_poly_exact"],
+        f["forward_mask_aware_poly"],
+        fr,
+    )
+    train = equation_of(
+        r, f"training step {human(f['train_step'])}", f["train_step_poly_exact"], f["train_step_poly"], fr
+    )
+    act = activation_equation(r)
+    kv = kv_equation(r, f"KV cache {human_bytes(m['kv_cache_bytes'])} (batch {s.batch}, context {s.seq_len})")
     return [
         f"params       {p['total']:,} total ({human(p['total'])}): {p['embedding']:,} embedding, "
         f"{p['non_embedding']:,} non-embedding, {p['trainable']:,} trainable, "
         f"{p['active']:,} active per token",
-        f"FLOPs        forward {human(f['forward'])} = {fwd_poly}{exact}",
-        f"             mask-aware forward {human(f['forward_mask_aware'])} "
-        f"{'=' if f['mask_aware_poly_exact'] else '≈'} {f['forward_mask_aware_poly']}",
+        f"FLOPs        {forward}",
+        f"             {mask}",
         f"             backward {human(f['backward'])}, recompute {human(f['recompute'])} ({s.recompute}), "
-        f"training step {human(f['train_step'])} = {f['train_step_poly']}",
+        f"{train}",
         f"             per token: forward {human(f['per_token']['forward'])}, training step "
         f"{human(f['per_token']['train_step'])} ({f['tokens_per_step']:,} tokens a step)",
         f"             compute-optimal (Hoffmann et al. 2022, 20 tokens per parameter): "
@@ -137,11 +173,9 @@ def summary_lines(r: Report) -> list[str]:
         f"int4 {human_bytes(wd['int4'])})",
         f"             gradients {human_bytes(m['grads_bytes'])}, "
         f"AdamW states {human_bytes(m['optimizer_bytes'])}",
-        f"             activations {human_bytes(m['activation_bytes'])} = {m['activation_poly']} bytes "
-        f"(recompute {s.recompute}, {s.attention} attention)",
+        f"             {act}",
         f"             activations by recompute policy (flash / materialized): {by_policy}",
-        f"             KV cache {human_bytes(m['kv_cache_bytes'])} = {m['kv_cache_poly']} bytes "
-        f"(batch {s.batch}, context {s.seq_len})",
+        f"             {kv}",
         f"             peak: training {human_bytes(m['train_peak_bytes'])}, inference "
         f"{human_bytes(m['infer_peak_bytes'])}",
         f"symbols      {legend}",

@@ -18,8 +18,8 @@ Conventions (each stated in every report; derivations and citations in docs/cost
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -31,13 +31,16 @@ from archdsl.cost.analysis import (
     Sizes,
     big_o_text,
     component_costs,
+    context_limit,
     jsonable,
+    kv_piecewise,
     leading_terms,
     poly_regime,
     symbols,
 )
 from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy, tensor_bytes
-from archdsl.cost.poly import Poly
+from archdsl.cost.poly import B, Poly
+from archdsl.cost.regime import Piecewise, Regime
 from archdsl.ir import Model
 from archdsl.kinds import ActCfg
 
@@ -143,7 +146,66 @@ class Report:
     memory: dict[str, Any] = field(default_factory=dict)
     stack_roles: tuple[str, ...] = ()
     regime: tuple[int, int] = (1, 0)  # the polynomials hold for lengths that are multiples of [0], above [1]
+    context: int | None = None  # the longest length the model takes (its positional table), if limited
+    kv_pieces: Piecewise | None = None  # the KV cache in bytes, piecewise in the lengths (None: unknown)
     _flops: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    _rebuild: Callable[[Settings], Report] | None = field(default=None, repr=False, compare=False)
+    _others: dict[int, Report] = field(default_factory=dict, repr=False, compare=False)
+
+    # -- where the polynomials hold ------------------------------------------------------------------
+
+    @property
+    def flops_regime(self) -> Regime:
+        """Where every FLOPs polynomial (and every per-layer one) equals the exact count."""
+        return Regime(*self.regime)
+
+    @property
+    def activation_regime(self) -> Regime:
+        """Where ``activation_poly`` (and every layer's) holds: the FLOPs regime, and b >= 2 (a batch
+        of one lets batched matmuls keep views of a projection's output instead of copies: that batch
+        has its own polynomial, ``activation_poly_batch_1``, in the FLOPs regime)."""
+        return Regime(*self.regime, min_batch=2)
+
+    @property
+    def activation_poly_here(self) -> Poly:
+        """The activation polynomial of this report's batch (b = 1 has its own), in the lengths'
+        regime."""
+        m = self.memory
+        if self.batch == 1 and not self.batch_1_agrees:
+            return m["activation_poly_batch_1"]  # type: ignore[no-any-return]
+        return m["activation_poly"]  # type: ignore[no-any-return]
+
+    @property
+    def batch_1_agrees(self) -> bool:
+        """Whether the b >= 2 activation polynomial gives the b = 1 one too."""
+        m = self.memory
+        return m["activation_poly"].with_batch(1) == m["activation_poly_batch_1"]  # type: ignore[no-any-return]
+
+    @property
+    def kv_regime(self) -> Regime:
+        """Where ``kv_cache_poly`` holds: from the first length of its last piece, where the
+        piecewise form is known; else the model's regime."""
+        poly = self.memory.get("kv_cache_poly")
+        if self.kv_pieces is not None:
+            for piece in self.kv_pieces.pieces:
+                if all(hi is None for _, _, hi in piece.bounds) and piece.poly == poly:
+                    return Regime(1, max((lo - 1 for _, lo, _ in piece.bounds), default=0))
+        return self.flops_regime
+
+    @property
+    def lengths(self) -> tuple[str, ...]:
+        """The polynomials' length variables."""
+        return ("n", "m") if self.model_type == "encoder_decoder" else ("n",)
+
+    def at(self, seq_len: int) -> Report:
+        """The report at another length, with the same settings (computed once)."""
+        if seq_len == self.seq_len:
+            return self
+        if seq_len not in self._others:
+            if self._rebuild is None:
+                raise ValueError("this report cannot be recomputed at another length")
+            self._others[seq_len] = self._rebuild(replace(self.settings, seq_len=seq_len))
+        return self._others[seq_len]
 
     # -- compatibility: the figures the first reports had -----------------------------------------
 
@@ -222,6 +284,7 @@ class Report:
         pf, pb, pr = self.total("forward_poly"), self.total("backward_poly"), self.total("recompute_poly")
         pfm, pbm = self.total("mask_aware_poly"), self.total("backward_mask_aware_poly")
         train, train_mask = fwd + bwd + rec, fm + bm + rec
+        sizes = self.sizes()
         tokens = self.tokens()
         n_opt = self.params_active
         d_opt = CHINCHILLA_TOKENS_PER_PARAM * n_opt
@@ -239,9 +302,14 @@ class Report:
             "backward_poly": pb,
             "train_step_poly": pf + pb + pr,
             "train_step_mask_aware_poly": pfm + pbm + pr,
-            "poly_regime": {"multiple_of": self.regime[0], "above": self.regime[1]},
-            "poly_exact": pf(**self.sizes()) == fwd,
-            "mask_aware_poly_exact": pfm(**self.sizes()) == fm,
+            "poly_regime": self.flops_regime.to_dict(),
+            "poly_exact": pf(**sizes) == fwd,
+            "mask_aware_poly_exact": pfm(**sizes) == fm,
+            "forward_poly_exact": pf(**sizes) == fwd,
+            "forward_mask_aware_poly_exact": pfm(**sizes) == fm,
+            "backward_poly_exact": pb(**sizes) == bwd,
+            "train_step_poly_exact": (pf + pb + pr)(**sizes) == train,
+            "train_step_mask_aware_poly_exact": (pfm + pbm + pr)(**sizes) == train_mask,
             "tokens_per_step": tokens,
             "per_token": {"forward": float(Fraction(fwd, tokens)), "train_step": float(per_token)},
             "chinchilla": {
@@ -262,13 +330,15 @@ class Report:
                 if (m := _BLOCK.match(r.name)) and (m[1] or self.stack_roles[0]) == role
             ]
             fp = sum((r.total("forward_poly") for r in rows), Poly())
+            flops = sum(r.flops_forward for r in rows)
             out.append(
                 {
                     "name": role,
                     "blocks": len(rows),
                     "params": sum(r.params for r in rows),
-                    "flops_forward": sum(r.flops_forward for r in rows),
+                    "flops_forward": flops,
                     "forward_poly": fp,
+                    "forward_poly_exact": fp(**self.sizes()) == flops,
                     "activation_bytes": sum(r.activation_bytes for r in rows),
                     "kv_cache_bytes": sum(r.kv_cache_bytes for r in rows),
                 }
@@ -276,6 +346,8 @@ class Report:
         return out
 
     def layer_dict(self, r: LayerCost) -> dict[str, Any]:
+        sizes = self.sizes()
+        fp = r.total("forward_poly")
         return {
             "name": r.name,
             "params": r.params,
@@ -283,13 +355,15 @@ class Report:
             "flops_forward_mask_aware": jsonable(r.total("flops_mask_aware")),
             "flops_backward": r.total("flops_backward"),
             "flops_recompute": r.total("flops_recompute"),
-            "forward_poly": r.total("forward_poly"),
+            "forward_poly": fp,
+            "forward_poly_exact": fp(**sizes) == r.flops_forward,
             "activation_bytes": r.activation_bytes,
             "activation_poly": r.activation_poly,
+            "activation_poly_exact": r.activation_poly(**sizes) == r.activation_bytes,
             "kv_cache_bytes": r.kv_cache_bytes,
             "big_o": big_o_text(r.big_o),
             "big_o_leading": big_o_text(leading_terms(r.big_o)),
-            "components": [c.to_dict() for c in r.components],
+            "components": [c.to_dict(sizes) for c in r.components],
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -373,7 +447,8 @@ def memory_section(
     kv = sum(r.kv_cache_bytes for r in rows)
     largest = largest_op_bytes(g, sizes, by)
     act_poly = sum((r.activation_poly for r in rows), Poly())
-    kv_poly = sum((c.kv_cache_poly for r in rows for c in r.components), Poly()) * by
+    kv_poly = sum((c.kv_cache_poly for r in rows for c in r.components), Poly()) * by * B
+    at = _sizes_of(model.type, s)
     return {
         "weights_bytes": weights,
         "weights_by_dtype": {k: int(params * v) for k, v in WEIGHT_FORMATS.items()},
@@ -381,10 +456,11 @@ def memory_section(
         "optimizer_bytes": optimizer,
         "activation_bytes": activations,
         "activation_poly": act_poly,
-        "activation_poly_exact": act_poly(**_sizes_of(model.type, s)) == activations,
+        "activation_poly_exact": act_poly(**at) == activations,
         "activations_by_policy": matrix,
         "kv_cache_bytes": kv,
-        "kv_cache_poly": kv_poly * Poly.var("b"),
+        "kv_cache_poly": kv_poly,
+        "kv_cache_poly_exact": kv_poly(**at) == kv,
         "largest_op_bytes": largest,
         "train_peak_bytes": weights + grads + optimizer + activations + largest,
         "infer_peak_bytes": weights + kv + largest,
@@ -403,10 +479,7 @@ def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
         rows.setdefault(c.layer, LayerCost(c.layer)).components.append(c)
     saved = {attention: saved_by_policy(g, model, values, s.act(attention)) for attention in ATTENTION}
     act = saved[s.attention][s.recompute]
-    key = ("archdsl_activation_poly", s.act(), s.recompute)
-    if key not in g.graph:  # the same for every length of a sweep
-        g.graph[key] = saved_activations(g, model, sym, s.act(), s.recompute)
-    act_sym = g.graph[key]
+    act_sym = activation_polys(g, model, sym, s)
     for name, lm in act.items():
         if name in rows:
             rows[name].activation_bytes = int(lm.saved)
@@ -425,6 +498,45 @@ def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
         legend=symbol_legend(model),
         stack_roles=tuple(st.role for st in model.stacks),
         regime=poly_regime(g),
+        context=context_limit(g),
+        _rebuild=lambda other: build_report(g, model, other),
     )
     report.memory = memory_section(g, model, s, layers, report.params_total, report.params_trainable, saved)
+    add_regimes(report, g, model, sym)
     return report
+
+
+def add_regimes(r: Report, g: nx.DiGraph, model: Model, sym: Mapping[str, Any]) -> None:
+    """Where the memory polynomials hold: the activations' regime and their own polynomial at b = 1,
+    and the KV cache's pieces (exact at every length) and the regime of its polynomial."""
+    m, s, sizes = r.memory, r.settings, r.sizes()
+    one = activation_polys(g, model, {**sym, "B": 1}, s)
+    act_one = sum((Poly.lift(lm.saved) for lm in one.values()), Poly())
+    m["activation_poly_regime"] = r.activation_regime.to_dict()
+    m["activation_poly_batch_1"] = act_one
+    m["activation_poly_batch_1_exact"] = act_one(**sizes) == m["activation_bytes"] if s.batch == 1 else None
+    r.kv_pieces = kv_bytes_piecewise(g, model, s, sizes, m["kv_cache_bytes"])
+    m["kv_cache_poly_regime"] = r.kv_regime.to_dict()
+    m["kv_cache_piecewise"] = r.kv_pieces.to_list() if r.kv_pieces else None
+
+
+def activation_polys(g: nx.DiGraph, model: Model, sym: Mapping[str, Any], s: Settings) -> Mapping[str, Any]:
+    """The layers' saved activations as polynomials, for the symbolic sizes ``sym`` (the batch a
+    variable, or 1: with a batch of one, batched matmuls may keep views instead of copies); the same
+    for every length of a sweep, so computed once per graph."""
+    key = ("archdsl_activation_poly", tuple(sym.values()), s.act(), s.recompute)
+    if key not in g.graph:
+        g.graph[key] = saved_activations(g, model, sym, s.act(), s.recompute)
+    return g.graph[key]  # type: ignore[no-any-return]
+
+
+def kv_bytes_piecewise(
+    g: nx.DiGraph, model: Model, s: Settings, sizes: Mapping[str, int], kv: int
+) -> Piecewise | None:
+    """The KV cache in bytes, piecewise in the lengths (elements x batch x bytes); None where it is
+    not known, or (a guard) where the piece for these sizes does not give the exact figure."""
+    elements = kv_piecewise(g, model)
+    if elements is None:
+        return None
+    out = elements.map(lambda p: p * s.bytes * B)
+    return out if out.at(sizes)(**sizes) == kv else None
