@@ -17,6 +17,7 @@ from archdsl.cost.analysis import ComponentCost, LayerCost, big_o_text, concrete
 from archdsl.cost.poly import Poly
 from archdsl.cost.report import CONVENTIONS, DTYPES, POLICIES, Report, Settings, build_report
 from archdsl.diagnostics import Diagnostic, SpecError
+from archdsl.passes.lengths import length_limits
 from archdsl.passes.shapes import inputs_of
 
 __all__ = [
@@ -36,17 +37,11 @@ __all__ = [
 
 
 def check_seq_len(g: nx.DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
-    """E014 for a length past a positional table's ``max_len`` (or a scheme's limit)."""
+    """E014 for a length past a positional table's ``max_len`` (or a scheme's limit), at the
+    ``max_len`` that sets the limit (``length_limits``: the stack's rotary table, say, or BigBird's
+    own). A length the input fixes (an image) is ``check``'s already (``check_fixed_lengths``)."""
     diags = []
-    for n, a in g.nodes(data=True):
-        if "kind" not in a:
-            continue
-        node, ctx = a["node"], a["ctx"]
-        limit = a["kind"].max_seq_len(node, ctx)
-        if limit is not None and a["kind"].role == "attention" and ctx.position is not None:
-            node = ctx.position  # the stack's rotary table, say, sets this attention's limit
-        if limit is None:
-            continue
+    for n, node, limit in length_limits(g):
         length = concrete(g.nodes[inputs_of(g, n)[0]]["shape"], sizes)[1]
         if isinstance(length, int) and length > limit:
             d = Diagnostic(

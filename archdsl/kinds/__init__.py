@@ -6,6 +6,8 @@ when a model is built or emitted.
 
 from __future__ import annotations
 
+import functools
+
 from archdsl.kinds import attention, conv, efficient, embed, ffn, local, norm, peft, position, relative
 from archdsl.kinds.base import ROLES, ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
 
@@ -18,7 +20,12 @@ for _family in (embed, position, relative, norm, attention, local, efficient, ff
 
 
 def kinds_for(role: str) -> list[str]:
-    return [k.name for k in REGISTRY.values() if k.role == role]
+    return list(_kinds_for(role))
+
+
+@functools.cache
+def _kinds_for(role: str) -> tuple[str, ...]:
+    return tuple(k.name for k in REGISTRY.values() if k.role == role)
 
 
 __all__ = ["REGISTRY", "ROLES", "ActCfg", "Ctx", "Kind", "Param", "Saved", "Shape", "ShapeError", "kinds_for"]

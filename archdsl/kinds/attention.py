@@ -160,6 +160,14 @@ class AttentionKind(Kind):
         q, k = h * hs, kv * hs
         return [("q", d, q), ("o", q, d)], [("k", d, k), ("v", d, k)]
 
+    def input_names(self, node: Node, ctx: Ctx) -> tuple[list[str], list[str]]:
+        """The LoRA names of the output parts of the projection that reads x (self-attention's fused
+        one: q, k and v) and of the one that reads the memory (cross-attention's k and v)."""
+        x_side, kv_side = self.lora_parts(node, ctx)
+        x_names = [name for name, _, _ in x_side if name != "o"]
+        mem_names = [name for name, _, _ in kv_side]
+        return (x_names, mem_names) if node["cross"] else (x_names + mem_names, [])
+
     def trainable_params(self, node: Node, ctx: Ctx) -> int:
         if not ctx.frozen:
             return self.n_params(node, ctx)
@@ -318,8 +326,11 @@ class AttentionKind(Kind):
         """A fused kernel's backward recomputes the scores ``Q Kᵀ``: ``2 b h n m hs``, half the core
         (PyTorch's ``sdpa_backward_flop_count`` counts five n x m products to the forward's two).
         Under selective recomputation an attention that keeps score-sized tensors drops them and
-        redoes its core (Korthikanti et al. 2022, §4.2)."""
+        redoes its core (Korthikanti et al. 2022, §4.2). Nothing when no gradient flows through the
+        core (a frozen base whose only update is on the output projection, say)."""
         b, n, m = self._lengths(ins)
+        if not self.projection_backward(node, ctx, ins, act)[1]:
+            return 0
         if self.uses_fused_kernel(node, ctx, act):
             h, _, hs = self.dims(node, ctx)
             return 2 * b * h * n * m * hs
@@ -358,11 +369,11 @@ class AttentionKind(Kind):
         kk = k if self.own_keys(node) else 0  # the width of keys of their own (LSH shares q's)
         nk = 1 if self.own_keys(node) else 0
         cross = bool(node["cross"])
-        proj = ["q"] if cross else ["q", "k", "v"]
+        proj, mem = self.input_names(node, ctx)
         # the core runs on gradients if the input needs them or the projections' updates train
-        core_grad = act.input_grad or act.weight_grad or lora_on(ctx, proj)
+        core_grad = self.projection_backward(node, ctx, ins, act)[1]
         keep_x = act.weight_grad or lora_reads_input(ctx, proj)
-        keep_mem = cross and (act.weight_grad or lora_reads_input(ctx, ["k", "v"]))
+        keep_mem = cross and (act.weight_grad or lora_reads_input(ctx, mem))
         internal: Any = 0
         core: Any = 0
         if core_grad:
@@ -395,13 +406,13 @@ class AttentionKind(Kind):
         elif node["out_dropout"] and act.training and lora_on(ctx, ["o"]):
             internal += b * n * ctx.d_model * by  # dropout's mask (the out projection's update trains)
         if (act.weight_grad or lora_reads_input(ctx, ["o"])) and (
-            not core_grad or self.out_copy(node, ctx, act)
+            not core_grad or self.out_copy(node, ctx, act, n)
         ):
             internal += b * n * q * by  # the out projection's input, unless a tensor the core keeps
         internal += lora_saved(ctx, [(ctx.d_model, proj)], b * n, act)
         internal += lora_saved(ctx, [(q, ["o"])], b * n, act, input_grad=core_grad)  # its input: the core's
         if cross:
-            internal += lora_saved(ctx, [(ctx.d_model, ["k", "v"])], b * m, act)
+            internal += lora_saved(ctx, [(ctx.d_model, mem)], b * m, act)
         return Saved(inputs=(keep_x, keep_mem) if cross else (keep_x,), internal=internal, core=core)
 
     def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
@@ -417,11 +428,15 @@ class AttentionKind(Kind):
         out += b * n * q * by + b * h * n * 4  # output, log-sum-exp (fp32)
         return Saved(internal=out)
 
-    def out_copy(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+    def out_copy(self, node: Node, ctx: Ctx, act: ActCfg, n: Any = None) -> bool:
         """Whether the out projection reads a new tensor, not one the core keeps: the explicit path's
         output with the heads side by side again, or SDPA's output re-laid out when q was head-major
-        (SDPA lays its output out as q is)."""
-        return not self.uses_fused_kernel(node, ctx, act) or self.head_major_q(node, ctx)
+        (SDPA lays its output out as q is) — but with one head, or one position (``n``), head-major is
+        token-major: no copy."""
+        if not self.uses_fused_kernel(node, ctx, act):
+            return True
+        one = int(node["heads"]) == 1 or (isinstance(n, int) and n == 1)
+        return self.head_major_q(node, ctx) and not one
 
     def score_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
         """What forming the scores keeps: q (a copy of the projection's view — the view itself where it
@@ -492,7 +507,8 @@ class AttentionKind(Kind):
 
 class MultiHeadAttention(AttentionKind):
     """Multi-head attention over every key (Vaswani et al. 2017, §3.2.2), self or cross, with grouped
-    key/value heads (GQA, Ainslie et al. 2023; ``kv_heads = 1`` is MQA, Shazeer 2019).
+    key/value heads (GQA, Ainslie et al. 2023; ``kv_heads = 1`` is MQA, Shazeer 2019). LoRA adapts ``q``,
+    ``k``, ``v`` and ``o``, as in every attention kind.
 
     Scores: scaled dot product (default), unscaled ``dot``, ``additive`` (Bahdanau et al. 2015:
     ``w^T tanh(q + k)`` per head) or ``bilinear`` (Luong et al. 2015: ``q^T W k``, a ``hs x hs`` W per
@@ -541,6 +557,19 @@ class MultiHeadAttention(AttentionKind):
     def calls_sdpa(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
         return node["score"] != "additive" and super().calls_sdpa(node, ctx, act)
 
+    def one_sided_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Any:
+        """As the shell's; in a frozen base (LoRA, adapters) the score weights are constants too: the
+        bilinear ``q W`` and the additive ``tanh(q + k) w`` need only their activation's gradient."""
+        one = super().one_sided_flops(node, ctx, b, n, m, act)
+        if act.weight_grad:
+            return one
+        h, _, hs = self.dims(node, ctx)
+        if node["score"] == "bilinear":
+            return one + 2 * b * n * h * hs * hs
+        if node["score"] == "additive":
+            return one + 2 * b * h * n * m * hs
+        return one
+
     def regime(self, node: Node) -> tuple[int, int]:
         return 1, int(node["prefix"])  # a prefix longer than the sequence is cut to it
 
@@ -554,29 +583,35 @@ class MultiHeadAttention(AttentionKind):
         if node["score"] == "additive":
             return False, False  # q and k only enter tanh(q + k); v is repeated
         keeps_q, keeps_kv = super().keeps_projections(node, ctx, act, b, n)
-        if node["score"] == "bilinear" and _folds(int(node["heads"]), b):  # q W keeps q's view
+        # q W keeps q's view (where it folds) for W's gradient
+        if node["score"] == "bilinear" and act.weight_grad and _folds(int(node["heads"]), b):
             keeps_q = keeps_q or super().q_view(node, ctx)
         return keeps_q, keeps_kv
 
     def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
-        """As the shared core; bilinear scores' q W also keeps q (a copy of its view, or the view where
-        it folds) and W broadcast over the batch (a copy)."""
+        """As the shared core; bilinear scores' q W also keeps W broadcast over the batch (a copy, but
+        where the matmul folds: one head, or a batch of one) and, when W trains, q (a copy of its view,
+        or the view where it folds)."""
         s = super().core_saved(node, ctx, b, n, m, act)
         if node["score"] != "bilinear":
             return s
         h, _, hs = self.dims(node, ctx)
         q_kept = 0 if _folds(h, b) and super().q_view(node, ctx) else b * n * h * hs
-        extra = b * h * hs * hs + q_kept
+        if not act.weight_grad:
+            q_kept = 0  # W is frozen: q W needs only W for q's gradient
+        w_copy = 0 if _folds(h, b) else b * h * hs * hs  # one head or a batch of one: W's view serves
+        extra = w_copy + q_kept
         return Saved(internal=s.internal + extra * act.bytes, core=s.core)
 
     def score_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
         """Additive scores keep tanh(q + k) per pair, head and channel (kept by tanh; laid out as q is,
-        so unless q is head-major the batched matmul with w copies it) and w broadcast per query (a
-        copy), but no q or k."""
+        so unless q is head-major the batched matmul with w copies it for w's gradient, when w trains)
+        and w broadcast per query (a copy), but no q or k."""
         if node["score"] != "additive":
             return super().score_saved(node, ctx, b, n, m, act)
         h, _, hs = self.dims(node, ctx)
-        e = (1 if self.rotated(node, ctx) else 2) * b * h * n * m * hs * act.bytes
+        copied = act.weight_grad and not self.rotated(node, ctx)  # the copy w's gradient reads
+        e = (2 if copied else 1) * b * h * n * m * hs * act.bytes
         return Saved(internal=e + b * h * n * hs * act.bytes, core=e)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:

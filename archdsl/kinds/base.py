@@ -9,6 +9,7 @@ are written with ``+ - * //`` only, so they work on integers and, unchanged, on 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -117,6 +118,8 @@ class Kind:
     always_trains: ClassVar[bool] = False
     #: positional kinds acting in attention: it turns q and k (RoPE) rather than biasing the scores
     rotates: ClassVar[bool] = False
+    #: embeddings: it has a (vocab, d_model) table that a tied head can share
+    token_table: ClassVar[bool] = False
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
         """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""
@@ -206,6 +209,11 @@ class Kind:
         """Longest sequence this component supports, if it has a limit."""
         return None
 
+    def fixed_length(self, node: Node) -> tuple[int, str] | None:
+        """For embeddings whose input fixes the sequence length (an image's patches): the length, and
+        how the input gives it, in words. ``check`` holds it to every limit (``max_seq_len``)."""
+        return None
+
     # -- positional kinds that act inside attention (applies = "attention") --------------------------
 
     def attention_params(self, node: Node, ctx: Ctx, attn: Node) -> int:
@@ -267,8 +275,11 @@ def chain_backward(
     return total, grad
 
 
-def divisors(n: int, limit: int = 12) -> list[int]:
-    return [k for k in range(1, n + 1) if n % k == 0][:limit]
+def divisors(n: int, limit: int = 12, search: int = 100_000) -> list[int]:
+    """The smallest ``limit`` divisors of ``n`` (for help texts), found among the first ``search``
+    candidates and their cofactors: bounded work even for ``n`` near 2**63."""
+    small = [k for k in range(1, min(math.isqrt(n), search) + 1) if n % k == 0]
+    return sorted({*small, *(n // k for k in small)})[:limit]
 
 
 def prod(xs: Sequence[Any]) -> Any:

@@ -19,7 +19,7 @@ class ConformerConv(Kind):
     of width ``k = kernel``, BatchNorm (or LayerNorm), SiLU, pointwise conv ``d -> d``, dropout; (B, T, d)
     -> (B, T, d). Parameters ``3 d² + d k + 2 d`` (+ ``4 d`` biases). Forward FLOPs for N positions, as
     FlopCounterMode counts convolutions (2 per multiply-add over every output position and kernel tap):
-    ``2 N (2 d² + d k + d²)``.
+    ``2 N (2 d² + d k + d²)``. Its convolutions are no LoRA targets: under LoRA it stays frozen.
 
     ``causal = true`` pads ``k - 1`` positions on the left only, so no output sees a later input
     (default: in a decoder); otherwise the padding is split, the extra one on the right for an even
@@ -57,7 +57,7 @@ class ConformerConv(Kind):
         weights' gradients."""
         b, n, d, by = ins[0][0], tokens(ins[0]), ctx.d_model, act.bytes
         k = int(node["kernel"])
-        conv_in = act.weight_grad
+        conv_in = act.input_grad or act.weight_grad  # a convolution keeps its input even when frozen
         internal = n * 2 * d * by  # GLU's input
         if conv_in:  # the depthwise conv's (padded) and the second conv's inputs
             internal += b * d * (ins[0][1] + k - 1) * by + n * d * by

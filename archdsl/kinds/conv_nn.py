@@ -36,4 +36,5 @@ class ConformerConv(nn.Module):
         else:
             x = self.norm(x)
         x = self.pointwise_conv2(F.silu(x))  # (B, C, T)
-        return self.dropout(x.transpose(1, 2))  # (B, T, C)
+        # (B, T, C) token-major, as later layers read it (a view would be copied by each linear map)
+        return self.dropout(x.transpose(1, 2).contiguous())

@@ -42,6 +42,14 @@ def position_errors(kind: AttentionKind, node: Node, ctx: Ctx) -> list[ShapeErro
     ]
 
 
+def shared_qk_name(lora: Any) -> str:
+    """The LoRA name LSH's shared query-key projection answers to: ``q``, or ``k`` when only that is
+    targeted (the one projection gives both queries and keys, and is adapted once)."""
+    if lora is not None and "k" in lora.targets and "q" not in lora.targets:
+        return "k"
+    return "q"
+
+
 class LSHAttention(AttentionKind):
     """Reformer LSH attention (Kitaev et al. 2020, "Reformer: The Efficient Transformer", §2 and
     Appendix A): queries and keys are shared (``k = q / |q|``), hashed by random rotations
@@ -52,6 +60,7 @@ class LSHAttention(AttentionKind):
     counted once. Parameters ``d (q + kv) + q d`` (one shared query-key projection, plus biases).
     FLOPs: projections, hashing ``2 b n h d_k r buckets/2`` (none with one bucket), and ``8 b h r n_p c
     d_k`` for the chunked scores and values, ``n_p = c ceil(n / c)``: O(n · c · r) time and memory.
+    LoRA adapts the shared query-key projection (once, when it targets ``q`` or ``k``), ``v`` and ``o``.
 
     The shared query-key is one projection: the module's fused ``c_attn`` yields q and v only (``d ->
     q + kv``; values may have fewer heads), so the parameter count is the module's exactly, and qk-norm
@@ -95,11 +104,24 @@ class LSHAttention(AttentionKind):
             )
         return errs
 
+    def lora_parts(
+        self, node: Node, ctx: Ctx
+    ) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+        """The shared query-key projection (adapted when LoRA targets ``q`` or ``k``: it gives both),
+        the output one, and the values'."""
+        d = ctx.d_model
+        h, kv, hs = self.dims(node, ctx)
+        q, v = h * hs, kv * hs
+        return [(shared_qk_name(ctx.lora), d, q), ("o", q, d)], [("v", d, v)]
+
     def n_params(self, node: Node, ctx: Ctx) -> int:
         d = ctx.d_model
         h, kv, hs = self.dims(node, ctx)
         q, v = h * hs, kv * hs
         n = d * (q + v) + q * d + ((q + v) if node["bias"] else 0) + (d if node["out_bias"] else 0)
+        if ctx.lora is not None:
+            x_side, kv_side = self.lora_parts(node, ctx)
+            n += ctx.lora.params(x_side + kv_side)
         if node["qk_norm"] != "none":  # one norm: keys are the queries
             n += q * (2 if node["qk_norm"] == "layernorm" else 1)
         pos = self.position(node, ctx)
@@ -111,23 +133,40 @@ class LSHAttention(AttentionKind):
         b, n, _ = self._lengths(ins)
         h, kv, hs = self.dims(node, ctx)
         d, q, v = ctx.d_model, h * hs, kv * hs
-        return 2 * b * n * (d * (q + v) + q * d)
+        total = 2 * b * n * (d * (q + v) + q * d)
+        if ctx.lora is not None:
+            x_side, kv_side = self.lora_parts(node, ctx)
+            total += ctx.lora.flops(x_side + kv_side, b * n)
+        return total
 
     def projection_backward(
         self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg
     ) -> tuple[Any, bool]:
-        """The shared query-key and the value projections, then the output one (no LoRA here)."""
+        """The shared query-key and the value projections, then the output one, with their LoRA
+        updates."""
         b, n, _ = self._lengths(ins)
         h, kv, hs = self.dims(node, ctx)
         d, q, v = ctx.d_model, h * hs, kv * hs
+        qk = shared_qk_name(ctx.lora)
         qv, inner = chain_backward(
-            None, [[("q", b * n, d, q), ("v", b * n, d, v)]], act.input_grad, act.weight_grad
+            ctx.lora, [[(qk, b * n, d, q), ("v", b * n, d, v)]], act.input_grad, act.weight_grad
         )
-        out, _ = chain_backward(None, [[("o", b * n, q, d)]], inner, act.weight_grad)
+        out, _ = chain_backward(ctx.lora, [[("o", b * n, q, d)]], inner, act.weight_grad)
         return qv + out, inner
 
     def regime(self, node: Node) -> tuple[int, int]:
-        return int(node["bucket_size"]), 0
+        """Whole chunks of c; with several rounds, also n long enough that each query's estimated
+        bucket mates (``core_saved``) fill its window: ``(n - 1) // D >= window - 1``, i.e.
+        ``n > D (window - 1)``, with D the buckets (twice that causal; with one bucket, every other
+        query: n > window - 1)."""
+        c = int(node["bucket_size"])
+        if int(node["n_hashes"]) == 1:
+            return c, 0
+        window = c + 1 if node["causal"] else 2 * c
+        nb = int(node["buckets"])
+        if nb == 1:
+            return c, window - 1
+        return c, (2 * nb if node["causal"] else nb) * (window - 1)
 
     def no_grad_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Any:
         """The hashing rotations feed an argmax: no gradient flows back through them."""
@@ -240,6 +279,7 @@ class LinearAttention(AttentionKind):
     causal, in chunks of ``c = chunk`` over ``n_p = c ceil(n / c)``: ``2 b h n_p c (f + e)`` for the
     masked products inside each chunk, ``2 b kv n_p f e`` for the chunk states and ``2 b h n_p f e`` to
     read the state of the chunks before. O(n) time and memory; a decoder keeps a constant-size state.
+    LoRA adapts ``q``, ``k``, ``v`` and ``o``.
 
     Grouped key/value heads keep one state per key/value head. The core has no weights to drop or cap
     and no score matrix to bias: ``dropout``, ``softcap`` and positional schemes other than RoPE are

@@ -3,10 +3,10 @@ attention (elu + 1, Performer's FAVOR+). Both subclass the multi-head module and
 neither forms an n x n matrix."""
 
 import torch
-import torch.nn as nn
 from torch.nn import functional as F
 
 from archdsl.kinds.attention_nn import Attention
+from archdsl.kinds.peft_nn import linear
 
 
 class LSHAttention(Attention):
@@ -32,8 +32,12 @@ class LSHAttention(Attention):
 
     def __init__(self, bucket_size: int, n_buckets: int, n_hashes: int, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
-        bias = kwargs.get("bias", True)
-        self.c_attn = nn.Linear(kwargs["d_model"], self.q_dim + self.kv_dim, bias=bias)  # shared qk, v
+        bias, lora = kwargs.get("bias", True), kwargs.get("lora")
+        # one projection for the shared query-key and the values; LoRA adapts the shared part when it
+        # targets q or k (it gives both)
+        qk = "k" if lora is not None and "k" in lora["targets"] and "q" not in lora["targets"] else "q"
+        parts = [(qk, self.q_dim), ("v", self.kv_dim)]
+        self.c_attn = linear(kwargs["d_model"], self.q_dim + self.kv_dim, bias, parts, lora)  # shared qk, v
         self.bucket_size, self.n_buckets, self.n_hashes = bucket_size, n_buckets, n_hashes
         g = torch.Generator().manual_seed(seed)
         rotations = torch.randn(self.head_dim, n_hashes, n_buckets // 2, generator=g)

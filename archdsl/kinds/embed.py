@@ -31,6 +31,7 @@ class TokenEmbedding(Kind):
 
     name = "token_embedding"
     role = "embedding"
+    token_table = True
     params = (
         Param("scale", "bool", default=False, doc="multiply by sqrt(d_model)"),
         Param("types", "int", default=0, min=0, doc="token-type (segment) embeddings, as BERT's"),
@@ -98,6 +99,12 @@ class PatchEmbedding(Kind):
 
     def input_shape(self, node: Node, ctx: Ctx, seq: str) -> Shape:
         return ("B", node["channels"], node["image"], node["image"])
+
+    def fixed_length(self, node: Node) -> tuple[int, str] | None:
+        img, p, n = int(node["image"]), int(node["patch"]), self.n_patches(node)
+        cls = " and the class token" if node["cls_token"] else ""
+        length = n + (1 if node["cls_token"] else 0)
+        return length, f"the {img} x {img} image gives {length} positions ({n} patches of {p} x {p}{cls})"
 
     def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
         return (ins[0][0], self.n_patches(node) + (1 if node["cls_token"] else 0), ctx.d_model)

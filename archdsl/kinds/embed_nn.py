@@ -13,10 +13,10 @@ class PatchEmbedding(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model)) if cls_token else None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.proj(pixels).flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, d)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.size(0), -1, -1), x], dim=1)  # (B, 1 + N, d)
-        return x
+        x = self.proj(pixels).flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, d), a transposed view
+        if self.cls_token is None:
+            return x.contiguous()  # (B, N, d) token-major, as later layers read it (they would copy it)
+        return torch.cat([self.cls_token.expand(x.size(0), -1, -1), x], dim=1)  # (B, 1 + N, d)
 
 
 class Classifier(nn.Module):

@@ -39,7 +39,8 @@ def act_saved(activation: str, n: Any, h: Any, by: int) -> Any:
 
 
 class MLP(Kind):
-    """Two linear maps with an activation between: ``d -> hidden -> d``.
+    """Two linear maps with an activation between: ``d -> hidden -> d``. LoRA adapts ``up`` and
+    ``down``.
 
     Parameters ``2 d h`` (+ ``h + d`` biases); forward FLOPs ``2 N d h`` per linear, ``4 N d h`` for N
     positions.
@@ -131,11 +132,14 @@ class MoE(Kind):
     softmax, the ``top_k`` best are kept (with ``normalize``, their weights renormalised to sum to 1),
     and the output is the weighted sum of those experts' outputs, plus ``shared`` always-on experts.
     Experts are MLPs or GLUs (``expert = glu``: ``activation`` gates, e.g. silu for SwiGLU). After each
-    forward the module holds the Switch load-balancing loss ``E * sum_e f_e P_e`` as ``aux_loss``.
+    forward the module holds the Switch load-balancing loss ``E * sum_e f_e P_e`` as ``aux_loss``. LoRA's
+    ``up``, ``down`` and (GLU experts) ``gate`` adapt every expert, routed and shared, as they adapt a
+    dense feed-forward; the router stays frozen.
 
     Parameters: router ``d E`` + (E + shared) experts. Forward FLOPs for N positions: router ``2 N d E``
     + each token through k routed and all shared experts — exact whatever the routing, since every
-    token meets exactly k routed experts. Active parameters per token: router + k + shared experts."""
+    token meets exactly k routed experts. Active parameters per token: router + k + shared experts (with
+    their LoRA updates)."""
 
     name = "moe"
     role = "ffn"
@@ -162,11 +166,20 @@ class MoE(Kind):
             ]
         return []
 
-    def expert_params(self, node: Node, ctx: Ctx) -> int:
-        d, h = ctx.d_model, int(node["hidden"])
+    def expert(self, node: Node) -> tuple[Any, Node]:
+        """One expert as a kind of its own and its node: an ``mlp``, or a gated feed-forward with
+        ``activation`` as its gate. Its costs (LoRA updates included) are the expert's, over the tokens
+        it sees."""
+        h, activation, bias = int(node["hidden"]), str(node["activation"]), node["bias"]
         if node["expert"] == "glu":
-            return 3 * d * h + ((2 * h + d) if node["bias"] else 0)
-        return 2 * d * h + ((h + d) if node["bias"] else 0)
+            return GLU("glu", activation, ""), Node("glu", (("hidden", h), ("bias", bias), ("dropout", 0.0)))
+        return MLP(), Node(
+            "mlp", (("hidden", h), ("activation", activation), ("bias", bias), ("dropout", 0.0))
+        )
+
+    def expert_params(self, node: Node, ctx: Ctx) -> int:
+        kind, expert = self.expert(node)
+        return int(kind.n_params(expert, ctx))
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         e = int(node["experts"]) + int(node["shared"])
@@ -176,29 +189,66 @@ class MoE(Kind):
         e = int(node["top_k"]) + int(node["shared"])
         return ctx.d_model * int(node["experts"]) + e * self.expert_params(node, ctx)
 
+    def trainable_params(self, node: Node, ctx: Ctx) -> int:
+        """All of them; in a frozen base, the experts' LoRA updates (the router stays frozen)."""
+        if not ctx.frozen:
+            return self.n_params(node, ctx)
+        kind, expert = self.expert(node)
+        return (int(node["experts"]) + int(node["shared"])) * int(kind.trainable_params(expert, ctx))
+
+    def expert_tokens(self, node: Node, n: Any) -> Any:
+        """Tokens the experts see in all: each of n through k routed and every shared one."""
+        return n * (node["top_k"] + node["shared"])
+
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         n, d = tokens(ins[0]), ctx.d_model
-        per_token = (6 if node["expert"] == "glu" else 4) * d * node["hidden"]
-        return 2 * n * d * node["experts"] + n * (node["top_k"] + node["shared"]) * per_token
+        kind, expert = self.expert(node)
+        return 2 * n * d * node["experts"] + kind.flops(expert, ctx, ((self.expert_tokens(node, n), d),))
+
+    def backward_flops(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
+    ) -> Any:
+        """The router as a linear map (its input's gradient, its weight's when it trains), and each
+        token's experts as the expert kind's backward (with their LoRA updates)."""
+        n, d = tokens(ins[0]), ctx.d_model
+        kind, expert = self.expert(node)
+        router = 2 * n * d * node["experts"] * (int(act.input_grad) + int(act.weight_grad))
+        return router + kind.backward_flops(expert, ctx, ((self.expert_tokens(node, n), d),), act)
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("n·k·d·h", "n·d·E")
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
-        """Its input (the router's); the routing probabilities (fp32), the top-k indices (int64) and,
-        when they are renormalised, the top-k weights and their sum; and per routed (token, expert)
-        pair: the index pair (int64 x 2), the weight, the gathered input, the expert's output and its
-        hidden activations — whatever the routing, every token meets exactly k experts. Shared experts
-        keep what a dense one keeps; the load-balancing loss keeps the assignment shares (E, fp32)."""
-        n, d, h, by = tokens(ins[0]), ctx.d_model, int(node["hidden"]), act.bytes
-        e, k = int(node["experts"]), int(node["top_k"])
-        glu = node["expert"] == "glu"
-        activation = str(node["activation"])
-        hidden = (3 if glu else 1) * h * by + act_saved(activation, 1, h, by)  # per token, as GLU / MLP
-        per_pair = 16 + 4 + 3 * d * by + hidden
-        router = n * (e * 4 + k * 8 + (k * 4 + 4 if node["normalize"] else 0))
-        shared = int(node["shared"]) * n * hidden
-        return Saved(inputs=(True,), internal=router + n * k * per_pair + shared + e * 4)
+        """Where the routing runs on gradients (its input needs them, or the router trains): the
+        routing probabilities (fp32), the top-k indices (int64) and, when they are renormalised, the
+        top-k weights and their sum; the load-balancing loss's assignment shares (E, fp32); and per
+        routed (token, expert) pair the expert's output (its product with the weight keeps it). Where
+        the experts' outputs need gradients (also when only their LoRA updates train): per pair the
+        index pair (int64 x 2), the weight and the weighted output (``index_add_`` keeps it). And what
+        each expert keeps over the tokens it sees, as the expert kind says: the gathered inputs when
+        their first maps (or updates) read them, the hidden activations. Whatever the routing, every
+        token meets exactly k experts; shared experts see every token."""
+        from archdsl.kinds.peft import lora_on  # peft imports this module
+
+        n, d, by = tokens(ins[0]), ctx.d_model, act.bytes
+        e, k, shared = int(node["experts"]), int(node["top_k"]), int(node["shared"])
+        kind, expert = self.expert(node)
+        names = [name for name, _, _ in kind.lora_parts(expert, ctx)]
+        routing = act.input_grad or act.weight_grad
+        outputs = routing or lora_on(ctx, names)
+        routed = kind.saved(expert, ctx, ((n * k, d),), act)
+        internal = routed.internal + (n * k * d * by if routed.inputs[0] else 0)  # gathered inputs
+        keeps_x = act.weight_grad  # the router's input
+        if shared:
+            s = kind.saved(expert, ctx, ((n * shared, d),), act)
+            internal += s.internal
+            keeps_x = keeps_x or s.inputs[0]
+        if routing:
+            internal += n * (e * 4 + k * 8 + (k * 4 + 4 if node["normalize"] else 0)) + e * 4
+            internal += n * k * d * by  # the experts' outputs
+        if outputs:
+            internal += n * k * (16 + 4 + d * by)
+        return Saved(inputs=(keeps_x,), internal=internal)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         act = ACTIVATIONS[str(node["activation"])]
@@ -209,6 +259,7 @@ class MoE(Kind):
             hidden=node["hidden"],
             act=act,
             bias=node["bias"],
+            **lora_arg(ctx),
         )
         return ours(
             NN,
@@ -313,10 +364,18 @@ class GLU(Kind):
 
 
 GLUS = (
-    GLU("glu", "sigmoid", "GLU feed-forward, sigmoid gate (Dauphin et al. 2017)."),
-    GLU("swiglu", "silu", "SwiGLU feed-forward, SiLU gate (Shazeer 2020; Llama, Mistral)."),
-    GLU("geglu", "gelu", "GeGLU feed-forward, GELU gate (Shazeer 2020; Gemma with tanh = true)."),
-    GLU("reglu", "relu", "ReGLU feed-forward, ReLU gate (Shazeer 2020)."),
+    GLU("glu", "sigmoid", "GLU feed-forward, sigmoid gate (Dauphin et al. 2017). LoRA: gate, up, down."),
+    GLU(
+        "swiglu",
+        "silu",
+        "SwiGLU feed-forward, SiLU gate (Shazeer 2020; Llama, Mistral). LoRA: gate, up, down.",
+    ),
+    GLU(
+        "geglu",
+        "gelu",
+        "GeGLU feed-forward, GELU gate (Shazeer 2020; Gemma with tanh = true). LoRA: gate, up, down.",
+    ),
+    GLU("reglu", "relu", "ReGLU feed-forward, ReLU gate (Shazeer 2020). LoRA: gate, up, down."),
 )
 
 KINDS = (MLP(), MoE(), *GLUS)

@@ -50,7 +50,7 @@ class MoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.size()
-        x = x.view(B * T, C)  # tokens
+        x = x.reshape(B * T, C)  # (B*T, C) tokens; a copy when x is not contiguous (patch tokens)
         probs = self.router(x).float().softmax(dim=-1)  # (B*T, E)
         weight, chosen = probs.topk(self.top_k, dim=-1)  # (B*T, k)
         if self.normalize:
@@ -64,7 +64,7 @@ class MoE(nn.Module):
             y = y + expert(x)
         routed = torch.zeros_like(probs).scatter_(1, chosen, 1.0).mean(dim=0)  # f_e: share of assignments
         self.aux_loss = probs.size(1) * (routed / self.top_k * probs.mean(dim=0)).sum()  # Fedus et al. 2021
-        return y.view(B, T, C)
+        return y.view(B, T, C)  # y is laid out as the reshaped x: contiguous
 
 
 class GatedMLP(nn.Module):

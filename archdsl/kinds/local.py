@@ -214,7 +214,7 @@ class LocalKind(AttentionKind):
     def calls_sdpa(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
         return False
 
-    def out_copy(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+    def out_copy(self, node: Node, ctx: Ctx, act: ActCfg, n: Any = None) -> bool:
         return True
 
     def dense_at(self, node: Node, n: Any) -> bool:
@@ -244,7 +244,7 @@ class SlidingWindow(LocalKind):
     own block and the neighbours the window reaches (k blocks: 2 causal, 3 bidirectional, 1 when
     w = 1): ``4 b h hs N k s`` FLOPs with N = n rounded up to s; dense ``4 b h hs n²`` when
     the window covers the sequence (n <= w causal, n <= w // 2 + 1 bidirectional). O(n w d) time and
-    memory."""
+    memory. LoRA adapts ``q``, ``k``, ``v`` and ``o``."""
 
     name = "sliding_window"
     extra = (
@@ -300,7 +300,8 @@ class Longformer(LocalKind):
     global tokens become columns every later query sees, as attention sinks). Window blocks as in
     `sliding_window`, each also meeting the g global keys: ``4 b h hs (N (k s +
     g) + g n)`` FLOPs (the g n term bidirectional only; N = n rounded up to s, k = 2 or 3 blocks); dense
-    when the window or the global tokens cover the sequence. O(n (w + g) d)."""
+    when the window or the global tokens cover the sequence. O(n (w + g) d). LoRA adapts ``q``, ``k``,
+    ``v`` and ``o``."""
 
     name = "longformer"
     extra = (
@@ -379,7 +380,8 @@ class Sparse(LocalKind):
     ceil(kv / 2) key/value groups (with one key/value head, the first ceil(h / 2) query heads), A2 the
     rest. FLOPs ``4 b hs (h1 C1 + h2 C2)``: strided C1 as `sliding_window` with reach l, C2 = N n_b
     (positions regrouped by i mod l); fixed C1 = N l, C2 = N n_b c (the own key is elementwise); N = n
-    rounded up to l, n_b = N / l. O(n l d + n² d / l): O(n √n d) at l = √n."""
+    rounded up to l, n_b = N / l. O(n l d + n² d / l): O(n √n d) at l = √n. LoRA adapts ``q``, ``k``,
+    ``v`` and ``o``."""
 
     name = "sparse"
     extra = (
@@ -587,7 +589,8 @@ class BigBird(LocalKind):
     before it), the first `global_blocks` g blocks, and `random_blocks` r blocks: R[j] mod n_b (causal:
     mod j + 1), R drawn once from `seed` for the longest sequence, `max_len`. Global blocks
     (bidirectional) see every key; a block met twice counts once. FLOPs ``4 b h hs (N ((w + r) b + g b)
-    + g b n)`` (the g b n term bidirectional only); dense when n <= b max(1, g). O(n b (w + r + g) d)."""
+    + g b n)`` (the g b n term bidirectional only); dense when n <= b max(1, g). O(n b (w + r + g) d). LoRA
+    adapts ``q``, ``k``, ``v`` and ``o``."""
 
     name = "bigbird"
     extra = (
@@ -599,9 +602,24 @@ class BigBird(LocalKind):
         Param("max_len", "int", default=4096, min=1, doc="longest sequence (the random table's length)"),
     )
 
+    #: query blocks the random table may have: it is drawn (in Python) and kept for max_len / block
+    MAX_ROWS = 1 << 14
+
     def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
         errs = super().validate_core(node, ctx)
         w = int(node["window_blocks"])
+        rows = _cdiv(int(node["max_len"]), int(node["block"]))
+        if rows > self.MAX_ROWS:
+            errs.append(
+                ShapeError(
+                    f"max_len / block is {rows:,} query blocks; BigBird's random table has at most "
+                    f"{self.MAX_ROWS:,}",
+                    help="the table is drawn for every block of the longest sequence: lower max_len or "
+                    "raise block",
+                    param="max_len",
+                    code="E009",
+                )
+            )
         if not node["causal"] and w % 2 == 0:
             errs.append(
                 ShapeError(

@@ -106,7 +106,10 @@ class T5Bias(Kind):
         return 0  # the table lives on the stack
 
     def attention_saved(self, node: Node, ctx: Ctx, attn: Node, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
-        """The table lookup keeps the bucket of every (query, key) pair (int64), in each attention."""
+        """The table lookup keeps the bucket of every (query, key) pair (int64), in each attention, for
+        the table's gradient: nothing when the table is frozen (LoRA, adapters)."""
+        if not act.weight_grad:
+            return Saved()
         return Saved(internal=n * m * 8, core=n * m * 8)
 
     def attention_ctor(self, node: Node, ctx: Ctx, attn: Node) -> Ctor:
@@ -150,17 +153,20 @@ class Shaw(Kind):
         return self.tables(node) * 2 * b * h * n * hs * (2 * int(node["k"]) + 1)
 
     def attention_saved(self, node: Node, ctx: Ctx, attn: Node, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
-        """The key term: q against the a^K table keeps q (a copy of the projection's view; bilinear
-        scores hand it a new q W, kept already), and the gather by offset keeps its input, q . a^K for
-        every offset (B, h, n, 2k + 1), and its (n, m) indices (int64). The value term: the scatter by
-        offset keeps its own indices, and the weights summed per offset are kept by their product with
-        the a^V table."""
+        """The key term: q against the a^K table keeps q for the table's gradient (a copy of the
+        projection's view; bilinear scores hand it a new q W, kept already), and the gather by offset
+        keeps its input, q . a^K for every offset (B, h, n, 2k + 1), and its (n, m) indices (int64).
+        The value term: the scatter by offset keeps its own indices, and the weights summed per offset
+        are kept by their product with the a^V table, for its gradient. Frozen tables (LoRA, adapters)
+        need neither q nor the summed weights."""
         h, _, hs = _head_dims(attn, ctx)
         by, index, per_offset = act.bytes, n * m * 8, b * h * n * (2 * int(node["k"]) + 1)
-        internal = (0 if attn.get("score") == "bilinear" else b * n * h * hs * by) + per_offset * by + index
+        trains = act.weight_grad
+        q = 0 if attn.get("score") == "bilinear" or not trains else b * n * h * hs * by
+        internal = q + per_offset * by + index
         core = index
         if node["values"]:
-            internal += index + per_offset * by
+            internal += index + (per_offset * by if trains else 0)
             core += index
         return Saved(internal=internal, core=core)
 
@@ -181,7 +187,8 @@ class TransformerXL(AttentionKind):
     projections, ``W_r`` (d x heads·hs, no bias), u and v. FLOPs: the fused QKV projection over all
     ``n + mem_len`` positions (as the authors' code), the output projection over ``n``, ``W_r`` over
     ``n + mem_len`` distances, three ``n x (n + mem_len)`` products.
-    Causal self-attention only; the stack's position must not act in attention (XL has its own)."""
+    Causal self-attention only; the stack's position must not act in attention (XL has its own). LoRA
+    adapts ``q``, ``k``, ``v`` (over the memory too) and ``o``."""
 
     name = "xl"
     arities = (1,)
@@ -254,8 +261,13 @@ class TransformerXL(AttentionKind):
         return False  # its scores have a position term: always explicit
 
     def one_sided_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Any:
-        """W_r projects the sinusoids, a constant: only W_r's gradient, and only if it trains."""
-        return self.r_proj_flops(node, ctx, m) if act.weight_grad else 0
+        """W_r projects the sinusoids, a constant: only W_r's gradient, and only if it trains. When it
+        does not (a frozen base), r is a constant too, and the position scores ``(q + v) rᵀ`` need
+        only q's gradient."""
+        if act.weight_grad:
+            return self.r_proj_flops(node, ctx, m)
+        h, _, hs = self.dims(node, ctx)
+        return 2 * b * h * n * self.keys(node, m) * hs
 
     def no_grad_flops(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Any:
         return 0 if act.weight_grad else self.r_proj_flops(node, ctx, m)
@@ -284,10 +296,11 @@ class TransformerXL(AttentionKind):
     def saved(self, node: Node, ctx: Ctx, ins: Any, act: ActCfg) -> Saved:
         """Over K = n + mem_len keys: the fused projection's input [memory; x] (not x itself), where a
         qk-norm reads them the projection's outputs and the norms' statistics, W_r's input (the
-        sinusoids, when W_r trains); q + u and q + v (the score matmuls' inputs), k and v repeated to
-        every query head, r broadcast over the batch (a copy); the probabilities (and soft-capped
-        scores), the causal mask (bool), dropout's tensors (the score-sized core); the out
-        projection's input and the output dropout's mask."""
+        sinusoids, when W_r trains); q + u and q + v (the score matmuls' inputs; q + v only when r
+        needs a gradient, W_r training), k and v repeated to every query head, r broadcast over the
+        batch (a copy; with one head, r itself); the probabilities (and soft-capped scores), the causal
+        mask (bool), dropout's tensors (the score-sized core); the out projection's input and the
+        output dropout's mask."""
         from archdsl.kinds.peft import lora_on, lora_reads_input, lora_saved
 
         b, n, _ = self._lengths(ins)
@@ -312,7 +325,10 @@ class TransformerXL(AttentionKind):
                 internal += 2 * (b * n + b * keys) * 4  # mean and reciprocal deviation (fp32)
             if act.weight_grad:
                 internal += keys * d * by  # the sinusoids W_r reads
-            internal += (2 * b * h * n * hs + 3 * b * h * keys * hs) * by  # q + u, q + v; k, v, r per head
+            # q + u, and q + v unless r is a constant (W_r frozen); k, v per head; r broadcast over the
+            # batch (with one head the matmul folds the batch and keeps r itself)
+            r_kept = (b if h > 1 else 1) * h * keys * hs
+            internal += ((2 if act.weight_grad else 1) * b * h * n * hs + 2 * b * h * keys * hs + r_kept) * by
             scores = b * h * n * keys
             core = (
                 scores * by * (2 if node["softcap"] else 1) + n * keys

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import networkx as nx
 
 from archdsl.diagnostics import Diagnostic
+from archdsl.passes.lengths import check_fixed_lengths
 from archdsl.passes.shapes import infer_shapes
 from archdsl.passes.structure import check_acyclic, check_connected
 
@@ -18,6 +19,7 @@ PASSES: tuple[tuple[str, Pass], ...] = (
     ("acyclic", check_acyclic),
     ("connected", check_connected),
     ("shapes", infer_shapes),
+    ("lengths", check_fixed_lengths),  # a length the input fixes (an image), against the tables
 )
 
 
