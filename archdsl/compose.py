@@ -19,8 +19,8 @@ from pathlib import Path
 
 from archdsl import syntax as S
 from archdsl.diagnostics import Diagnostic, Span, SpecError, did_you_mean
-
-MAX_FILES = 64
+from archdsl.frontend import TEXT_SUFFIXES, YAML_SUFFIXES, SourceError, count_tokens, too_many_tokens
+from archdsl.limits import MAX_FILES, MAX_PATH_LENGTH, MAX_TOKENS
 
 Reader = Callable[[str], str]
 
@@ -61,12 +61,17 @@ class Composer:
         self.diags: list[Diagnostic] = []
         self.loaded: dict[Path, S.File] = {}
         self.texts: dict[str, str] = {}
+        self.tokens = 0
 
     def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
         self.diags.append(Diagnostic(code, message, span, help))
 
     def resolve(self, here: str, rel: str, span: Span | None) -> Path | None:
-        target = (Path(here).parent / rel).resolve()
+        problem = _path_problem(rel)
+        if problem is not None:
+            self.error("E017", f"`extends`/`import` path {problem}", span, help=_PATH_HELP)
+            return None
+        target = (Path(here).parent / rel).resolve()  # symlinks followed: the target must be inside too
         if not target.is_relative_to(self.root):
             self.error(
                 "E017",
@@ -86,31 +91,42 @@ class Composer:
             return None
         if path in self.loaded:
             return self.loaded[path]
-        if len(self.loaded) >= MAX_FILES:
+        if len(self.texts) >= MAX_FILES:
             self.error("E017", f"more than {MAX_FILES} spec files in one composition", span)
             return None
         shown = self.shown(path)
         try:
             text = self.read(str(path))
-        except (OSError, UnicodeDecodeError) as e:
-            if not chain:
-                raise
+        except SourceError as e:
             self.error(
                 "E017",
-                f"cannot read `{shown}`: {getattr(e, 'strerror', None) or e}",
+                e.diagnostics[0].message.replace(f"`{path}`", f"`{shown}`"),
                 span,
                 help="paths are relative to the file that names them",
             )
             return None
+        except SpecError as e:  # its bytes are not a spec's (not UTF-8, too large)
+            self.diags.extend(_moved(d, str(path), shown) for d in e.diagnostics)
+            return None
         self.texts[shown] = text
-        try:
-            file = self.parse(text, shown)
-        except SpecError as e:
-            self.diags.extend(e.diagnostics)
+        file = self.parse_counted(text, shown, span)
+        if file is None:
             return None
         composed = self.compose(file, (*chain, path))
         self.loaded[path] = composed
         return composed
+
+    def parse_counted(self, text: str, shown: str, span: Span | None) -> S.File | None:
+        """Parse one file of the composition, within the composition's budget of tokens."""
+        self.tokens += count_tokens(text, shown)
+        if self.tokens > MAX_TOKENS:
+            self.diags.append(too_many_tokens(shown, self.tokens, span))
+            return None
+        try:
+            return self.parse(text, shown)
+        except SpecError as e:
+            self.diags.extend(e.diagnostics)
+            return None
 
     def shown(self, path: Path) -> str:
         """The path as diagnostics show it: relative to the working directory when possible."""
@@ -193,19 +209,42 @@ class Composer:
 def compose_file(
     path: str, read: Reader, parse: Callable[[str, str], S.File]
 ) -> tuple[S.File, dict[str, str]]:
-    """Load ``path`` with everything it extends and imports; return the merged file and the texts read."""
+    """Load ``path`` with everything it extends and imports; return the merged file and the texts read.
+    Raises :class:`~archdsl.frontend.SourceError` when ``path`` itself cannot be read, and
+    :class:`SpecError` (carrying the texts read, to render its diagnostics) for errors in the files."""
     p = Path(path)
     c = Composer(p.parent if str(p.parent) else Path("."), read, parse)
     text = read(path)
     c.texts[path] = text
-    try:
-        file = parse(text, path)
-    except SpecError as e:
-        raise SpecError(e.diagnostics) from None
-    composed = c.compose(file, (p.resolve(),))
-    if c.diags:
-        raise SpecError(c.diags)
+    file = c.parse_counted(text, path, None)
+    composed = c.compose(file, (p.resolve(),)) if file is not None else None
+    if c.diags or composed is None:
+        raise SpecError(c.diags, c.texts)
     return composed, c.texts
+
+
+def _path_problem(rel: str) -> str | None:
+    """What makes an ``extends``/``import`` path unusable before the file system is asked."""
+    if not rel.strip():
+        return "is empty"
+    if len(rel) > MAX_PATH_LENGTH:
+        return f"is longer than {MAX_PATH_LENGTH} characters"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in rel):
+        return "holds a control character"
+    if Path(rel).suffix.lower() not in (*TEXT_SUFFIXES, *YAML_SUFFIXES):
+        return f"`{rel}` does not name a spec file (.arch, .yaml or .yml)"
+    return None
+
+
+_PATH_HELP = 'name a spec file in the spec\'s folder tree, e.g. extends "base.arch"'
+
+
+def _moved(d: Diagnostic, path: str, shown: str) -> Diagnostic:
+    """A diagnostic about ``path`` as the composition shows that file."""
+    span = d.span
+    if span is not None and span.file == path:
+        span = Span(shown, span.line, span.col, span.end_line, span.end_col)
+    return Diagnostic(d.code, d.message, span, d.help, d.severity, d.notes)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ All problems in a file are collected (not just the first) and raised together as
 
 from __future__ import annotations
 
-import keyword
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -18,22 +17,15 @@ from archdsl.diagnostics import Diagnostic, Span, SpecError, did_you_mean
 from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Stmt, Sum, TExpr, Value
 from archdsl.kinds import REGISTRY, Ctx, Param, kinds_for
 from archdsl.kinds.peft import LORA_SETTINGS, LORA_TARGETS, LoraConfig
+from archdsl.limits import MAX_DIAGNOSTICS, MAX_INT, MAX_LAYERS
+from archdsl.names import identifier, name_problem, rename_hint
 from archdsl.placements import PLACEMENTS, SUBLAYERS, deepnorm_alpha
 
-MAX_INT = 2**63 - 1
-MAX_LAYERS = 100_000
 FUNCTIONS = ("min", "max")
 # Words that other languages (and YAML 1.1) read as booleans; archdsl has only `true` and `false`.
 BOOL_WORDS = {w: "true" for w in ("yes", "on", "y", "True", "TRUE")} | {
     w: "false" for w in ("no", "off", "n", "False", "FALSE")
 }
-# Sublayer names become attributes of an nn.Module: keep clear of what nn.Module already defines.
-RESERVED_SUBLAYERS = frozenset(
-    "forward training apply cuda cpu to train eval parameters buffers modules children state_dict "
-    "load_state_dict named_parameters named_modules named_children named_buffers zero_grad type float "
-    "double half bfloat16 register_buffer register_parameter add_module get_submodule extra_repr "
-    "requires_grad_ share_memory x memory".split()
-)
 
 
 class Word(str):
@@ -61,6 +53,14 @@ class _PoisonedError(_FailError):
 
 def _fail(code: str, message: str, span: Span | None, help: str | None = None) -> _FailError:
     return _FailError(Diagnostic(code, message, span, help))
+
+
+def stop_after(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """The first MAX_DIAGNOSTICS diagnostics, the last saying that the search stopped there."""
+    diags = sorted(diags, key=Diagnostic.sort_key)[:MAX_DIAGNOSTICS]
+    last = diags[-1]
+    note = f"too many errors: stopped after {MAX_DIAGNOSTICS}"
+    return [*diags[:-1], replace(last, notes=(*last.notes, note))]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -153,20 +153,21 @@ def _binop(e: S.BinOp, a: int | float, b: int | float) -> int | float:
     elif op == "%":
         r = a % b
     else:  # "**"
-        if both_int and b < 0:
-            r = float(a) ** b
-        elif abs(b) > 64 and abs(a) > 1:
+        if both_int and b > 64 and abs(a) > 1:  # checked before computing: 2 ** 10**18 never ends
             raise _fail(
                 "E004",
                 f"{_describe(e.left, a)} ** {_describe(e.right, b)} is too large",
                 e.span,
                 "values in a spec fit in 64 bits",
             )
-        else:
-            try:
-                r = a**b
-            except (OverflowError, ZeroDivisionError) as err:
-                raise _fail("E004", f"`{S.expr_text(e)}`: {err}", e.span) from None
+        try:
+            r = float(a) ** b if both_int and b < 0 else a**b
+        except OverflowError:
+            raise _fail("E004", f"`{S.expr_text(e)}` is too large to be a finite number", e.span) from None
+        except ZeroDivisionError:
+            raise _fail(
+                "E004", f"`{S.expr_text(e)}`: zero to a negative power", e.span, "check the exponent"
+            ) from None
     if isinstance(r, complex):
         raise _fail("E004", f"`{S.expr_text(e)}` has no real value", e.span)
     if isinstance(r, int) and abs(r) > MAX_INT:
@@ -323,6 +324,15 @@ class Elaborator:
 
     def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
         self.diags.append(Diagnostic(code, message, span, help))
+        if len(self.diags) >= MAX_DIAGNOSTICS:
+            raise SpecError(stop_after(self.diags))
+
+    def check_name(self, ident: S.Ident, what: str) -> bool:
+        """Report a name the spec defines that the rule in :mod:`archdsl.names` refuses."""
+        problem = name_problem(ident.name, what)
+        if problem is not None:
+            self.error("E009", problem, ident.span, rename_hint(ident.name, what))
+        return problem is None
 
     def attempt(self, fn, *args):  # type: ignore[no-untyped-def]
         try:
@@ -347,6 +357,9 @@ class Elaborator:
         later = {a.key.name: a for a in attrs}
         for a in attrs:
             name = a.key.name
+            if not self.check_name(a.key, "constant"):
+                self.env[name] = _POISON
+                continue
             if name in self.env:
                 self.error("E010", f"constant `{name}` is defined twice", a.key.span, "keep one definition")
                 continue
@@ -440,14 +453,15 @@ class Elaborator:
 
     def component(self, slot_name: str, role: str, e: S.Expr, ctx: Ctx | None, arity: int = 1) -> Node | None:
         """``kind(key = value, …)`` -> a checked Node with every parameter resolved."""
-        allowed = kinds_for(role)
+        allowed = kinds_for(role) if role != "any" else list(REGISTRY)
+        eg = allowed[0] if role != "any" else "mha"  # a flow's sublayer can be of any role
         if not isinstance(e, S.Call) or e.func.name in FUNCTIONS:
             self.error(
                 "E008",
-                f"`{slot_name}` takes a component such as `{allowed[0]}(…)`",
+                f"`{slot_name}` takes a component such as `{eg}(…)`",
                 e.span,
                 help=(did_you_mean(e.name, allowed) if isinstance(e, S.Name) else None)
-                or f"write e.g. `{slot_name} = {allowed[0]}(…)`",
+                or f"write e.g. `{slot_name} = {eg}(…)`",
             )
             return None
         name = e.func.name
@@ -536,6 +550,8 @@ class Elaborator:
 
     def model(self, sec: S.Section) -> Model | None:
         where = sec.label.span if sec.label else sec.keyword.span
+        if sec.label is not None:
+            self.check_name(sec.label, "model")
         settings = [p.name for p in MODEL_SETTINGS]
         stack_keys = [*STACK_SLOTS, *(p.name for p in STACK_SETTINGS), "layers"]
         attrs, subs = self.split(
@@ -596,6 +612,9 @@ class Elaborator:
                 s_attrs, s_subs = self.split(got[0], stack_keys, STACK_SECTIONS)
                 parts.append((role, got[0], s_attrs, self.plan(got[0], s_attrs, s_subs)))
             self.depths = tuple(len(p[3] or ()) if p else 0 for p in parts)  # type: ignore[assignment]
+            if sum(self.depths) > MAX_LAYERS:
+                self.error("E009", self.too_deep_message(), where, "a model has at most that many layers")
+                return None
             for part in parts:
                 if part is None:
                     stacks.append(None)
@@ -614,12 +633,25 @@ class Elaborator:
             if not isinstance(mtype, _Poison):
                 plan = self.plan(sec, attrs, subs)
                 self.depths = (len(plan or ()), 0) if top_stack == "encoder" else (0, len(plan or ()))
+                if sum(self.depths) > MAX_LAYERS:
+                    self.error("E009", self.too_deep_message(), where, "a model has at most that many layers")
+                    return None
                 stacks.append(self.stack(top_stack, sec, attrs, plan, ctx(top_stack), memory=False))
         if not ctx_ok or any(s is None for s in stacks) or any(c is None for c in comps.values()):
             return None
+        head, emb = comps["head"], comps["embedding"]
+        assert head is not None and emb is not None
+        if REGISTRY[head.kind].shares_embedding(head) and not REGISTRY[emb.kind].token_table:
+            self.error(
+                "E016",
+                f"`{head.kind}` is tied to the token embedding, but `{emb.kind}` has no token table",
+                head.span_of("tied"),
+                help=f"write `{head.kind}(tied = false)`: the head then has its own weights",
+            )
+            return None
         return Model(
             lora=lora,
-            name=sec.label.name if sec.label else _stem(self.path),
+            name=sec.label.name if sec.label else identifier(_stem(self.path)),
             type=str(mtype),
             d_model=d_model,
             vocab=vocab,
@@ -628,6 +660,10 @@ class Elaborator:
             head=comps["head"],  # type: ignore[arg-type]
             span=where,
         )
+
+    def too_deep_message(self) -> str:
+        n = sum(self.depths)
+        return f"the model has {n:,} layers; at most {MAX_LAYERS:,}"
 
     def lora(self, sec: S.Section) -> LoraConfig | None:
         """``lora { r = 8  alpha = 16  dropout = 0.05  targets = [q, v] }``."""
@@ -818,8 +854,26 @@ class Elaborator:
             span=where,
         )
 
+    def is_pattern(self, e: S.Expr) -> bool:
+        """Whether an expression is (part of) a layer pattern: it holds a list or names a block."""
+        todo = [e]
+        while todo:
+            x = todo.pop()
+            if isinstance(x, S.List) or (isinstance(x, S.Name) and x.name in self.blocks):
+                return True
+            if isinstance(x, S.BinOp):
+                todo += [x.left, x.right]
+            elif isinstance(x, S.Neg):
+                todo.append(x.operand)
+        return False
+
     def pattern(self, e: S.Expr) -> list[S.Name] | None:
         """``[local, local, global] * 4 + [dense]`` -> one block name per layer."""
+
+        def bounded(names: list[S.Name], x: S.Expr) -> list[S.Name]:
+            if len(names) > MAX_LAYERS:
+                raise _fail("E009", f"pattern has {len(names):,} layers; at most {MAX_LAYERS:,}", x.span)
+            return names
 
         def ev(x: S.Expr) -> list[S.Name]:
             if isinstance(x, S.Name):
@@ -832,15 +886,12 @@ class Elaborator:
                     )
                 return [x]
             if isinstance(x, S.List):
-                return [n for item in x.items for n in ev(item)]
+                return bounded([n for item in x.items for n in ev(item)], x)
             if isinstance(x, S.BinOp) and x.op == "+":
-                return ev(x.left) + ev(x.right)
+                return bounded(ev(x.left) + ev(x.right), x)
             if isinstance(x, S.BinOp) and x.op == "*":
-                lst, num = (
-                    (x.left, x.right)
-                    if isinstance(x.left, S.List | S.BinOp) and not _is_num(x.left)
-                    else (x.right, x.left)
-                )
+                # the side that holds a list or a block's name is the pattern; the other is the count
+                lst, num = (x.left, x.right) if self.is_pattern(x.left) else (x.right, x.left)
                 k = evaluate(num, self.env)
                 if isinstance(k, bool) or not isinstance(k, int) or k < 1:
                     raise _fail(
@@ -850,7 +901,9 @@ class Elaborator:
                     )
                 items = ev(lst)
                 if len(items) * k > MAX_LAYERS:
-                    raise _fail("E009", f"pattern has {len(items) * k} layers; at most {MAX_LAYERS}", x.span)
+                    raise _fail(
+                        "E009", f"pattern has {len(items) * k:,} layers; at most {MAX_LAYERS:,}", x.span
+                    )
                 return items * k
             raise _fail(
                 "E008",
@@ -996,10 +1049,8 @@ class Elaborator:
         self, sec: S.Section, flow: S.Section, declared: dict[str, S.Attr], ctx: Ctx | None, memory: bool
     ) -> Block | None:
         """The explicit dataflow form: named sublayers and statements over tensors."""
-        for name, a in declared.items():
-            if keyword.iskeyword(name) or name.startswith("_") or name in RESERVED_SUBLAYERS:
-                self.error("E009", f"`{name}` cannot name a sublayer", a.key.span, help="choose another name")
-                return None
+        if not all([self.check_name(a.key, "sublayer") for a in declared.values()]):
+            return None
         tensors = {"x"} | ({"memory"} if memory else set())
         arity: dict[str, int] = {}
         body: list[Stmt] = []
@@ -1012,6 +1063,9 @@ class Elaborator:
                 ok = False
                 continue
             target = entry.key.name
+            if not self.check_name(entry.key, "tensor"):
+                ok = False
+                continue
             if target in declared:
                 self.error(
                     "E010",
@@ -1137,10 +1191,6 @@ def _val(a: S.Attr | None) -> S.Expr | None:
     return a.value if a is not None else None
 
 
-def _is_num(e: S.Expr) -> bool:
-    return isinstance(e, S.Num | S.Name) and not isinstance(e, S.List)
-
-
 def _names(e: S.Expr) -> list[S.Name]:
     """The names an expression refers to, in order."""
     if isinstance(e, S.Name):
@@ -1229,7 +1279,7 @@ def elaborate(file: S.File, overrides: Mapping[str, S.Expr] | None = None) -> tu
                 )
             elif e.label.name in ela.blocks:
                 ela.error("E010", f"block `{e.label.name}` is defined twice", e.label.span)
-            else:
+            elif ela.check_name(e.label, "block"):
                 ela.blocks[e.label.name] = e
         else:
             ela.error(

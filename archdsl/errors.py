@@ -19,17 +19,24 @@ ERRORS: dict[str, ErrorDoc] = {
         "syntax error in a text (.arch) spec",
         "The text does not follow the grammar: an unexpected character or token, an unclosed `{` or `(`, "
         "a quoted string, `name: value` (the YAML form) instead of `name = value`, a missing `,` between "
-        "arguments, an integer with a leading zero, nesting deeper than 100 levels, or a file over 1 MiB. "
-        "The message names what was expected, in words.",
+        "arguments, an integer with a leading zero, nesting deeper than 100 levels (brackets, or "
+        "operators in one expression), a file over 64 KiB or 5,000 tokens, bytes that are not UTF-8, "
+        "or a character no spec needs (NUL and other control characters, bidirectional and other "
+        "invisible format characters, a carriage return without a newline). The message names what "
+        "was expected, in words.",
         "model m {\n  d_model: 768\n}",
         "model m {\n  d_model = 768\n}",
     ),
     "E002": ErrorDoc(
         "YAML error, or a YAML construct a spec does not allow",
-        "Malformed YAML, or something the strict YAML form refuses: tags (`!!python/object`), anchors and "
-        "aliases (`&x`, `*x`), `null`, non-finite numbers (`.inf`), a key that is not a name, a top level "
-        "that is not a mapping. Every scalar is read by the text form's expression rule, so YAML 1.1's "
-        "implicit typing never applies.",
+        "Malformed YAML — a tab where YAML expects indentation (YAML indents with spaces only), a bad "
+        "indent, an unclosed bracket or quote — or something the strict YAML form refuses: tags "
+        "(`!!python/object`), anchors and aliases (`&x`, `*x`), `null`, non-finite numbers (`.inf`), a "
+        "key that is not a name, a top level that is not a mapping, nesting deeper than 100 levels, a "
+        "file over 64 KiB or 5,000 tokens, bytes that are not UTF-8, or a character no spec needs "
+        "(control and invisible format characters, also when written as an escape in a quoted "
+        "string). Every scalar is read by the text form's expression rule, so YAML 1.1's implicit "
+        "typing never applies.",
         "eps: &e 1e-5\nother: *e",
         "eps: 1e-5\nother: eps",
     ),
@@ -43,9 +50,9 @@ ERRORS: dict[str, ErrorDoc] = {
     ),
     "E004": ErrorDoc(
         "arithmetic error",
-        "`/` on integers that do not divide exactly (use `//` to round down), division by zero, a result "
-        "beyond 64 bits or not finite, or arithmetic on a word or a boolean. The message shows both "
-        "operands' values.",
+        "`/` on integers that do not divide exactly (use `//` to round down), division by zero, zero "
+        "to a negative power, a literal or a result beyond 64 bits or not finite, or arithmetic on a "
+        "word or a boolean. The message shows both operands' values.",
         "head_dim = d_model / 10   # 768 / 10",
         "head_dim = d_model / 12",
     ),
@@ -80,7 +87,11 @@ ERRORS: dict[str, ErrorDoc] = {
     "E009": ErrorDoc(
         "value out of range",
         "A size below 1, `eps` not above 0, `top_k` above the number of experts, a word outside a "
-        "parameter's choices, a layer index beyond the stack, or a name that cannot name a sublayer.",
+        "parameter's choices, a layer index beyond the stack, a model of more than 512 layers, or a "
+        "name the spec may not define: a Python keyword or builtin (`class`, `lambda`, `print`), "
+        "`self`, a name starting with `_`, one longer than 64 characters, or — for a sublayer — an "
+        "attribute of `nn.Module` (`forward`, `training`). Names become Python in the lowered module, "
+        "so archdsl refuses them rather than rename them (parameter names stay the spec's).",
         "norm = layernorm(eps = 0)",
         "norm = layernorm(eps = 1e-5)",
     ),
@@ -113,7 +124,10 @@ ERRORS: dict[str, ErrorDoc] = {
     ),
     "E014": ErrorDoc(
         "sequence longer than the positional scheme supports",
-        "The sequence length asked for exceeds a positional table's `max_len`.",
+        "The sequence length asked for exceeds a positional table's `max_len` (learned, sinusoidal, "
+        "rotary, or BigBird's random table) — or the input fixes a length that does: an image of "
+        "(image / patch)² patches, plus the class token, needs that many positions, and `check` says "
+        "so.",
         "archdsl report gpt2_small.arch --seq 2048   # learned(max_len = 1024)",
         "archdsl report gpt2_small.arch --seq 1024",
     ),
@@ -144,6 +158,22 @@ ERRORS: dict[str, ErrorDoc] = {
         "Files that extend or import each other in a circle (the message shows the chain "
         "`a.arch → b.arch → a.arch`), or a block whose `base` chain comes back to itself.",
         'a.arch: extends "b.arch"\nb.arch: extends "a.arch"',
+    ),
+    "E019": ErrorDoc(
+        "cannot read the spec file",
+        "The file named on the command line does not exist, is a directory, a FIFO, a device or a "
+        "socket, or may not be read. archdsl reads only regular files (it never waits on a FIFO). "
+        "The exit status is 2, as for other I/O errors.",
+        "archdsl check specs/",
+        "archdsl check specs/gpt2_small.arch",
+    ),
+    "E020": ErrorDoc(
+        "the model does not fit in memory",
+        "`build` (and `report --measure` at real size) would allocate more bytes of weights than the "
+        "machine has available; the message says how many it needs and how many are free. Build a "
+        "smaller variant with `--set`, or analyse the spec without building it (`archdsl report`).",
+        "archdsl report llama3_70b.arch --measure --set model.block.ffn.hidden=2**40",
+        "archdsl report llama3_70b.arch --set n_layers=2 --measure",
     ),
 }
 

@@ -11,6 +11,7 @@ Only ``build`` imports torch.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,15 +20,17 @@ import networkx as nx
 from archdsl import syntax as S
 from archdsl.compose import apply_overrides, compose_file
 from archdsl.cost import Report, Settings, build_report, ensure_seq_len
+from archdsl.cost.analysis import params_total
 from archdsl.cost.report import size_values
-from archdsl.diagnostics import Diagnostic, SourceCache, SpecError
+from archdsl.diagnostics import Diagnostic, SourceCache, Span, SpecError, did_you_mean, printable
 from archdsl.elaborate import elaborate
-from archdsl.frontend import parse_source
+from archdsl.frontend import check_text, parse_source, read_source
 from archdsl.frontend.text import parse_expr
 from archdsl.graph import build_graph, ctx_of, input_shapes
 from archdsl.ir import Spec
 from archdsl.kinds import REGISTRY
 from archdsl.lower.lowering import lower
+from archdsl.names import OVERRIDE_HELP, override_name_problem
 from archdsl.passes import run_passes
 
 if TYPE_CHECKING:
@@ -42,6 +45,7 @@ def parse_overrides(overrides: Mapping[str, Override] | None) -> tuple[dict[str,
     """``{"n_layers": 2, "d_model": "64"}`` -> expressions (strings are parsed like spec values)."""
     exprs: dict[str, S.Expr] = {}
     texts: dict[str, str] = {}
+    diags: list[Diagnostic] = []
     for name, value in (overrides or {}).items():
         where = f"<--set {name}>"
         if isinstance(value, bool):
@@ -50,29 +54,73 @@ def parse_overrides(overrides: Mapping[str, Override] | None) -> tuple[dict[str,
             text = value if isinstance(value, str) else repr(value)
         prefix = f"--set {name}="
         texts[where] = prefix + text  # diagnostics show the option as written
-        exprs[name] = parse_expr(text, where, 1, len(prefix) + 1)
+        span = Span(where, 1, 1, 1, len(prefix))
+        problem = override_name_problem(name)
+        try:
+            if problem is not None:
+                raise SpecError([Diagnostic("E015", f"--set {name}: {problem}", span, OVERRIDE_HELP)])
+            check_text(text, where + ".arch")
+            exprs[name] = parse_expr(text, where, 1, len(prefix) + 1)
+        except SpecError as e:
+            diags.extend(e.diagnostics)
+    if diags:
+        raise SpecError(diags, texts)
     return exprs, texts
 
 
 def read(path: str | Path) -> str:
-    return Path(path).read_text(encoding="utf-8")
+    """One spec file's text, read as untrusted input (see :func:`archdsl.frontend.read_source`)."""
+    return read_source(str(path))
 
 
 def load(path: str | Path, overrides: Mapping[str, Override] | None = None) -> Spec:
-    """Read, parse, compose and elaborate a spec. Raises :class:`SpecError` (with every diagnostic)
-    if it is not a valid spec, and ``OSError`` if it cannot be read.
+    """Read, parse, compose and elaborate a spec. Raises :class:`SpecError` (with every diagnostic, and
+    the source texts to render them) if it is not a valid spec — its subclass
+    :class:`~archdsl.frontend.SourceError` (E019) if the file cannot be read at all.
 
     ``overrides`` replace constants (``{"n_layers": 2}``) or, with a dotted name, any value in the
     spec (``{"model.block.attention.heads": 4}``)."""
     path = str(path)
+    texts: dict[str, str] = {}
+    try:
+        exprs, texts = parse_overrides(overrides)
+        file, read_texts = compose_file(path, read, parse_source)
+        texts = {**read_texts, **texts}
+        dotted = {k: v for k, v in exprs.items() if "." in k}
+        file = apply_overrides(file, dotted)
+        model, env = elaborate(file, {k: v for k, v in exprs.items() if "." not in k})
+    except SpecError as e:
+        raise type(e)(located(e.diagnostics, Span(path, 1, 1, 1, 2)), {**texts, **e.sources}) from None
+    return Spec(model=model, constants=tuple(env.items()), path=path, sources=tuple(texts.items()))
+
+
+def override_file(file: S.File, overrides: Mapping[str, Override] | None) -> S.File:
+    """A surface file with ``--set`` overrides applied as written: constants replaced (their
+    expressions, so values derived from them follow), dotted paths set (what ``fmt --set`` prints)."""
+    if not overrides:
+        return file
     exprs, texts = parse_overrides(overrides)
-    file, read_texts = compose_file(path, read, parse_source)
-    dotted = {k: v for k, v in exprs.items() if "." in k}
-    file = apply_overrides(file, dotted)
-    model, env = elaborate(file, {k: v for k, v in exprs.items() if "." not in k})
-    return Spec(
-        model=model, constants=tuple(env.items()), path=path, sources=(*read_texts.items(), *texts.items())
+    consts = {e.key.name for e in file.entries if isinstance(e, S.Attr)}
+    diags = [
+        Diagnostic(
+            "E015",
+            f"--set {name}: the spec has no constant `{name}`",
+            expr.span,
+            help=did_you_mean(name, sorted(consts)),
+        )
+        for name, expr in exprs.items()
+        if "." not in name and name not in consts
+    ]
+    if diags:
+        raise SpecError(diags, texts)
+    entries = tuple(
+        S.Attr(e.key, exprs[e.key.name], e.span) if isinstance(e, S.Attr) and e.key.name in exprs else e
+        for e in file.entries
     )
+    try:
+        return apply_overrides(replace(file, entries=entries), {k: v for k, v in exprs.items() if "." in k})
+    except SpecError as e:
+        raise SpecError(e.diagnostics, texts) from None
 
 
 def graph(spec: Spec) -> nx.DiGraph:
@@ -87,14 +135,20 @@ def check(spec: Spec | str | Path, overrides: Mapping[str, Override] | None = No
             spec = load(spec, overrides)
         except SpecError as e:
             return e.diagnostics
-    return run_passes(graph(spec))
+    return located(run_passes(graph(spec)), spec.model.span or Span(spec.path, 1, 1, 1, 2))
+
+
+def located(diags: list[Diagnostic], where: Span) -> list[Diagnostic]:
+    """Every diagnostic with a place: one the graph could not place (a guard on the graph view) points
+    at ``where``, the model or the file."""
+    return [d if d.span is not None else replace(d, span=where) for d in diags]
 
 
 def checked_graph(spec: Spec) -> nx.DiGraph:
     g = graph(spec)
-    diags = run_passes(g)
+    diags = located(run_passes(g), spec.model.span or Span(spec.path, 1, 1, 1, 2))
     if diags:
-        raise SpecError(diags)
+        raise SpecError(diags, dict(spec.sources))
     return g
 
 
@@ -164,11 +218,19 @@ def report_at(spec: Spec, g: nx.DiGraph, s: Settings) -> Report:
 
 
 def build(spec: Spec, seed: int = 0) -> nn.Module:
-    """The spec as a randomly initialised ``nn.Module`` (deterministic in ``seed``)."""
-    checked_graph(spec)
-    from archdsl.lower.build import build_module
+    """The spec as a randomly initialised ``nn.Module`` (deterministic in ``seed``). Raises
+    :class:`SpecError` (E020) before allocating anything when its weights and buffers do not fit in
+    the memory available (see :mod:`archdsl.lower.fits`)."""
+    from archdsl.lower.build import build_module, instantiate
+    from archdsl.lower.fits import ensure_fits
 
-    return build_module(lower(spec.model), seed=seed)
+    g = checked_graph(spec)
+    ctor = lower(spec.model)
+    try:
+        ensure_fits(ctor, params_total(g), instantiate)
+        return build_module(ctor, seed=seed)
+    except SpecError as e:
+        raise SpecError(located(e.diagnostics, spec.model.span or Span(spec.path, 1, 1, 1, 2))) from None
 
 
 def example_inputs_source(spec: Spec, batch: int = 2, seq_len: int = 16) -> str:
@@ -190,12 +252,13 @@ def emit_source(spec: Spec) -> str:
     """A standalone Python file (torch + standard library only) defining the same model."""
     from archdsl import __version__
     from archdsl.lower.emit import emit
+    from archdsl.lower.pysrc import check_source
 
-    params = analyze(spec, batch=1, seq_len=1).params_total
+    params = params_total(checked_graph(spec))
     m = spec.model
     inputs = ", ".join(input_shapes(m))
     header = (
-        f"{m.name}: generated by archdsl {__version__} from {Path(spec.path).name}.\n\n"
+        f"{m.name}: generated by archdsl {__version__} from {printable(Path(spec.path).name)}.\n\n"
         f"A {m.type.replace('_', '-')} with {m.n_layers} blocks, d_model {m.d_model}"
         + (f", vocab {m.vocab}" if m.vocab else "")
         + f": {params:,} parameters.\n"
@@ -203,7 +266,9 @@ def emit_source(spec: Spec) -> str:
         "    model = build_model()\n"
         f"    out = model({inputs})\n"
     )
-    return emit(lower(m), header, example_inputs_source(spec))
+    source = emit(lower(m), header, example_inputs_source(spec))
+    check_source(source)  # imports and calls only from the allowlists (see archdsl.lower.pysrc)
+    return source
 
 
 def sources(spec: Spec | None = None, extra: Mapping[str, str] | None = None) -> SourceCache:

@@ -163,3 +163,32 @@ def _text(e: Expr, ctx: int) -> str:
         return f"({s})" if p < ctx else s
     args = ", ".join((f"{a.key.name} = {_text(a.value, 0)}" if a.key else _text(a.value, 0)) for a in e.args)
     return f"{e.func.name}({args})"
+
+
+def too_deep(entries: tuple[Entry, ...] | Expr, limit: int) -> Span | None:
+    """The span of the first expression nested deeper than ``limit`` (each operator, call and list is a
+    level: ``a + b + c`` is two deep), or None. Iterative, so that it is safe on any tree: every other
+    walker of expressions is recursive, and runs only on trees this one has passed."""
+    todo: list[tuple[object, int, Span | None]] = [
+        (e, 0, None) for e in (entries if isinstance(entries, tuple) else (entries,))
+    ]
+    while todo:
+        node, depth, where = todo.pop()
+        span = getattr(node, "span", None) or where
+        if isinstance(node, BinOp | Neg | Call | List):
+            depth += 1
+            if depth > limit:
+                return span
+        if isinstance(node, Attr):
+            todo.append((node.value, depth, span))
+        elif isinstance(node, Section):
+            todo.extend((e, depth, span) for e in node.entries)
+        elif isinstance(node, BinOp):
+            todo.extend(((node.left, depth, span), (node.right, depth, span)))
+        elif isinstance(node, Neg):
+            todo.append((node.operand, depth, span))
+        elif isinstance(node, Call):
+            todo.extend((a.value, depth, span) for a in node.args)
+        elif isinstance(node, List):
+            todo.extend((x, depth, span) for x in node.items)
+    return None

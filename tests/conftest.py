@@ -93,6 +93,7 @@ def model_inputs(spec, batch: int, seq_len: int, generator=None):  # type: ignor
 
 def pytest_addoption(parser):  # type: ignore[no-untyped-def]
     parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden expected outputs")
+    parser.addoption("--update-bad", action="store_true", help="rewrite tests/bad/MANIFEST")
 
 
 TINY["llama2_7b_lora"] = TINY["llama2_7b"]

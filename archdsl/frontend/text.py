@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from archdsl import syntax as S
 from archdsl.diagnostics import Diagnostic, Span, SpecError
-from archdsl.frontend import MAX_DEPTH
+from archdsl.limits import MAX_DEPTH, MAX_INT
 
 
 def grammar_path() -> Path:
@@ -86,6 +87,8 @@ def _terms() -> frozenset[str]:
 
 def _expected(names: set[str] | frozenset[str]) -> str:
     words = sorted({_word(n) for n in names})
+    if not words:  # Lark knows nothing that could follow here
+        return "the end of the value"
     # Operators make long lists that help nobody; keep the structural words when there are many.
     if len(words) > 6:
         keep = [w for w in words if w in ("'='", "'('", "')'", "'{'", "'}'", "','", "a name")]
@@ -102,6 +105,7 @@ def _token_text(tok: Token) -> str:
 
 _DANGLING = re.compile(r"(=|\+|-|\*|/|%|\(|,|\[)\s*$")
 MAX_SYNTAX_ERRORS = 10
+REPARSE_TOKENS = 20_000  # about this much text (in 4-byte tokens) is parsed again to find more errors
 
 
 def _code(line: str) -> str:
@@ -221,10 +225,18 @@ def _syntax_error(err: UnexpectedInput, text: str, path: str) -> tuple[Diagnosti
     if expected == {"LBRACE"} and prev is not None and first_on_line and prev != line:
         # `repeat 2` then a new line: read as a section header whose `{` never came
         m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s+(.+?)\s*", prev_code)
-        hint = f"write `{m.group(1)} = {m.group(2)}`" if m else "write `name = value`"
         stripped = prev_code.strip()
         c = len(prev_code) - len(prev_code.lstrip()) + 1
         span = Span(path, prev, c, prev, c + len(stripped))
+        if m and m.group(1) in SECTION_KEYWORDS:  # `model gpt2` then its entries: the `{` is missing
+            d = Diagnostic(
+                "E001",
+                f"`{stripped}` is missing its '{{'",
+                span,
+                help=f"write `{stripped} {{`, and close the section with `}}`",
+            )
+            return d, _open_section(lines, prev)
+        hint = f"write `{m.group(1)} = {m.group(2)}`" if m else "write `name = value`"
         return Diagnostic("E001", f"`{stripped}` is missing its '='", span, help=hint), _blank(lines, prev)
     hint = None
     if tok.type == "STRING":
@@ -253,6 +265,20 @@ def _syntax_error(err: UnexpectedInput, text: str, path: str) -> tuple[Diagnosti
     return d, _blank(lines, line)
 
 
+#: the keywords that open sections (`model NAME { … }`, `block NAME { … }`, `flow { … }`, …)
+SECTION_KEYWORDS = ("model", "block", "layer", "encoder", "decoder", "flow", "lora")
+
+
+def _open_section(lines: list[str], lineno: int) -> str:
+    """The text with the missing `{` added to a section header, if a `}` further down closes it;
+    otherwise with the header blanked."""
+    rest = sum(_code(x).count("{") - _code(x).count("}") for x in lines[lineno:])
+    if rest >= 0:
+        return _blank(lines, lineno)
+    out = [*lines[: lineno - 1], _code(lines[lineno - 1]) + " {", *lines[lineno:]]
+    return "\n".join(out) + "\n"
+
+
 def _blank(lines: list[str], lineno: int) -> str:
     """The text with line ``lineno`` emptied, keeping its braces' balance with a placeholder section."""
     code = _code(lines[lineno - 1])
@@ -277,24 +303,56 @@ def _tok_span(path: str, tok: Token) -> Span:
 def _number(tok: Token, path: str) -> int | float:
     s = str(tok).replace("_", "")
     if tok.type == "INT" and len(s) > 1 and s[0] == "0":
+        shown = _short(str(tok))
         raise SpecError(
             [
                 Diagnostic(
                     "E001",
-                    f"integer `{tok}` has a leading zero",
+                    f"integer `{shown}` has a leading zero",
                     _tok_span(path, tok),
-                    help=f"write {int(s)}; YAML 1.1 would read `{tok}` as the octal {_octal(s)}",
+                    help=f"write {_short(s.lstrip('0') or '0')}; YAML 1.1 would read `{shown}` as the "
+                    f"octal {_octal(s)}",
                 )
             ]
         )
-    return float(s) if tok.type == "FLOAT" else int(s)
+    # digits are counted before converting: a 5,000-digit literal must not reach int() (its limit)
+    if tok.type == "INT" and (len(s) > len(str(MAX_INT)) or int(s) > MAX_INT):
+        raise SpecError(
+            [
+                Diagnostic(
+                    "E004",
+                    f"integer `{_short(str(tok))}` is too large",
+                    _tok_span(path, tok),
+                    help=f"values in a spec fit in 64 bits (at most {MAX_INT:,})",
+                )
+            ]
+        )
+    if tok.type == "FLOAT":
+        value = float(s)
+        if not math.isfinite(value):
+            raise SpecError(
+                [
+                    Diagnostic(
+                        "E004",
+                        f"number `{_short(str(tok))}` is too large to be a finite float",
+                        _tok_span(path, tok),
+                        help="values in a spec are finite numbers (at most about 1.8e308)",
+                    )
+                ]
+            )
+        return value
+    return int(s)
+
+
+def _short(s: str, keep: int = 24) -> str:
+    """A literal as messages show it: long ones cut in the middle."""
+    return s if len(s) <= keep else f"{s[: keep // 2]}…{s[-keep // 2 :]} ({len(s):,} characters)"
 
 
 def _octal(s: str) -> str:
-    try:
-        return str(int(s, 8))
-    except ValueError:
-        return "(not octal either)"
+    if len(s) > 30 or any(c in "89" for c in s):
+        return "(not octal either)" if any(c in "89" for c in s) else "(a very large number)"
+    return str(int(s, 8))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,19 +470,22 @@ class _ToSyntax(Transformer_NonRecursive):
 
 
 def _depth_error(text: str, path: str) -> Diagnostic | None:
+    """Brackets nested deeper than MAX_DEPTH, found before parsing (comments skipped)."""
     depth = 0
     line, col = 1, 1
+    comment = False
     for ch in text:
-        if ch in "({":
+        if ch == "#":
+            comment = True
+        elif ch == "\n":
+            comment = False
+        elif comment:
+            pass
+        elif ch in "({[":
             depth += 1
             if depth > MAX_DEPTH:
-                return Diagnostic(
-                    "E001",
-                    f"nesting deeper than {MAX_DEPTH} levels",
-                    Span(path, line, col, line, col + 1),
-                    help="flatten the expression with named constants",
-                )
-        elif ch in ")}":
+                return _deep(Span(path, line, col, line, col + 1))
+        elif ch in ")}]":
             depth -= 1
         if ch == "\n":
             line, col = line + 1, 1
@@ -433,20 +494,35 @@ def _depth_error(text: str, path: str) -> Diagnostic | None:
     return None
 
 
+def _deep(span: Span | None) -> Diagnostic:
+    return Diagnostic(
+        "E001",
+        f"nesting deeper than {MAX_DEPTH} levels",
+        span,
+        help="flatten the expression with named constants",
+    )
+
+
 def _transform(path: str, tree: object) -> Any:
     try:
-        return _ToSyntax(path).transform(tree)
+        out = _ToSyntax(path).transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None
         raise
+    deep = S.too_deep(out, MAX_DEPTH)
+    if deep is not None:
+        raise SpecError([_deep(deep)])
+    return out
 
 
 def _all_syntax_errors(err: UnexpectedInput, text: str, path: str) -> list[Diagnostic]:
     """Report an error, blank out the damage, parse again: up to MAX_SYNTAX_ERRORS, each once."""
     diags: list[Diagnostic] = []
     current: str | None = text
-    while current is not None and len(diags) < MAX_SYNTAX_ERRORS:
+    # each further error costs a parse of the whole text: a large text gets fewer
+    budget = max(1, min(MAX_SYNTAX_ERRORS, REPARSE_TOKENS // max(1, len(text) // 4)))
+    while current is not None and len(diags) < budget:
         d, current = _syntax_error(err, current, path)
         if d.span is not None and any(
             x.span and (x.span.line, x.span.col) == (d.span.line, d.span.col) for x in diags
@@ -480,6 +556,18 @@ def parse_text(text: str, path: str) -> S.File:
 
 def parse_expr(text: str, path: str, line: int = 1, col: int = 1) -> S.Expr:
     """Parse one expression (a YAML value, a ``--set`` value); spans are shifted to (line, col)."""
+    from archdsl.frontend import check_text
+
+    try:
+        check_text(text, path)  # a YAML escape can put a control character into a value
+    except SpecError as e:
+        raise SpecError([_shift(d, line, col) for d in e.diagnostics]) from None
+    atom = _atom(text, path)
+    if atom is not None:  # a lone number, name or boolean (most YAML values): no parser needed
+        try:
+            return _shift_tree(atom(), line, col)
+        except SpecError as e:
+            raise SpecError([_shift(d, line, col) for d in e.diagnostics]) from None
     deep = _depth_error(text, path)
     if deep is not None:
         raise SpecError([_shift(deep, line, col)])
@@ -492,6 +580,35 @@ def parse_expr(text: str, path: str, line: int = 1, col: int = 1) -> S.Expr:
     except SpecError as e:
         raise SpecError([_shift(d, line, col) for d in e.diagnostics]) from None
     return _shift_tree(expr, line, col)
+
+
+@functools.cache
+def _atom_pattern() -> re.Pattern[str]:
+    """One NAME, INT or FLOAT token of the grammar (its own regular expressions), spaces around."""
+    terms = {t: _parser().get_terminal(t).pattern.to_regexp() for t in ("NAME", "INT", "FLOAT")}
+    return re.compile(r"[ \t]*(?:(?P<NAME>{NAME})|(?P<INT>{INT})|(?P<FLOAT>{FLOAT}))[ \t]*".format(**terms))
+
+
+#: words the grammar reads as its own tokens, not as names
+_GRAMMAR_WORDS = frozenset(("true", "false", "extends", "import", "from"))
+
+
+def _atom(text: str, path: str) -> Any:
+    """A maker of the syntax node for a text that is one token, exactly as the parser would read it;
+    None for anything else (the parser decides)."""
+    m = _atom_pattern().fullmatch(text)
+    if m is None:
+        return None
+    kind = m.lastgroup
+    word = m.group(kind)  # type: ignore[arg-type]
+    if kind == "NAME" and word in _GRAMMAR_WORDS - {"true", "false"}:
+        return None
+    start = m.start(kind) + 1  # type: ignore[arg-type]
+    span = Span(path, 1, start, 1, start + len(word))
+    if kind == "NAME":
+        return lambda: S.Bool(word == "true", span) if word in ("true", "false") else S.Name(word, span)
+    tok = Token(kind, word, line=1, column=start, end_line=1, end_column=start + len(word))  # type: ignore[arg-type]
+    return lambda: S.Num(_number(tok, path), span, word)
 
 
 def _shift_span(s: Span | None, line: int, col: int) -> Span | None:

@@ -12,12 +12,13 @@ import ast
 import functools
 import importlib.util
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from archdsl.lower.codegen import GENERATED
 from archdsl.lower.ctor import Ctor, Layers, Shared
+from archdsl.lower.pysrc import py_docstring, py_number, py_str
 
 
 class Writer:
@@ -63,6 +64,34 @@ def definition_source(module: str, name: str) -> str:
     return "\n".join(src.splitlines()[first - 1 : node.end_lineno])  # whole lines: keep trailing comments
 
 
+#: archdsl's modules of nn classes: what an emitted file copies definitions from
+NN_MODULES = (
+    "archdsl.lower.model_nn",
+    *(f"archdsl.kinds.{f}_nn" for f in ("attention", "conv", "efficient", "embed", "ffn", "local")),
+    *(f"archdsl.kinds.{f}_nn" for f in ("norm", "peft", "position", "relative")),
+)
+
+
+@functools.cache
+def taken_names() -> frozenset[str]:
+    """Every name an emitted file may define or import besides generated ones: the top-level
+    definitions and imports of archdsl's nn modules, ``build_model`` and ``Config``. Generated class and
+    factory names are chosen outside this set, so they can never shadow a copied definition."""
+    out = {"torch", "nn", "F", "math", "random", "build_model", "Config", "model", "out"}
+    for module in NN_MODULES:
+        if importlib.util.find_spec(module) is None:
+            continue
+        _, tree = _module_source(module)
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                out.add(node.name)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                out.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, ast.Assign):
+                out.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return frozenset(out)
+
+
 @functools.cache
 def _archdsl_imports(module: str) -> dict[str, str]:
     """Names a module imports from other archdsl modules (``from archdsl.kinds.attention_nn import
@@ -79,6 +108,8 @@ def _archdsl_imports(module: str) -> dict[str, str]:
 def _with_deps(module: str, name: str, out: dict[tuple[str, str], str]) -> None:
     """Add a definition after the classes and functions it refers to, from its own module or from
     other archdsl nn modules (a variant subclassing another module's class)."""
+    if (module, name) in out:  # already copied, with what it needs (a MoE has thousands of experts)
+        return
     local = _top_level(module)
     imported = _archdsl_imports(module)
     for ref in sorted({n.id for n in ast.walk(local[name]) if isinstance(n, ast.Name)} - {name}):
@@ -109,11 +140,11 @@ def _definitions(x: Any, out: dict[tuple[str, str], str]) -> None:
             _definitions(item, out)
 
 
-def _inline(x: Any) -> str | None:
+def _inline(x: Any, shared: Callable[[Shared], str]) -> str | None:
     """A short one-line rendering, or None when the value needs several lines."""
     if isinstance(x, Ctor):
-        parts = [_inline(a) for a in x.args] + [
-            (f"{k}={r}" if (r := _inline(v)) is not None else None) for k, v in x.kwargs
+        parts = [_inline(a, shared) for a in x.args] + [
+            (f"{k}={r}" if (r := _inline(v, shared)) is not None else None) for k, v in x.kwargs
         ]
         if any(p is None for p in parts):
             return None
@@ -122,15 +153,29 @@ def _inline(x: Any) -> str | None:
     if isinstance(x, Layers):
         return None
     if isinstance(x, Shared):
-        return x.key.replace(".", "_")
+        return shared(x)
     if isinstance(x, list | tuple):
         if not x:
             return "[]"
-        if len(set(x)) == 1 and (one := _inline(x[0])) is not None:
+        if len(set(x)) == 1 and (one := _inline(x[0], shared)) is not None:
             text = f"[{one} for _ in range({len(x)})]"
             return text if len(text) <= 76 else None
         return None
-    return repr(x)
+    return literal(x)
+
+
+def literal(x: Any) -> str:
+    """A constructor argument as a Python literal: numbers, booleans, enum words, None, dicts of them
+    (LoRA settings) — each made by :mod:`archdsl.lower.pysrc`, never by formatting text."""
+    if x is None:
+        return "None"
+    if isinstance(x, str):
+        return py_str(x)
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{py_str(str(k))}: {literal(v)}" for k, v in x.items()) + "}"
+    if isinstance(x, list | tuple):
+        return "[" + ", ".join(literal(v) for v in x) + "]"
+    return py_number(x)
 
 
 def _snake(name: str) -> str:
@@ -142,14 +187,14 @@ class _Emitter:
         self.factories: dict[Ctor, str] = {}  # block constructor -> factory function name
         self.locals: list[tuple[str, Ctor]] = []  # shared instances: name = Ctor(...)
         self.shared: dict[str, Ctor] = {}  # shared modules, built first: name -> constructor
+        self.names: set[str] = set()  # every name given out so far
+        self.shared_names: dict[str, str] = {}  # a shared module's key -> its local name
 
     def value(self, w: Writer, prefix: str, x: Any, suffix: str) -> None:
         if isinstance(x, Shared):
-            name = x.key.replace(".", "_")
-            self.shared.setdefault(name, x.ctor)
-            w(f"{prefix}{name}{suffix}")
+            w(f"{prefix}{self.shared_name(x)}{suffix}")
             return
-        one = _inline(x)
+        one = _inline(x, self.shared_name)
         if one is not None:
             w(f"{prefix}{one}{suffix}")
         elif isinstance(x, Ctor):
@@ -177,15 +222,26 @@ class _Emitter:
             assert isinstance(x, Layers)
             self.layers(w, prefix, x, suffix)
 
+    def shared_name(self, x: Shared) -> str:
+        """The local that holds a shared module (built first in ``build_model``)."""
+        if x.key not in self.shared_names:
+            self.shared_names[x.key] = self.fresh(x.key.replace(".", "_"))
+            self.shared[self.shared_names[x.key]] = x.ctor
+        return self.shared_names[x.key]
+
     def factory(self, ctor: Ctor, label: str = "") -> str:
         if ctor not in self.factories:
-            base = f"{label}_block" if label else _snake(ctor.cls.name)
-            name, k = base, 1
-            while name in self.factories.values():
-                k += 1
-                name = f"{base}_{k}"
-            self.factories[ctor] = name
+            self.factories[ctor] = self.fresh(f"{label}_block" if label else _snake(ctor.cls.name))
         return self.factories[ctor]
+
+    def fresh(self, base: str) -> str:
+        """A name no definition, import, factory or local of the file has yet."""
+        name, k = base, 1
+        while name in self.names or name in taken_names():
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
 
     def layers(self, w: Writer, prefix: str, x: Layers, suffix: str) -> None:
         """The blocks of a stack, as a comprehension when they repeat. Shared blocks are one instance
@@ -206,7 +262,7 @@ class _Emitter:
             for ctor, inst, label in zip(x.ctors, x.instances, _labels(x), strict=True):
                 if inst not in names:
                     make = self.factory(ctor, label)
-                    names[inst] = (
+                    names[inst] = self.fresh(
                         f"shared_{len(names)}" if x.instances.count(inst) > 1 else f"{make}_{len(names)}"
                     )
                     self.locals.append((names[inst], ctor))
@@ -296,8 +352,8 @@ def emit(ctor: Ctor, header: str, example: str) -> str:
     nested = bool(em.shared)  # factories that read shared modules are closures inside build_model
 
     w = Writer()
-    w('"""' + header.rstrip("\n"))
-    w('"""')
+    for line in py_docstring(header.rstrip("\n") + "\n").split("\n"):
+        w(line)
     w()
     for line in _imports(defs):
         w(line)

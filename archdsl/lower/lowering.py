@@ -9,6 +9,7 @@ from archdsl.ir import Block, Model, Node, Stack
 from archdsl.kinds import REGISTRY, Ctx
 from archdsl.lower.codegen import block_class, structure
 from archdsl.lower.ctor import ClassRef, Ctor, Layers, ours, torch_nn
+from archdsl.lower.emit import taken_names
 
 MODEL_NN = "archdsl.lower.model_nn"
 
@@ -18,11 +19,12 @@ def _comp(node: Node | None, ctx: Ctx) -> Ctor:
 
 
 class _Classes:
-    """One generated class per block topology; names made unique."""
+    """One generated class per block topology; names made unique, also against every definition an
+    emitted file copies (a block named ``rms_norm`` must not become a second ``RMSNorm``, say)."""
 
     def __init__(self) -> None:
         self.by_structure: dict[object, ClassRef] = {}
-        self.names: set[str] = set()
+        self.names: set[str] = set(taken_names())
 
     def get(self, blk: Block) -> ClassRef:
         key = structure(blk)
