@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from archdsl.diagnostics import Diagnostic, SourceCache, SpecError, render_all
+from archdsl.diagnostics import Diagnostic, SourceCache, SpecError, printable, render_all
 from archdsl.ir import Spec
+from archdsl.limits import MAX_LENGTHS, MAX_VARIANTS
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
@@ -34,19 +36,25 @@ def _length(text: str) -> int:
     t = text.strip().lower().replace("_", "")
     scale = _SUFFIX.get(t[-1:], 1)
     digits = t[:-1] if scale != 1 else t
-    if not digits.isdigit() or int(digits) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive length such as 1024 or 4k, got {text!r}")
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 12 or int(digits) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive length such as 1024 or 4k, got {printable(repr(text))}"
+        )
     return int(digits) * scale
 
 
 def _lengths(text: str) -> list[int]:
-    return [_length(part) for part in text.split(",")]
+    parts = text.split(",")
+    if len(parts) > MAX_LENGTHS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_LENGTHS} lengths, got {len(parts)}")
+    return [_length(part) for part in parts]
 
 
 def _positive(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+    t = text.strip()
+    if not (t.isascii() and t.isdigit()) or len(t) > 12 or int(t) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {printable(repr(text))}")
+    return int(t)
 
 
 def _overrides(items: list[str] | None) -> dict[str, str]:
@@ -56,6 +64,8 @@ def _overrides(items: list[str] | None) -> dict[str, str]:
         name = name.strip()
         if not eq or not name or not value.strip():
             raise _UsageError(f"--set expects NAME=VALUE, got {item!r}")
+        if name in out:
+            raise _UsageError(f"--set {name} is given twice")
         out[name] = value.strip()
     return out
 
@@ -129,16 +139,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.add_argument("specs", nargs="+", metavar="SPEC")
 
-    f = sub.add_parser("fmt", help="print specs in canonical form, or convert between text and YAML")
+    f = sub.add_parser(
+        "fmt", parents=[common], help="print specs in canonical form, or convert between text and YAML"
+    )
     f.add_argument("specs", nargs="+", metavar="SPEC")
     f.add_argument("--to", choices=("arch", "yaml"), help="convert to this form (default: the file's own)")
     g = f.add_mutually_exclusive_group()
     g.add_argument("--write", action="store_true", help="rewrite the files in place")
     g.add_argument("--check", action="store_true", help="exit 1 if any file is not in canonical form")
     f.add_argument("-o", "--output", metavar="OUT", help="write the (single) result to OUT")
-    f.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
-    sub.add_parser("schema", help="print the JSON Schema of the YAML form")
+    sch = sub.add_parser("schema", help="print the JSON Schema of the YAML form")
+    sch.add_argument("--set", metavar="NAME=VALUE", action="append", help=argparse.SUPPRESS)
 
     x = sub.add_parser("explain", help="explain an error code, e.g. archdsl explain E011")
     x.add_argument("code", nargs="?", metavar="CODE")
@@ -154,14 +166,25 @@ def _report_diags(diags: list[Diagnostic], cache: SourceCache, fmt: str = "text"
     print(render_all(diags, cache, "json" if fmt == "json" else "text"), file=sys.stderr)
 
 
+class _UnreadableError(Exception):
+    """A spec file that cannot be read: its diagnostics are shown, and the exit status is 2 (I/O)."""
+
+    def __init__(self, diags: list[Diagnostic], cache: SourceCache) -> None:
+        self.diags, self.cache = diags, cache
+
+
 def _load(path: str, sets: dict[str, str]) -> tuple[Spec | None, tuple[list[Diagnostic], SourceCache] | None]:
-    """Load a spec; on spec errors return its diagnostics with the sources to render them."""
+    """Load a spec; on spec errors return its diagnostics with the sources to render them. A file that
+    cannot be read raises _UnreadableError."""
+    from archdsl.frontend import SourceError
     from archdsl.pipeline import load
 
     try:
         return load(path, sets), None
+    except SourceError as e:
+        raise _UnreadableError(e.diagnostics, SourceCache(e.sources)) from None
     except SpecError as e:
-        return None, (e.diagnostics, SourceCache({f"<--set {k}>": f"--set {k}={v}" for k, v in sets.items()}))
+        return None, (e.diagnostics, SourceCache(e.sources))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -182,7 +205,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             _report_diags(diags, cache)
         else:
             m = spec.model
-            print(f"{path}: ok ({m.name}, {m.type}, {m.n_layers} blocks)")
+            print(f"{printable(path)}: ok ({m.name}, {m.type}, {m.n_layers} blocks)")
         if diags:
             status = EXIT_SPEC
     if args.format == "json":
@@ -190,12 +213,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return status
 
 
-def _write(text: str, output: str) -> None:
+def _write(text: str, output: str, what: str = "") -> None:
     if output == "-":
         sys.stdout.write(text)
     else:
         Path(output).write_text(text, encoding="utf-8")
-        print(f"wrote {output}", file=sys.stderr)
+        print(f"wrote {printable(output)}{f' ({what})' if what else ''}", file=sys.stderr)
 
 
 def _progress(total: int, what: str) -> Callable[[Iterable[T]], Iterable[T]]:
@@ -265,6 +288,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from archdsl.cost.compare import compare
 
     sets = _overrides(args.set)
+    if len(args.specs) > MAX_VARIANTS:
+        raise _UsageError(f"compare takes at most {MAX_VARIANTS} specs, got {len(args.specs)}")
     specs = []
     for path in args.specs:
         spec, failed = _load(path, sets)
@@ -309,41 +334,48 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except SpecError as e:
         _report_diags(e.diagnostics, sources(spec))
         return EXIT_SPEC
-    if args.output == "-":
-        sys.stdout.write(src)
-    else:
-        Path(args.output).write_text(src, encoding="utf-8")
-        print(f"wrote {args.output} ({spec.model.name})", file=sys.stderr)
+    _write(src, args.output, spec.model.name)
     return EXIT_OK
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:
     from archdsl.fmt import to_text, to_yaml
-    from archdsl.frontend import YAML_SUFFIXES, parse_source
+    from archdsl.frontend import YAML_SUFFIXES, SourceError, parse_source, read_source
+    from archdsl.pipeline import override_file
 
     if args.write and args.to:
         raise _UsageError("--write rewrites files in their own form; convert with --to FORM -o OUT")
+    if args.set and (args.write or args.check):
+        raise _UsageError("--set prints a changed spec; it does not go with --write or --check")
     if args.output and len(args.specs) != 1:
         raise _UsageError("-o takes one spec")
+    sets = _overrides(args.set)
     status = EXIT_OK
     for path in args.specs:
-        text = Path(path).read_text(encoding="utf-8")
         try:
-            file = parse_source(text, path)
+            text = read_source(path)
+        except SourceError as e:
+            raise _UnreadableError(e.diagnostics, SourceCache(e.sources)) from None
         except SpecError as e:
-            _report_diags(e.diagnostics, SourceCache({path: text}))
+            _report_diags(e.diagnostics, SourceCache(e.sources))
+            status = EXIT_SPEC
+            continue
+        try:
+            file = override_file(parse_source(text, path), sets)
+        except SpecError as e:
+            _report_diags(e.diagnostics, SourceCache({path: text, **e.sources}))
             status = EXIT_SPEC
             continue
         own = "yaml" if Path(path).suffix.lower() in YAML_SUFFIXES else "arch"
         out = to_yaml(file) if (args.to or own) == "yaml" else to_text(file)
         if args.check:
             if out != text:
-                print(f"would reformat: {path}", file=sys.stderr)
+                print(f"would reformat: {printable(path)}", file=sys.stderr)
                 status = EXIT_SPEC
         elif args.write:
             if out != text:
                 Path(path).write_text(out, encoding="utf-8")
-                print(f"reformatted: {path}", file=sys.stderr)
+                print(f"reformatted: {printable(path)}", file=sys.stderr)
         elif args.output:
             Path(args.output).write_text(out, encoding="utf-8")
         else:
@@ -354,6 +386,8 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from archdsl.schema import schema
 
+    if args.set:
+        raise _UsageError("`schema` reads no spec, so --set has nothing to change")
     print(json.dumps(schema(), indent=2))
     return EXIT_OK
 
@@ -393,14 +427,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help / --version exit 0, usage errors exit 2
-        return int(e.code or 0)
+        return _flushed(int(e.code or 0))
     try:
-        return COMMANDS[args.command](args)
-    except _UsageError as e:
-        print(f"archdsl: error: {e}", file=sys.stderr)
+        return _flushed(COMMANDS[args.command](args))
+    except BrokenPipeError:
+        return _closed_pipe()
+    except _UnreadableError as e:
+        _report_diags(e.diags, e.cache, getattr(args, "format", "text"))
         return EXIT_USAGE
+    except _UsageError as e:
+        print(f"archdsl: error: {printable(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    except SpecError as e:  # a pass the command did not expect to fail: still the spec's diagnostics
+        _report_diags(e.diagnostics, SourceCache(e.sources))
+        return EXIT_SPEC
     except OSError as e:
-        print(f"archdsl: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        where = printable(str(e.filename)) + ": " if e.filename else ""
+        print(f"archdsl: error: {where}{printable(e.strerror or str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
@@ -408,7 +451,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "debug", False):
             raise
         print(
-            f"archdsl: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)",
+            f"archdsl: internal error: {type(e).__name__}: {printable(str(e))} "
+            "(rerun with --debug for a traceback)",
             file=sys.stderr,
         )
         return EXIT_USAGE
+
+
+def _flushed(status: int) -> int:
+    """Flush stdout inside the guard, so a reader that went away is seen here, not at exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _closed_pipe()
+    return status
+
+
+def _closed_pipe() -> int:
+    """The reader closed the pipe (``archdsl schema | head``): stop quietly. Python's documentation
+    (signal, "Note on SIGPIPE"): point stdout at devnull so the interpreter's final flush cannot fail
+    again, and exit with status 1, as Python itself does on EPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 1

@@ -45,8 +45,8 @@ def kinds_markdown() -> str:
             if kind.params:
                 out += ["| parameter | type | default | meaning |", "|---|---|---|---|"]
                 out += [f"| `{p.name}` | {_type(p)} | {_default(p)} | {p.doc} |" for p in kind.params]
-            else:
-                out.append("No parameters.")
+            else:  # no settings: its weights, if any, follow from the model (a pooler's d x d + d)
+                out.append(f"Takes no arguments: write `{kind.name}()`.")
             out.append("")
     out += ["#### Placement presets", "", "| preset | parameters | layout |", "|---|---|---|"]
     for name, pl in PLACEMENTS.items():
