@@ -612,8 +612,7 @@ class Elaborator:
                 s_attrs, s_subs = self.split(got[0], stack_keys, STACK_SECTIONS)
                 parts.append((role, got[0], s_attrs, self.plan(got[0], s_attrs, s_subs)))
             self.depths = tuple(len(p[3] or ()) if p else 0 for p in parts)  # type: ignore[assignment]
-            if sum(self.depths) > MAX_LAYERS:
-                self.error("E009", self.too_deep_message(), where, "a model has at most that many layers")
+            if not self.layers_fit(where):
                 return None
             for part in parts:
                 if part is None:
@@ -633,8 +632,7 @@ class Elaborator:
             if not isinstance(mtype, _Poison):
                 plan = self.plan(sec, attrs, subs)
                 self.depths = (len(plan or ()), 0) if top_stack == "encoder" else (0, len(plan or ()))
-                if sum(self.depths) > MAX_LAYERS:
-                    self.error("E009", self.too_deep_message(), where, "a model has at most that many layers")
+                if not self.layers_fit(where):
                     return None
                 stacks.append(self.stack(top_stack, sec, attrs, plan, ctx(top_stack), memory=False))
         if not ctx_ok or any(s is None for s in stacks) or any(c is None for c in comps.values()):
@@ -661,9 +659,12 @@ class Elaborator:
             span=where,
         )
 
-    def too_deep_message(self) -> str:
+    def layers_fit(self, where: Span | None) -> bool:
+        """The model's layers (both stacks) are within MAX_LAYERS; else say so."""
         n = sum(self.depths)
-        return f"the model has {n:,} layers; at most {MAX_LAYERS:,}"
+        if n > MAX_LAYERS:
+            self.error("E009", f"the model has {n:,} layers; at most {MAX_LAYERS:,}", where)
+        return n <= MAX_LAYERS
 
     def lora(self, sec: S.Section) -> LoraConfig | None:
         """``lora { r = 8  alpha = 16  dropout = 0.05  targets = [q, v] }``."""

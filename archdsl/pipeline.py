@@ -24,7 +24,7 @@ from archdsl.cost.analysis import params_total
 from archdsl.cost.report import size_values
 from archdsl.diagnostics import Diagnostic, SourceCache, Span, SpecError, did_you_mean, printable
 from archdsl.elaborate import elaborate
-from archdsl.frontend import check_text, parse_source, read_source
+from archdsl.frontend import parse_source, read_source
 from archdsl.frontend.text import parse_expr
 from archdsl.graph import build_graph, ctx_of, input_shapes
 from archdsl.ir import Spec
@@ -59,8 +59,7 @@ def parse_overrides(overrides: Mapping[str, Override] | None) -> tuple[dict[str,
         try:
             if problem is not None:
                 raise SpecError([Diagnostic("E015", f"--set {name}: {problem}", span, OVERRIDE_HELP)])
-            check_text(text, where + ".arch")
-            exprs[name] = parse_expr(text, where, 1, len(prefix) + 1)
+            exprs[name] = parse_expr(text, where, 1, len(prefix) + 1)  # held to a spec's limits
         except SpecError as e:
             diags.extend(e.diagnostics)
     if diags:
@@ -135,7 +134,12 @@ def check(spec: Spec | str | Path, overrides: Mapping[str, Override] | None = No
             spec = load(spec, overrides)
         except SpecError as e:
             return e.diagnostics
-    return located(run_passes(graph(spec)), spec.model.span or Span(spec.path, 1, 1, 1, 2))
+    return located(run_passes(graph(spec)), _where(spec))
+
+
+def _where(spec: Spec) -> Span:
+    """Where a diagnostic about the whole model points: the model section, else the file."""
+    return spec.model.span or Span(spec.path, 1, 1, 1, 2)
 
 
 def located(diags: list[Diagnostic], where: Span) -> list[Diagnostic]:
@@ -146,7 +150,7 @@ def located(diags: list[Diagnostic], where: Span) -> list[Diagnostic]:
 
 def checked_graph(spec: Spec) -> nx.DiGraph:
     g = graph(spec)
-    diags = located(run_passes(g), spec.model.span or Span(spec.path, 1, 1, 1, 2))
+    diags = located(run_passes(g), _where(spec))
     if diags:
         raise SpecError(diags, dict(spec.sources))
     return g
@@ -230,7 +234,7 @@ def build(spec: Spec, seed: int = 0) -> nn.Module:
         ensure_fits(ctor, params_total(g), instantiate)
         return build_module(ctor, seed=seed)
     except SpecError as e:
-        raise SpecError(located(e.diagnostics, spec.model.span or Span(spec.path, 1, 1, 1, 2))) from None
+        raise SpecError(located(e.diagnostics, _where(spec))) from None
 
 
 def example_inputs_source(spec: Spec, batch: int = 2, seq_len: int = 16) -> str:
