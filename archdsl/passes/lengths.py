@@ -17,7 +17,7 @@ import networkx as nx
 from archdsl.diagnostics import Diagnostic
 from archdsl.ir import Node
 from archdsl.kinds import REGISTRY
-from archdsl.passes.shapes import _dedupe, inputs_of
+from archdsl.passes.shapes import dedupe, inputs_of
 
 
 def length_limits(g: nx.DiGraph) -> Iterator[tuple[str, Node, int]]:
@@ -66,4 +66,4 @@ def check_fixed_lengths(g: nx.DiGraph) -> list[Diagnostic]:
                 help=f"{fixed_length_source(g, length)}: set max_len = {length} or more",
             )
         )
-    return _dedupe(diags)
+    return dedupe(diags)

@@ -47,10 +47,10 @@ def infer_shapes(g: nx.DiGraph) -> list[Diagnostic]:
             continue
         for _, dst in g.out_edges(n):
             g.edges[n, dst]["shape"] = a["shape"]
-    return _dedupe(diags)
+    return dedupe(diags)
 
 
-def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
+def dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
     """Repeated layers share one source line; report each problem once per place."""
     seen: set[tuple[object, ...]] = set()
     out = []
