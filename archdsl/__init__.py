@@ -5,6 +5,7 @@
     archdsl.analyze(spec, batch=1, seq_len=1024).to_dict()   # params, FLOPs, memory; polynomials
     archdsl.sweep(spec, [1024, 4096])          # one report per length
     model = archdsl.build(spec, seed=0)        # nn.Module: (B, T) ids -> (B, T, V) logits
+    model = archdsl.build(spec, dtype="bfloat16", compile=True)   # cast, then torch.compile'd
     source = archdsl.emit_source(spec)         # standalone .py, torch only
 
 Importing archdsl does not import torch; only ``build`` does.

@@ -27,6 +27,7 @@ class _UsageError(Exception):
 
 
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
+TARGETS = ("py", "export", "weights")
 POLICY_CHOICES = ("none", "selective", "full")
 _SUFFIX = {"k": 1024, "m": 1024**2}
 
@@ -54,6 +55,22 @@ def _positive(text: str) -> int:
     t = text.strip()
     if not (t.isascii() and t.isdigit()) or len(t) > 12 or int(t) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {printable(repr(text))}")
+    return int(t)
+
+
+def _model_dtype(text: str) -> str:
+    from archdsl.pipeline import dtype_name
+
+    try:
+        return dtype_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _seed(text: str) -> int:
+    t = text.strip()
+    if not (t.isascii() and t.isdigit()) or len(t) > 19 or int(t) >= 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to 2**63 - 1, got {printable(repr(text))}")
     return int(t)
 
 
@@ -156,9 +173,39 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("code", nargs="?", metavar="CODE")
     x.add_argument("--markdown", action="store_true", help="all codes, as docs/errors.md")
 
-    k = sub.add_parser("compile", parents=[common], help="write a standalone PyTorch file for the spec")
+    k = sub.add_parser(
+        "compile",
+        parents=[common],
+        help="write a standalone PyTorch file, a torch.export program or the weights for the spec",
+    )
     k.add_argument("spec", metavar="SPEC")
-    k.add_argument("-o", "--output", metavar="OUT.py", default="-", help="output file (default: stdout)")
+    k.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="py",
+        help="py: a standalone .py file (default); export: a torch.export program (.pt2) with dynamic "
+        "batch and length; weights: the initialised weights as safetensors",
+    )
+    k.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        default="-",
+        help="output file (default: stdout, for --target py only)",
+    )
+    k.add_argument(
+        "--dtype",
+        type=_model_dtype,
+        default=None,
+        metavar="float32|bfloat16|float16",
+        help="the weights' dtype (fp32, bf16, fp16 also accepted; default float32)",
+    )
+    k.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="the seed of the initial weights, for --target export and weights (default 0)",
+    )
     return p
 
 
@@ -323,19 +370,76 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from archdsl.pipeline import emit_source, sources
+    from archdsl.pipeline import sources
 
+    if args.target != "py":
+        _binary_output(args.output, args.target)
+    elif args.seed is not None:
+        raise _UsageError(
+            "--seed sets the weights of --target export and weights; the .py file's "
+            "build_model(seed=N) takes one when it is called"
+        )
     spec, failed = _load(args.spec, _overrides(args.set))
     if failed:
         _report_diags(*failed)
         return EXIT_SPEC
     try:
-        src = emit_source(spec)
+        if args.target == "py":
+            _write(_emit(spec, args.dtype), args.output, spec.model.name)
+        elif args.target == "export":
+            _export(spec, args)
+        else:
+            _weights(spec, args)
     except SpecError as e:
         _report_diags(e.diagnostics, sources(spec))
         return EXIT_SPEC
-    _write(src, args.output, spec.model.name)
     return EXIT_OK
+
+
+def _binary_output(output: str, target: str) -> None:
+    """Check an output path before building anything: a file to (over)write in a directory that exists."""
+    if output == "-":
+        raise _UsageError(f"--target {target} writes a binary file: name it with -o PATH")
+    path = Path(output)
+    if path.is_dir():
+        raise _UsageError(f"{output}: is a directory")
+    if not path.parent.is_dir():
+        raise _UsageError(f"{output}: no such directory {str(path.parent)!r}")
+
+
+def _emit(spec: Spec, dtype: str | None) -> str:
+    from archdsl.pipeline import emit_source
+
+    return emit_source(spec, dtype=dtype)
+
+
+def _export(spec: Spec, args: argparse.Namespace) -> None:
+    import torch
+
+    from archdsl.pipeline import export_program
+
+    try:
+        program = export_program(spec, args.seed or 0, args.dtype)
+    except SpecError:
+        raise
+    except Exception as e:  # torch.export's errors: a model that specialises on a length, say
+        if args.debug:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _UsageError(
+            f"torch.export cannot export {spec.model.name} with a dynamic batch and length "
+            f"(its shapes depend on the length here; --debug shows torch's message): {first}"
+        ) from None
+    torch.export.save(program, args.output)
+    print(f"wrote {printable(args.output)} ({spec.model.name}, torch.export program)", file=sys.stderr)
+
+
+def _weights(spec: Spec, args: argparse.Namespace) -> None:
+    from archdsl.pipeline import save_weights
+
+    shared = save_weights(spec, args.output, args.seed or 0, args.dtype)
+    note = "".join(f"; {a} is stored as {b} (tied)" for a, b in shared.items())
+    print(f"wrote {printable(args.output)} ({spec.model.name}, safetensors{note})", file=sys.stderr)
 
 
 def cmd_fmt(args: argparse.Namespace) -> int:

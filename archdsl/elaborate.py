@@ -20,6 +20,7 @@ from archdsl.kinds.peft import LORA_SETTINGS, LORA_TARGETS, LoraConfig
 from archdsl.limits import MAX_DIAGNOSTICS, MAX_INT, MAX_LAYERS
 from archdsl.names import identifier, name_problem, rename_hint
 from archdsl.placements import PLACEMENTS, SUBLAYERS, deepnorm_alpha
+from archdsl.trace import as_float, var, whole
 
 FUNCTIONS = ("min", "max")
 # Words that other languages (and YAML 1.1) read as booleans; archdsl has only `true` and `false`.
@@ -234,7 +235,7 @@ def coerce(p: Param, v: Value, e: S.Expr, env: Mapping[str, Value]) -> Value:
         )
     shown = _describe(e, v)
     if p.type == "float":
-        v = float(v)
+        v = as_float(v)  # a traced number keeps its expression (see archdsl.trace)
     for bound, bad, word in (
         (p.min, lambda b: v < b, "at least"),
         (p.gt, lambda b: v <= b, "greater than"),
@@ -313,8 +314,11 @@ def _camel(name: str) -> str:
 
 
 class Elaborator:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, traced: frozenset[str] = frozenset()) -> None:
         self.path = path
+        self.traced = traced  # constants to elaborate as traced numbers (archdsl.trace)
+        self.derived: dict[str, object] = {}  # a traced constant -> the expression it was computed by
+        self.segments: dict[int, tuple[tuple[int, object], ...]] = {}  # id(plan) -> its repeats
         self.diags: list[Diagnostic] = []
         self.env: dict[str, Value] = {}
         self.blocks: dict[str, S.Section] = {}
@@ -377,6 +381,9 @@ class Elaborator:
                 continue
             self.env[name] = self.attempt(evaluate, expr, self.env)
             v = self.env[name]
+            if name in self.traced and isinstance(v, int | float) and not isinstance(v, bool):
+                self.derived[name] = getattr(v, "expr", None)
+                self.env[name] = v = var(name, v)
             if isinstance(v, Word) and not isinstance(v, _Poison) and v in BOOL_WORDS:
                 self.error(
                     "E008",
@@ -567,7 +574,7 @@ class Elaborator:
                 st[p.name] = _POISON
         mtype = st["type"]
         ctx_ok = not any(isinstance(st[k], _Poison) for k in st)
-        d_model, vocab = (int(st["d_model"]), int(st["vocab"])) if ctx_ok else (0, 0)
+        d_model, vocab = (whole(st["d_model"]), whole(st["vocab"])) if ctx_ok else (0, 0)
 
         lora = self.lora(subs["lora"][0]) if "lora" in subs else None
 
@@ -748,11 +755,13 @@ class Elaborator:
             if isinstance(n, _Poison):
                 return None
             plan = [("inline", blk)] * int(n)
+            self.segments[id(plan)] = ((1, n),)
         elif pattern:
             names = self.pattern(pattern.value)
             if names is None:
                 return None
             plan = [(name.name, self.resolve_base(self.blocks[name.name])) for name in names]
+            self.segments[id(plan)] = self.repeats(pattern.value)
         else:
             self.error(
                 "E007",
@@ -852,6 +861,7 @@ class Elaborator:
             dropout=float(st["dropout"]),  # type: ignore[arg-type]
             layerdrop=float(st["layerdrop"]),  # type: ignore[arg-type]
             checkpoint=tuple(checkpoint),
+            repeats=self.segments.get(id(plan), ()),
             span=where,
         )
 
@@ -867,6 +877,17 @@ class Elaborator:
             elif isinstance(x, S.Neg):
                 todo.append(x.operand)
         return False
+
+    def repeats(self, e: S.Expr) -> tuple[tuple[int, object], ...]:
+        """A valid pattern as runs ``(period, count)``: ``[dense] * n_dense + [moe] * (n_layers - n_dense)``
+        is ``((1, n_dense), (1, n_layers - n_dense))``, counts as evaluated (traced numbers keep their
+        expression, so an emitted file can repeat blocks as the config says)."""
+        if isinstance(e, S.BinOp) and e.op == "+":
+            return self.repeats(e.left) + self.repeats(e.right)
+        if isinstance(e, S.BinOp) and e.op == "*":
+            lst, num = (e.left, e.right) if self.is_pattern(e.left) else (e.right, e.left)
+            return ((len(self.pattern(lst) or ()), evaluate(num, self.env)),)
+        return ((len(self.pattern(e) or ()), 1),)
 
     def pattern(self, e: S.Expr) -> list[S.Name] | None:
         """``[local, local, global] * 4 + [dense]`` -> one block name per layer."""
@@ -1261,7 +1282,16 @@ TOP_SECTIONS = ("model", "block")
 
 def elaborate(file: S.File, overrides: Mapping[str, S.Expr] | None = None) -> tuple[Model, dict[str, Value]]:
     """Elaborate a (composed) file into its model IR and its evaluated constants."""
-    ela = Elaborator(file.path)
+    model, env, _ = elaborate_traced(file, overrides)
+    return model, env
+
+
+def elaborate_traced(
+    file: S.File, overrides: Mapping[str, S.Expr] | None = None, traced: frozenset[str] = frozenset()
+) -> tuple[Model, dict[str, Value], dict[str, object]]:
+    """:func:`elaborate` with the constants ``traced`` as traced numbers (:mod:`archdsl.trace`); also
+    returns, for each traced constant, the expression it was computed by (None for a literal)."""
+    ela = Elaborator(file.path, traced)
     consts = [e for e in file.entries if isinstance(e, S.Attr)]
     models = []
     for e in file.entries:
@@ -1310,4 +1340,4 @@ def elaborate(file: S.File, overrides: Mapping[str, S.Expr] | None = None) -> tu
     if ela.diags or model is None:
         raise SpecError(ela.diags or [Diagnostic("E007", "the model is incomplete", None)])
     env = {k: v for k, v in ela.env.items() if not isinstance(v, _Poison)}
-    return model, env
+    return model, env, ela.derived

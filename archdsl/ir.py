@@ -135,6 +135,8 @@ class Stack:
     dropout: float = 0.0  # on the embeddings
     layerdrop: float = 0.0  # probability of skipping each layer in training
     checkpoint: tuple[bool, ...] = ()  # per layer: recompute activations in backward
+    # how the spec repeats its layers, as runs (period, count): ((1, n_layers),) for `repeat = n_layers`
+    repeats: tuple[tuple[int, Any], ...] = field(default=(), compare=False, repr=False)
     span: Span | None = field(default=None, compare=False, repr=False)
 
 

@@ -57,6 +57,9 @@ GENERATED_CODE_NAMES = frozenset(
 )
 #: a block's input tensors, which a sublayer cannot be named after
 BLOCK_INPUTS = frozenset(("x", "memory"))
+#: the keyword arguments of a generated block's forward (padding masks, decoding positions), which a
+#: tensor of its flow cannot be named after
+BLOCK_KEYWORDS = frozenset(("mask", "memory_mask", "pos"))
 
 #: words of the spec language: what the text form reads as its own (literals, ``extends``, ``import``),
 #: the sections' keywords, and the keys the YAML form gives a meaning (``kind`` makes a component,
@@ -110,6 +113,8 @@ def name_problem(name: str, what: str) -> str | None:
         return f"`{name}` is an attribute of every nn.Module and cannot name a sublayer"
     if what == "sublayer" and name in BLOCK_SETTINGS:
         return f"`{name}` is a block setting and cannot name a sublayer"
+    if what == "tensor" and name in BLOCK_KEYWORDS:
+        return f"`{name}` is an argument of every generated block and cannot name a tensor"
     if what == "sublayer" and name in BLOCK_INPUTS:
         return f"`{name}` is a block input tensor and cannot name a sublayer"
     return None

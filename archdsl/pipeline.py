@@ -5,7 +5,8 @@
     IR + graph -> analysis (params, FLOPs, memory; exact and as polynomials) -> Report
     IR -> lower (registry, generated blocks) -> constructor tree -> nn.Module | standalone .py
 
-Only ``build`` imports torch.
+Only ``build`` and the targets made from its module (``export_program``, ``save_weights``) import
+torch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
@@ -34,6 +35,7 @@ from archdsl.names import OVERRIDE_HELP, override_name_problem
 from archdsl.passes import run_passes
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 DEFAULT_SEQ_LEN = 1024
@@ -221,20 +223,96 @@ def report_at(spec: Spec, g: nx.DiGraph, s: Settings) -> Report:
     return build_report(g, spec.model, s)
 
 
-def build(spec: Spec, seed: int = 0) -> nn.Module:
+DTYPE_NAMES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
+
+
+def dtype_name(name: str) -> str:
+    """A model dtype's torch name: ``float32``, ``bfloat16`` or ``float16`` (``fp32``, ``bf16`` and
+    ``fp16``, as ``report --dtype`` spells them, are the same)."""
+    try:
+        return DTYPE_NAMES[name.strip().lower()]
+    except (KeyError, AttributeError):
+        got = printable(repr(name))
+        raise ValueError(f"expected a dtype float32, bfloat16 or float16, got {got}") from None
+
+
+def build(
+    spec: Spec,
+    seed: int = 0,
+    *,
+    dtype: str | torch.dtype | None = None,
+    compile: bool = False,
+    backend: str | Callable[..., Any] = "inductor",
+    mode: str | None = None,
+    fullgraph: bool = False,
+    dynamic: bool | None = None,
+) -> nn.Module:
     """The spec as a randomly initialised ``nn.Module`` (deterministic in ``seed``). Raises
     :class:`SpecError` (E020) before allocating anything when its weights and buffers do not fit in
-    the memory available (see :mod:`archdsl.lower.fits`)."""
+    the memory available (see :mod:`archdsl.lower.fits`).
+
+    ``dtype`` (``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype) casts its parameters and
+    buffers after initialisation (so every dtype starts from the same weights). ``compile=True``
+    applies ``torch.compile`` to its forward in place (``nn.Module.compile``: the class, methods and
+    parameter names stay) with ``backend``, ``mode``, ``fullgraph`` and ``dynamic``. The default
+    ``dynamic=None`` is automatic dynamic shapes: the first call at a second sequence length recompiles
+    once with the length symbolic, and later lengths reuse that graph."""
     from archdsl.lower.build import build_module, instantiate
     from archdsl.lower.fits import ensure_fits
 
     g = checked_graph(spec)
     ctor = lower(spec.model)
+    cast = None
+    if dtype is not None:
+        from archdsl.lower.targets import torch_dtype
+
+        cast = torch_dtype(dtype)
     try:
         ensure_fits(ctor, params_total(g), instantiate)
-        return build_module(ctor, seed=seed)
+        model = build_module(ctor, seed=seed)
     except SpecError as e:
         raise SpecError(located(e.diagnostics, _where(spec))) from None
+    if cast is not None:
+        model = model.to(cast)
+    if compile:
+        from archdsl.lower.targets import compile_module
+
+        model = compile_module(model, backend=backend, mode=mode, fullgraph=fullgraph, dynamic=dynamic)
+    return model
+
+
+def export_program(
+    spec: Spec, seed: int = 0, dtype: str | torch.dtype | None = None
+) -> torch.export.ExportedProgram:
+    """The model (in eval mode) through ``torch.export``, with a dynamic batch and sequence lengths
+    (from 1 to the model's context: its shortest positional table, else 1024). Raises torch's error
+    when the model's shapes depend on the length in a way a range cannot say."""
+    from archdsl.lower.targets import export_program as export
+
+    return export(build(spec, seed, dtype=dtype), spec, default_seq_len(spec))
+
+
+def save_weights(
+    spec: Spec, path: str | Path, seed: int = 0, dtype: str | torch.dtype | None = None
+) -> dict[str, str]:
+    """Write the initialised state dict (``build(spec, seed, dtype=dtype)``) to ``path`` as safetensors.
+    A tensor under several names (tied embeddings) is written once; ``safetensors.torch.load_model``
+    fills in the others. Returns each name left out, with the name its tensor is stored under."""
+    from archdsl import __version__
+    from archdsl.lower.targets import save_weights as save
+    from archdsl.lower.targets import torch_dtype
+
+    dt = str(torch_dtype(dtype if dtype is not None else "float32")).removeprefix("torch.")
+    model = build(spec, seed, dtype=dt)
+    meta = {"archdsl": __version__, "model": spec.model.name, "seed": str(seed), "dtype": dt}
+    return save(model, path, meta)
 
 
 def example_inputs_source(spec: Spec, batch: int = 2, seq_len: int = 16) -> str:
@@ -252,25 +330,50 @@ def example_inputs_source(spec: Spec, batch: int = 2, seq_len: int = 16) -> str:
     return "\n".join(lines)
 
 
-def emit_source(spec: Spec) -> str:
-    """A standalone Python file (torch + standard library only) defining the same model."""
+def emit_source(spec: Spec, dtype: str | None = None) -> str:
+    """A standalone Python file (torch + standard library only) defining the same model: a ``Config``
+    of the spec's constants, and ``build_model(config, seed, **overrides)`` whose sizes follow it
+    (see :mod:`archdsl.lower.config`). ``dtype`` is Config's default parameter dtype (float32)."""
     from archdsl import __version__
+    from archdsl.lower.config import plan, spec_hash
     from archdsl.lower.emit import emit
     from archdsl.lower.pysrc import check_source
 
     params = params_total(checked_graph(spec))
     m = spec.model
-    inputs = ", ".join(input_shapes(m))
+    p = plan(spec)
+    fixed = [f.name for f in p.fields if f.fixed is not None]
     header = (
-        f"{m.name}: generated by archdsl {__version__} from {printable(Path(spec.path).name)}.\n\n"
+        f"{m.name}: generated by archdsl {__version__} from {printable(Path(spec.path).name)}\n"
+        f"(spec sha256 {spec_hash(spec)}).\n\n"
         f"A {m.type.replace('_', '-')} with {m.n_layers} blocks, d_model {m.d_model}"
         + (f", vocab {m.vocab}" if m.vocab else "")
         + f": {params:,} parameters.\n"
         "Standalone: needs only torch.\n\n"
-        "    model = build_model()\n"
-        f"    out = model({inputs})\n"
+        "    model = build_model()                        # the spec's values (Config)\n"
+        "    model = build_model(n_layers=2, seed=0)      # a field changed; sizes follow\n"
+        f"    out = model({', '.join(input_shapes(m))})\n"
+        + (
+            f"    logits, loss = model({', '.join(input_shapes(m))}, targets)  # targets: -100 is ignored\n"
+            if m.head.kind != "pooler"
+            else ""
+        )
+        + (
+            "    tokens = model.generate(idx, max_new_tokens=20)  # with a KV cache\n"
+            if m.type == "decoder"
+            else ""
+        )
+        + "\n    python this_file.py --n_layers 2 --d_model 64   # build and run once\n"
+        + (f"\nFixed here (recompile the spec to change): {', '.join(fixed)}.\n" if fixed else "")
     )
-    source = emit(lower(m), header, example_inputs_source(spec))
+    limits = [
+        limit
+        for s in p.model.stacks
+        if s.position is not None
+        for limit in [REGISTRY[s.position.kind].max_seq_len(s.position, ctx_of(p.model, s.role))]
+        if limit is not None
+    ]
+    source = emit(p, header, list(input_shapes(p.model).items()), limits, dtype_name(dtype or "float32"))
     check_source(source)  # imports and calls only from the allowlists (see archdsl.lower.pysrc)
     return source
 

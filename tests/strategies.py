@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1177,6 +1178,6 @@ def accepted_names(role: str) -> tuple[str, ...]:
 def name_pool(g: Gen, role: str, plain: Sequence[str]) -> list[str]:
     """Names to draw for ``role``: the plain ones, and (in about one spec in four) the tricky names
     archdsl accepts there."""
-    if g.tricky:
-        return [*plain, *accepted_names(role)]
+    if g.tricky:  # not c1, c2, ...: the names constants get (a block may not share one)
+        return [*plain, *(n for n in accepted_names(role) if not re.fullmatch(r"c\d+", n))]
     return list(plain)

@@ -61,6 +61,9 @@ IMPORTS = {
     "math",
     "random",
     "__future__",
+    "argparse",  # the file's __main__: command-line overrides of Config
+    "dataclasses",  # Config
+    "typing",  # build_model's **overrides: Any
 }
 CALLABLE_BUILTINS = {
     "super", "range", "len", "isinstance", "zip", "min", "max", "sum", "int", "float", "bool", "tuple",

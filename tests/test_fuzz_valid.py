@@ -181,7 +181,7 @@ def test_emitted_source_defines_the_same_model(gs: GeneratedSpec) -> None:
     spec = load_checked(gs)
     src = archdsl.emit_source(spec)
     namespace: dict[str, Any] = {"__name__": "emitted_model"}
-    exec(compile(src, f"{gs.name}.py", "exec"), namespace)
+    exec(compile(src, f"{gs.name}.py", "exec", dont_inherit=True), namespace)  # not this file's __future__
     emitted = namespace["build_model"]().eval()
     built = archdsl.build(spec, seed=3).eval()
     shapes = {k: tuple(v.shape) for k, v in built.state_dict().items()}

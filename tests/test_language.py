@@ -107,7 +107,7 @@ def test_flow_blocks_run_and_differ_from_presets(tmp_path: Path) -> None:
     assert [n for n, _ in blk.sublayers] == ["attn", "n1", "mlp", "n2"]
     model = archdsl.build(spec)
     src = archdsl.emit_source(spec)
-    assert "h = x + self.n1(self.attn(x))" in src and "class Olmo2Block(nn.Module)" in src
+    assert "h = x + self.n1(self.attn(x, mask=mask, pos=pos))" in src and "class Olmo2Block(nn.Module)" in src
     assert model(torch.zeros(1, 5, dtype=torch.long)).shape == (1, 5, 50)
 
 

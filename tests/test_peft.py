@@ -67,4 +67,4 @@ def test_adapters(tmp_path: Path) -> None:
         == 2 * 2 * (2 * 32 * 8 + 8 + 32)
     )
     src = archdsl.emit_source(spec)
-    assert "x = x + self.adapter_1(self.attn(self.ln_1(x)))" in src
+    assert "x = x + self.adapter_1(self.attn(self.ln_1(x), mask=mask, pos=pos))" in src

@@ -15,6 +15,7 @@ from archdsl.ir import Node, Value
 from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward, divisors
 from archdsl.kinds.peft import lora_on, lora_reads_input, lora_saved
 from archdsl.lower.ctor import Ctor, ours, torch_nn
+from archdsl.trace import whole
 
 NN = "archdsl.kinds.attention_nn"
 
@@ -79,13 +80,13 @@ class AttentionKind(Kind):
 
     def dims(self, node: Node, ctx: Ctx) -> tuple[int, int, int]:
         """(heads, kv_heads, head size)."""
-        h, kv = int(node["heads"]), int(node["kv_heads"])
-        hs = int(node["head_dim"]) if node["head_dim"] is not None else ctx.d_model // h
+        h, kv = whole(node["heads"]), whole(node["kv_heads"])  # traced sizes stay traced (archdsl.trace)
+        hs = whole(node["head_dim"]) if node["head_dim"] is not None else ctx.d_model // h
         return h, kv, hs
 
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
         errs = []
-        d, h = ctx.d_model, int(node["heads"])
+        d, h = ctx.d_model, whole(node["heads"])
         if node["head_dim"] is None and d % h:
             errs.append(
                 ShapeError(
@@ -94,7 +95,7 @@ class AttentionKind(Kind):
                     param="heads",
                 )
             )
-        kv = int(node["kv_heads"])
+        kv = whole(node["kv_heads"])
         if h % kv:
             errs.append(
                 ShapeError(

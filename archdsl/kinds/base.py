@@ -120,6 +120,8 @@ class Kind:
     rotates: ClassVar[bool] = False
     #: embeddings: it has a (vocab, d_model) table that a tied head can share
     token_table: ClassVar[bool] = False
+    #: it mixes positions (a convolution over time): its forward takes the padding mask
+    reads_mask: ClassVar[bool] = False
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
         """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""

@@ -29,6 +29,7 @@ class ConformerConv(Kind):
 
     name = "conformer_conv"
     role = "ffn"
+    reads_mask = True
     params = (
         Param("kernel", "int", default=31, min=1, doc="depthwise kernel size k (Conformer: 31)"),
         Param("causal", "bool", default=None, doc="pad on the left only (default: in a decoder)"),

@@ -28,8 +28,12 @@ class ConformerConv(nn.Module):
         # (left, right) padding of the depthwise conv: all on the left when causal
         self.padding = (kernel - 1, 0) if causal else ((kernel - 1) // 2, kernel // 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C); ``mask`` (B, T) marks real tokens: padding is zeroed before the depthwise conv
+        (as ESPnet does), so it cannot reach real positions."""
         x = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)  # (B, C, T) -> (B, 2C, T) -> (B, C, T)
+        if mask is not None:
+            x = x.masked_fill(~mask.bool()[:, None, :], 0.0)
         x = self.depthwise_conv(F.pad(x, self.padding))  # (B, C, T + k - 1) -> (B, C, T)
         if isinstance(self.norm, nn.LayerNorm):
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)  # over channels
@@ -38,3 +42,8 @@ class ConformerConv(nn.Module):
         x = self.pointwise_conv2(F.silu(x))  # (B, C, T)
         # (B, T, C) token-major, as later layers read it (a view would be copied by each linear map)
         return self.dropout(x.transpose(1, 2).contiguous())
+
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
+        raise NotImplementedError(
+            "the Conformer convolution has no decoding state yet: generate with full forwards instead"
+        )

@@ -5,7 +5,7 @@ neither forms an n x n matrix."""
 import torch
 from torch.nn import functional as F
 
-from archdsl.kinds.attention_nn import Attention
+from archdsl.kinds.attention_nn import Attention, LinearState
 from archdsl.kinds.peft_nn import linear
 
 
@@ -43,7 +43,18 @@ class LSHAttention(Attention):
         rotations = torch.randn(self.head_dim, n_hashes, n_buckets // 2, generator=g)
         self.register_buffer("rotations", rotations)  # (hs, r, n_buckets/2), fixed at construction
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if mask is not None:
+            raise NotImplementedError(
+                "LSH attention takes no padding mask yet: pass sequences without padding"
+            )
         B, T, _ = x.size()
         qk, v = self.c_attn(x).split([self.q_dim, self.kv_dim], dim=2)
         qk = self.q_norm(qk).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -53,6 +64,12 @@ class LSHAttention(Attention):
         y = self.attend(qk, qk, v)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, self.q_dim)
         return self.out_dropout(self.c_proj(y))
+
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
+        raise NotImplementedError(
+            "LSH attention has no KV cache yet: its buckets are sorted over the whole sequence, so a "
+            "new token can change which keys earlier queries met; generate with full forwards instead"
+        )
 
     def hash(self, x: torch.Tensor) -> torch.Tensor:
         """Angular LSH: (B, nh, T, hs) -> bucket ids (B, nh, r, T)."""
@@ -200,10 +217,14 @@ class LinearAttention(Attention):
         den = den + self.eps if self.feature_map == "elu" else den.clamp_min(torch.finfo(y.dtype).tiny)
         return y[..., :-1] / den
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, H, T, _ = q.shape
         KV = k.size(1)  # key/value heads
         fq, fk = self.phi(q, query=True), self.phi(k, query=False)  # (B, nh, T, f), (B, nkv, S, f)
+        if key_mask is not None:  # padding keys add nothing to any state
+            fk = fk * key_mask[:, None, :, None].to(fk.dtype)
         f = fq.size(-1)
         v1 = F.pad(v, (0, 1), value=1.0)  # (B, nkv, S, hs + 1): the ones column gives the normaliser
         fq = fq.view(B, KV, H // KV, T, f)  # query heads grouped by the key/value head they read
@@ -212,7 +233,40 @@ class LinearAttention(Attention):
             y = (fq.flatten(2, 3) @ state).view(B, H, T, -1)  # (B, nh, T, hs + 1)
         else:
             y = self.causal_chunks(fq, fk, v1)[:, :, :T]
-        return self.normalise(y)  # (B, nh, T, hs)
+            if self.cache is not None:  # the state of the positions decoded before
+                y = y + (fq @ self.cache.state.unsqueeze(2).to(fq.dtype)).flatten(1, 2)
+                self.cache.state += (fk.transpose(-2, -1) @ v1).to(self.cache.state.dtype)
+        y = self.normalise(y)  # (B, nh, T, hs)
+        if key_mask is None:
+            return y
+        return y.masked_fill(~key_mask.bool()[:, None, :, None], 0.0) if T == k.size(2) else y
+
+    def masked(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        qpos: torch.Tensor,
+        kpos: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Padding: masked keys add nothing to the sums, and masked queries (self-attention) get zeros."""
+        return self.attend(q, k, v, mask)
+
+    def cached(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Decoding keeps the running sums S = sum φ(k) v^T and z = sum φ(k) (Katharopoulos et al. 2020,
+        §3.4: a linear transformer is an RNN): constant memory per token."""
+        if self.pos is not None:
+            q, k = self.pos.rotate(q, k, pos, pos)
+        return self.attend(q, k, v, mask)
+
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
+        if not self.causal:
+            raise NotImplementedError("bidirectional linear attention cannot decode token by token")
+        f = self.omega.size(0) if self.feature_map == "favor" else self.head_dim
+        self.cache = LinearState(batch, self.n_kv_heads, f, self.head_dim + 1, dtype=dtype, device=device)
 
     def causal_chunks(self, fq: torch.Tensor, fk: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
         """Causal numerators and normaliser, chunk by chunk: (B, nkv, g, T, f), (B, nkv, T, f),

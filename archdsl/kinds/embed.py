@@ -10,6 +10,16 @@ from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeErro
 from archdsl.kinds.ffn import tokens
 from archdsl.lower.ctor import Ctor, ours, torch_nn
 
+#: the training loss's setting on every head that gives logits
+LABEL_SMOOTHING = Param(
+    "label_smoothing",
+    "float",
+    default=0.0,
+    min=0.0,
+    lt=1.0,
+    doc="the training loss's label smoothing (Szegedy et al. 2016; 0.1 in Vaswani et al. 2017)",
+)
+
 NN = "archdsl.kinds.embed_nn"
 
 
@@ -145,6 +155,7 @@ class LMHead(Kind):
             "softcap", "float", default=0.0, min=0.0, doc="cap logits at c * tanh(x / c) (Gemma 2); 0 is off"
         ),
         Param("rescale", "bool", default=False, doc="multiply by d^-0.5 first (T5 with tied embeddings)"),
+        LABEL_SMOOTHING,
     )
 
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
@@ -200,6 +211,7 @@ class Classifier(Kind):
         Param("classes", "int", min=1, doc="number of classes"),
         Param("pool", "enum", default="cls", choices=("cls", "mean")),
         Param("bias", "bool", default=True),
+        LABEL_SMOOTHING,
     )
 
     def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
@@ -265,6 +277,7 @@ class MLMHead(Kind):
     params = (
         Param("tied", "bool", default=True, doc="share the token embedding matrix"),
         Param("eps", "float", default=1e-12, gt=0.0, doc="the transform's LayerNorm eps"),
+        LABEL_SMOOTHING,
     )
 
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:

@@ -152,6 +152,13 @@ class MoE(Kind):
         Param("bias", "bool", default=False, doc="biases in the experts"),
         Param("normalize", "bool", default=True, doc="renormalise the top-k weights to sum to 1"),
         Param("shared", "int", default=0, min=0, doc="always-active shared experts"),
+        Param(
+            "aux_loss",
+            "float",
+            default=0.01,
+            min=0.0,
+            doc="coefficient of the load-balancing loss added to the training loss (Fedus et al. 2021)",
+        ),
     )
 
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
@@ -270,6 +277,7 @@ class MoE(Kind):
             experts=[expert] * int(node["experts"]),
             shared=[expert] * int(node["shared"]),
             normalize=node["normalize"],
+            aux_coef=node["aux_loss"],
         )
 
 

@@ -30,7 +30,8 @@ class MLP(nn.Module):
 
 class MoE(nn.Module):
     """Top-k mixture of experts with a linear router (softmax, top-k, optionally renormalised), plus
-    always-active shared experts. ``aux_loss`` holds the Switch load-balancing loss of the last forward."""
+    always-active shared experts. ``aux_loss`` holds the Switch load-balancing loss of the last forward;
+    the model adds ``aux_coef`` times it to the training loss."""
 
     def __init__(
         self,
@@ -40,8 +41,10 @@ class MoE(nn.Module):
         experts: list[nn.Module],
         shared: list[nn.Module],
         normalize: bool = True,
+        aux_coef: float = 0.0,
     ):
         super().__init__()
+        self.aux_coef = aux_coef
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.experts = nn.ModuleList(experts)
         self.shared = nn.ModuleList(shared)

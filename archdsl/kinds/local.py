@@ -541,23 +541,10 @@ class Sparse(LocalKind):
         return _plus(a1, a2)
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
-        """Keys a decoder keeps: A1 heads the last l + 1 (strided) or the current block; A2 heads every
-        key (strided) or the summary keys (fixed). A key/value head serving both keeps the union."""
-        if not node["causal"]:
-            return super().kv_cache(node, ctx, context)
-        _, kv, hs = self.dims(node, ctx)
-        L, c = int(node["stride"]), int(node["summary"])
-        if node["pattern"] == "strided":
-            keep1, keep2, both = _cap(context, L + 1), context, context
-        else:
-            tail = context % L if _concrete(context) else 0  # keys of the current, unfinished block
-            keep1 = tail
-            keep2 = (context // L) * c + max(0, tail - (L - c))
-            both = (context // L) * c + tail
-        if kv == 1:
-            return 2 * hs * both
-        kv1 = _cdiv(kv, 2)
-        return 2 * hs * (kv1 * keep1 + (kv - kv1) * keep2)
+        """The cache the lowered decoder allocates: every key, as for dense attention. (A cache
+        shaped by the pattern would keep fewer: strided A1 heads the last l + 1 keys, fixed A2 heads
+        the summary keys; not yet built.)"""
+        return super().kv_cache(node, ctx, context)
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         if node["pattern"] == "strided":

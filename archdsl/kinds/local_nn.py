@@ -131,6 +131,15 @@ class SlidingWindowAttention(LocalAttention):
         super().__init__(**kwargs)
         self.window = window
 
+    def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        if self.causal:
+            return (j <= i) & (i - j < self.window)
+        return (i - j).abs() <= self.window // 2
+
+    def cache_length(self, max_len: int) -> int:
+        """A causal window needs only its last `window` keys: a rolling cache."""
+        return min(self.window, max_len) if self.causal else max_len
+
     def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         before, after = (self.window - 1, 0) if self.causal else (self.window // 2, self.window // 2)
         if q.size(-2) <= max(before, after) + 1:
@@ -145,6 +154,19 @@ class LongformerAttention(LocalAttention):
     def __init__(self, window: int, global_tokens: int, **kwargs):
         super().__init__(**kwargs)
         self.window, self.global_tokens = window, global_tokens
+
+    def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        G = self.global_tokens
+        if self.causal:
+            return (j <= i) & ((i - j < self.window) | (j < G))
+        return ((i - j).abs() <= self.window // 2) | (j < G) | (i < G)
+
+    def cache_length(self, max_len: int) -> int:
+        """Causal: the global tokens and the last `window` keys (a rolling cache with a sink)."""
+        return min(self.global_tokens + self.window, max_len) if self.causal else max_len
+
+    def cache_sink(self) -> int:
+        return self.global_tokens
 
     def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         G = self.global_tokens
@@ -168,6 +190,22 @@ class SparseAttention(LocalAttention):
     def __init__(self, pattern: str, stride: int, summary: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.layout, self.stride, self.summary = pattern, stride, summary
+
+    def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """(nh, T, S): the A1 pattern for the first heads, A2 for the rest (as `grouped` splits them)."""
+        L, c = self.stride, self.summary
+        if self.layout == "strided":
+            a1 = (i - j <= L) & (j - i <= (0 if self.causal else L))
+            a2 = torch.remainder(i - j, L) == 0
+        else:
+            a1 = torch.div(j, L, rounding_mode="floor") == torch.div(i, L, rounding_mode="floor")
+            a2 = (torch.remainder(j, L) >= L - c) | (j == i)
+        if self.causal:
+            a1, a2 = a1 & (j <= i), a2 & (j <= i)
+        g = self.n_heads // self.n_kv_heads
+        head = torch.arange(self.n_heads, device=i.device)
+        first = head // g < (self.n_kv_heads + 1) // 2 if self.n_kv_heads > 1 else head < (g + 1) // 2
+        return torch.where(first[:, None, None], a1, a2)
 
     def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         kv, g = q.size(1), q.size(2)
@@ -254,6 +292,34 @@ class BigBirdAttention(LocalAttention):
         rng = random.Random(seed)
         table = [[rng.randrange(rows) for _ in range(random_blocks)] for _ in range(rows)]
         self.register_buffer("rand_blocks", torch.tensor(table, dtype=torch.long).view(rows, random_blocks))
+
+    def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """The pattern `grouped` computes, for a whole sequence of S = j.size(-1) positions (the
+        random blocks depend on how many blocks there are)."""
+        S, b, gb, wb = j.size(-1), self.block, self.global_blocks, self.window_blocks
+        if S <= b * max(1, gb):
+            return super().visible(i, j)
+        nb = -(-S // b)
+        bi, bj = (
+            torch.div(i, b, rounding_mode="floor"),
+            torch.div(j, b, rounding_mode="floor"),
+        )  # (T, 1), (1, S)
+        rows = torch.arange(nb, device=i.device)[:, None]
+        if self.causal:
+            rnd = torch.remainder(self.rand_blocks[:nb], rows + 1)  # (nb, R)
+            near = (bi - bj >= 0) & (bi - bj < wb)
+        else:
+            rnd = torch.remainder(self.rand_blocks[:nb], nb)
+            near = (bi - bj).abs() <= (wb - 1) // 2
+        drawn = (rnd[bi.clamp(0, nb - 1)[:, 0]][:, None, :] == bj[0][None, :, None]).any(-1)  # (T, S)
+        seen = near | (bj < gb) | drawn
+        return seen & (j <= i) if self.causal else seen | (bi < gb)
+
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
+        raise NotImplementedError(
+            "BigBird attention has no KV cache yet: its random blocks depend on the sequence's length, "
+            "so decoding token by token would change them; generate with full forwards instead"
+        )
 
     def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         T, b, gb = q.size(-2), self.block, self.global_blocks

@@ -51,6 +51,14 @@ def linear(d_in: int, d_out: int, bias: bool, parts: list[tuple[str, int]], lora
     return LoRALinear(d_in, d_out, bias, slices, lora["r"], lora["alpha"], lora["dropout"])
 
 
+def linear_plain(
+    d_in: int, d_out: int, bias: bool, parts: list[tuple[str, int]], lora: dict | None
+) -> nn.Linear:
+    """nn.Linear (this model has no LoRA; ``parts`` and ``lora`` are unused). Emitted files of models
+    without LoRA carry this as ``linear``: what ``linear`` builds there, with the same parameter names."""
+    return nn.Linear(d_in, d_out, bias=bias)
+
+
 class Adapter(nn.Module):
     """A bottleneck adapter (Houlsby et al. 2019): x + up(act(down(x)))."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from archdsl.ir import Node
 from archdsl.kinds.base import Ctx, Kind, Param, ShapeError
 from archdsl.lower.ctor import Ctor, ours
+from archdsl.trace import whole
 
 NN = "archdsl.kinds.position_nn"
 
@@ -20,7 +21,7 @@ class Learned(Kind):
         return int(node["max_len"]) * ctx.d_model
 
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
-        return int(node["max_len"])
+        return whole(node["max_len"])
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         return ours(NN, "LearnedPositions", max_len=node["max_len"], d_model=ctx.d_model)
@@ -44,7 +45,7 @@ class Sinusoidal(Kind):
         return []
 
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
-        return int(node["max_len"])
+        return whole(node["max_len"])
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         return ours(NN, "SinusoidalPositions", max_len=node["max_len"], d_model=ctx.d_model)
@@ -75,7 +76,7 @@ class Rope(Kind):
     )
 
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
-        return int(node["max_len"])
+        return whole(node["max_len"])
 
     def attention_ctor(self, node: Node, ctx: Ctx, attn: Node) -> Ctor:
         from archdsl.kinds import REGISTRY

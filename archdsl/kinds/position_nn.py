@@ -14,8 +14,9 @@ class LearnedPositions(nn.Module):
         self.weight = nn.Parameter(torch.empty(max_len, d_model))
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.weight[: x.size(1)]  # (T, C) broadcast over the batch
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C) at positions 0 .. T-1, or at ``pos`` (T,) when decoding."""
+        return x + (self.weight[: x.size(1)] if pos is None else self.weight[pos])  # (T, C) over the batch
 
 
 class SinusoidalPositions(nn.Module):
@@ -32,8 +33,9 @@ class SinusoidalPositions(nn.Module):
         pe[:, 1::2] = torch.cos(pos * inv_freq)
         self.register_buffer("pe", pe, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pe[: x.size(1)]
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C) at positions 0 .. T-1, or at ``pos`` (T,) when decoding."""
+        return x + (self.pe[: x.size(1)] if pos is None else self.pe[pos]).to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -76,12 +78,22 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)  # (max_len, rot)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.turn(q), self.turn(k)
+    def rotate(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        qpos: torch.Tensor | None = None,
+        kpos: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q and k turned by the angles of their positions (0 .. T-1 unless given, (T,) each)."""
+        return self.turn(q, qpos), self.turn(k, kpos)
 
-    def turn(self, x: torch.Tensor) -> torch.Tensor:
+    def turn(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         T = x.size(2)
-        cos, sin = self.cos[:T], self.sin[:T]  # (T, rot), broadcast over batch and heads
+        if pos is None:
+            cos, sin = self.cos[:T], self.sin[:T]  # (T, rot), broadcast over batch and heads
+        else:
+            cos, sin = self.cos[pos], self.sin[pos]  # (T, rot) at the given positions
         x_rot, x_pass = x[..., : self.rot], x[..., self.rot :]
         if self.interleaved:
             pairs = x_rot.unflatten(-1, (-1, 2))
@@ -91,5 +103,5 @@ class RotaryEmbedding(nn.Module):
             rotated = torch.cat([-x2, x1], dim=-1)
         return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
 
-    def bias(self, q: torch.Tensor, k: torch.Tensor) -> None:
+    def bias(self, q: torch.Tensor, k: torch.Tensor, qpos: object = None, kpos: object = None) -> None:
         return None

@@ -17,9 +17,18 @@ from torch.nn import functional as F
 from archdsl.kinds.attention_nn import Attention
 
 
-def relative_positions(n_q: int, n_k: int, device: torch.device) -> torch.Tensor:
-    """(T, S) offsets j - i from query i to key j, for T = n_q queries that are the last of the
-    S = n_k key positions."""
+def relative_positions(
+    n_q: int,
+    n_k: int,
+    device: torch.device,
+    qpos: torch.Tensor | None = None,
+    kpos: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(T, S) offsets j - i from query i to key j: for T = n_q queries that are the last of the
+    S = n_k key positions, or at the absolute positions ``qpos`` (T,) and ``kpos`` (S,) when given
+    (decoding with a cache)."""
+    if qpos is not None and kpos is not None:
+        return kpos[None, :] - qpos[:, None]
     i = torch.arange(n_k - n_q, n_k, device=device)[:, None]  # (T, 1)
     j = torch.arange(n_k, device=device)[None, :]  # (1, S)
     return j - i
@@ -30,10 +39,14 @@ class ScoreBias(nn.Module):
 
     needs_weights = False  # no term on the values
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def rotate(
+        self, q: torch.Tensor, k: torch.Tensor, qpos: object = None, kpos: object = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return q, k
 
-    def bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+    def bias(
+        self, q: torch.Tensor, k: torch.Tensor, qpos: object = None, kpos: object = None
+    ) -> torch.Tensor | None:
         return None
 
 
@@ -65,8 +78,14 @@ class ALiBi(ScoreBias):
         super().__init__()
         self.register_buffer("slopes", torch.tensor(alibi_slopes(n_heads)), persistent=False)  # (nh,)
 
-    def bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        distance = relative_positions(q.size(2), k.size(2), q.device).abs()  # (T, S): |i - j|
+    def bias(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        qpos: torch.Tensor | None = None,
+        kpos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        distance = relative_positions(q.size(2), k.size(2), q.device, qpos, kpos).abs()  # (T, S): |i - j|
         return (-self.slopes[:, None, None] * distance).to(q.dtype)  # (nh, T, S)
 
 
@@ -109,8 +128,14 @@ class T5RelativeBias(ScoreBias):
         self.buckets, self.max_distance, self.bidirectional = buckets, max_distance, bidirectional
         self.relative_attention_bias = nn.Embedding(buckets, n_heads)  # Hugging Face's name
 
-    def bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        rel = relative_positions(q.size(2), k.size(2), q.device)  # (T, S)
+    def bias(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        qpos: torch.Tensor | None = None,
+        kpos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        rel = relative_positions(q.size(2), k.size(2), q.device, qpos, kpos)  # (T, S)
         bucket = t5_bucket(rel, self.bidirectional, self.buckets, self.max_distance)  # (T, S)
         return self.relative_attention_bias(bucket).permute(2, 0, 1)  # (T, S, nh) -> (nh, T, S)
 
@@ -138,19 +163,34 @@ class ShawRelative(ScoreBias):
             self.value_table = nn.Parameter(torch.empty(2 * k + 1, head_dim))  # a^V
             nn.init.normal_(self.value_table, std=0.02)
 
-    def index(self, n_q: int, n_k: int, device: torch.device) -> torch.Tensor:
+    def index(
+        self,
+        n_q: int,
+        n_k: int,
+        device: torch.device,
+        qpos: torch.Tensor | None = None,
+        kpos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """(T, S) table rows: clip(j - i, -k, k) + k."""
-        return relative_positions(n_q, n_k, device).clamp(-self.k, self.k) + self.k
+        return relative_positions(n_q, n_k, device, qpos, kpos).clamp(-self.k, self.k) + self.k
 
-    def bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    def bias(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        qpos: torch.Tensor | None = None,
+        kpos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         B, nh, T, _ = q.size()
-        idx = self.index(T, k.size(2), q.device).expand(B, nh, -1, -1)  # (B, nh, T, S)
+        idx = self.index(T, k.size(2), q.device, qpos, kpos).expand(B, nh, -1, -1)  # (B, nh, T, S)
         qa = q @ self.key_table.t()  # (B, nh, T, 2k+1): q_i . a^K_r for every r
         return qa.gather(-1, idx) * self.scale  # (B, nh, T, S)
 
-    def values(self, att: torch.Tensor) -> torch.Tensor:
+    def values(
+        self, att: torch.Tensor, qpos: torch.Tensor | None = None, kpos: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, nh, T, S = att.size()
-        idx = self.index(T, S, att.device).expand(B, nh, -1, -1)  # (B, nh, T, S)
+        idx = self.index(T, S, att.device, qpos, kpos).expand(B, nh, -1, -1)  # (B, nh, T, S)
         w = att.new_zeros(B, nh, T, 2 * self.k + 1).scatter_add_(-1, idx, att)  # weight per offset
         return w @ self.value_table  # (B, nh, T, hs)
 
@@ -164,8 +204,9 @@ def rel_shift(x: torch.Tensor) -> torch.Tensor:
     back to key j. Entries with j > K - T + i are garbage, and masked by the caller."""
     B, nh, T, K = x.size()
     x = F.pad(x, (1, 0))  # (B, nh, T, K+1): a zero column in front
-    x = x.view(B, nh, K + 1, T)[:, :, 1:]  # read the same memory with rows of T: each row shifts by one
-    return x.reshape(B, nh, T, K)
+    # read the same memory as rows of K, after the first T entries: each row shifts by one (written
+    # without a (K+1, T) view, so that export needs no guard on K mod T)
+    return x.flatten(2)[:, :, T:].view(B, nh, T, K)
 
 
 class XLAttention(Attention):
@@ -200,7 +241,21 @@ class XLAttention(Attention):
         self.mem = self.mem.new_zeros(batch, self.mem_len, self.mem.size(2))
         self.filled = 0
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
+        """Decoding keeps no separate cache: the memory is the state, started empty."""
+        self.mem = torch.zeros(batch, self.mem_len, self.mem.size(2), dtype=dtype, device=device)
+        self.filled = 0
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Positions are relative (``pos`` is not needed); ``mask`` (B, T) marks the segment's real
+        tokens (the memory's are real)."""
         B, T, _ = x.size()
         if self.mem.size(0) != B:
             self.reset_memory(B)  # a new batch size: a new set of sequences
@@ -229,12 +284,17 @@ class XLAttention(Attention):
         i = torch.arange(M, K, device=x.device)[:, None]  # (T, 1): query positions
         j = torch.arange(K, device=x.device)[None, :]  # (1, K): key positions
         seen = (j <= i) & (j >= M - self.filled)  # causal, and no empty memory slots
-        att = att.masked_fill(~seen, float("-inf"))
+        if mask is not None:  # padding in the segment: (B, 1, T, K); a row may then see nothing
+            seen = seen & F.pad(mask.bool(), (M, 0), value=True)[:, None, None, :]
+        att = att.masked_fill(~seen, float("-inf") if mask is None else torch.finfo(att.dtype).min)
         att = F.dropout(att.softmax(dim=-1), p=self.dropout, training=self.training)
         y = att @ v  # (B, nh, T, hs)
+        if mask is not None:
+            y = y.masked_fill(~seen.any(dim=-1, keepdim=True), 0.0)  # rows that see nothing: zeros
         y = y.transpose(1, 2).contiguous().view(B, T, self.q_dim)  # heads side by side again
 
         with torch.no_grad():  # this segment's inputs become the next one's memory
-            self.mem = h[:, K - M :].detach().to(self.mem.dtype)  # (B, M, C)
+            # (B, M, C), contiguous: a view of h would have strides that change with T (a recompile)
+            self.mem = h[:, K - M :].detach().to(self.mem.dtype).contiguous()
             self.filled = min(M, self.filled + T)
         return self.out_dropout(self.c_proj(y))

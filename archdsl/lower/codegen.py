@@ -35,27 +35,64 @@ def name(text: str) -> str:
     return text
 
 
-def texpr(t: TExpr, prec: int = 0) -> str:
+def texpr(
+    t: TExpr, attention: frozenset[str] = frozenset(), prec: int = 0, convs: frozenset[str] = frozenset()
+) -> str:
+    """An expression of the flow as Python. Attention sublayers also get the padding mask of the keys
+    they read and the positions of x (for decoding with a cache); convolutions over positions the
+    padding mask."""
     if isinstance(t, Ref):
         return name(t.name)
     if isinstance(t, Apply):
-        return f"self.{name(t.layer)}(" + ", ".join(texpr(a) for a in t.args) + ")"
+        args = [texpr(a, attention, 0, convs) for a in t.args]
+        if t.layer in attention:
+            args += ["mask=mask", "pos=pos"] if len(t.args) == 1 else ["mask=memory_mask"]
+        elif t.layer in convs:
+            args += ["mask=mask"]
+        return f"self.{name(t.layer)}(" + ", ".join(args) + ")"
     if isinstance(t, Sum):
-        s = " + ".join(texpr(a, 1) for a in t.terms)
+        s = " + ".join(texpr(a, attention, 1, convs) for a in t.terms)
         return f"({s})" if prec > 1 else s
     assert isinstance(t, Scale)
-    return f"{py_number(t.factor)} * {texpr(t.operand, 2)}"
+    return f"{py_number(t.factor)} * {texpr(t.operand, attention, 2, convs)}"
+
+
+def attention_sublayers(blk: Block) -> frozenset[str]:
+    from archdsl.kinds import REGISTRY
+
+    return frozenset(n for n, node in blk.sublayers if REGISTRY[node.kind].role == "attention")
+
+
+def conv_sublayers(blk: Block) -> frozenset[str]:
+    """Sublayers other than attention that mix positions and so read the padding mask."""
+    from archdsl.kinds import REGISTRY
+
+    return frozenset(n for n, node in blk.sublayers if REGISTRY[node.kind].reads_mask)
 
 
 def structure(blk: Block) -> tuple[object, ...]:
-    """What decides a block's class: sublayer names, flow and inputs (not the sublayers' settings)."""
-    return (tuple(n for n, _ in blk.sublayers), blk.body, blk.inputs)
+    """What decides a block's class: sublayer names, flow and inputs, and which sublayers attend (not
+    the sublayers' settings)."""
+    return (
+        tuple(n for n, _ in blk.sublayers),
+        blk.body,
+        blk.inputs,
+        attention_sublayers(blk),
+        conv_sublayers(blk),
+    )
 
 
 def block_source(blk: Block, cls: str, doc: str) -> str:
     subs = [name(n) for n, _ in blk.sublayers]
+    attention, convs = attention_sublayers(blk), conv_sublayers(blk)
     sig = ", ".join(f"{n}: nn.Module" for n in subs)
-    args = ", ".join(f"{name(i)}: torch.Tensor" for i in blk.inputs)
+    keywords = ["mask", *(["memory_mask"] if len(blk.inputs) > 1 else []), "pos"]
+    params = [
+        "self",
+        *(f"{name(i)}: torch.Tensor" for i in blk.inputs),
+        "*",
+        *(f"{k}: torch.Tensor | None = None" for k in keywords),
+    ]
     lines = [
         f"class {name(cls)}(nn.Module):",
         f"    {py_docstring(doc)}",
@@ -64,8 +101,10 @@ def block_source(blk: Block, cls: str, doc: str) -> str:
         "        super().__init__()",
         *(f"        self.{n} = {n}" for n in subs),
         "",
-        f"    def forward(self, {args}) -> torch.Tensor:",
-        *(f"        {name(st.target)} = {texpr(st.value)}" for st in blk.body),
+        "    def forward(",
+        *(f"        {p}," for p in params),
+        "    ) -> torch.Tensor:",
+        *(f"        {name(st.target)} = {texpr(st.value, attention, 0, convs)}" for st in blk.body),
         f"        return {name(blk.output)}",
     ]
     return "\n".join(lines)

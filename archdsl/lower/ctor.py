@@ -30,6 +30,12 @@ class ClassRef:
     def qualname(self) -> str:
         return f"nn.{self.name}" if self.is_torch else self.name
 
+    @property
+    def annotation(self) -> str:
+        """What the object it makes is annotated as: the class, or ``nn.Module`` for a function that
+        returns a module (``freeze_base``)."""
+        return self.qualname if self.name[:1].isupper() else "nn.Module"
+
 
 @dataclass(frozen=True)
 class Ctor:
@@ -55,6 +61,8 @@ class Layers:
     ctors: tuple[Ctor, ...]
     instances: tuple[int, ...]
     labels: tuple[str, ...] = ()  # per layer: the block definition's name, for readable emitted code
+    # how the spec repeats them, as runs (period, count) (ir.Stack.repeats); counts may be traced
+    repeats: tuple[tuple[int, Any], ...] = field(default=(), compare=False)
 
 
 class FrozenDict(dict):  # type: ignore[type-arg]
@@ -67,6 +75,8 @@ class FrozenDict(dict):  # type: ignore[type-arg]
 def _frozen(v: Any) -> Any:
     """Lists become tuples and dicts FrozenDicts, so constructor trees stay hashable."""
     if isinstance(v, list):
+        if v and v.count(v[0]) == len(v):  # one item repeated (a MoE's experts): converted once
+            return (_frozen(v[0]),) * len(v)
         return tuple(_frozen(x) for x in v)
     if isinstance(v, dict):
         return FrozenDict({k: _frozen(x) for k, x in v.items()})

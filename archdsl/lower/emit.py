@@ -14,11 +14,16 @@ import importlib.util
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archdsl.lower.codegen import GENERATED
+from archdsl.lower.codegen import name as checked_name
 from archdsl.lower.ctor import Ctor, Layers, Shared
 from archdsl.lower.pysrc import py_docstring, py_number, py_str
+from archdsl.trace import negate, source, structural, traced
+
+if TYPE_CHECKING:
+    from archdsl.lower.config import Plan
 
 
 class Writer:
@@ -72,12 +77,39 @@ NN_MODULES = (
 )
 
 
+#: names the emitted file's own code defines or uses besides copied definitions (Config, build_model and
+#: __main__'s locals, which are module globals)
+FILE_NAMES = (
+    "Any",
+    "argparse",
+    "dataclasses",
+    "DTYPES",
+    "resolved",
+    "make_model",
+    "config",
+    "seed",
+    "overrides",
+    "parser",
+    "args",
+    "given",
+    "idx",
+    "src",
+    "seq",
+    "make",
+)
+
+#: copied in place of a definition when the model does not use what makes it differ: a model without
+#: LoRA gets ``linear`` as a plain ``nn.Linear`` factory (same modules, same parameter names)
+PLAIN_VARIANTS = {("archdsl.kinds.peft_nn", "linear"): "linear_plain"}
+
+
 @functools.cache
 def taken_names() -> frozenset[str]:
     """Every name an emitted file may define or import besides generated ones: the top-level
     definitions and imports of archdsl's nn modules, ``build_model`` and ``Config``. Generated class and
     factory names are chosen outside this set, so they can never shadow a copied definition."""
     out = {"torch", "nn", "F", "math", "random", "build_model", "Config", "model", "out"}
+    out |= set(FILE_NAMES)
     for module in NN_MODULES:
         if importlib.util.find_spec(module) is None:
             continue
@@ -105,39 +137,61 @@ def _archdsl_imports(module: str) -> dict[str, str]:
     return out
 
 
-def _with_deps(module: str, name: str, out: dict[tuple[str, str], str]) -> None:
+def _with_deps(module: str, name: str, out: dict[tuple[str, str], str], plain: bool = False) -> None:
     """Add a definition after the classes and functions it refers to, from its own module or from
-    other archdsl nn modules (a variant subclassing another module's class)."""
+    other archdsl nn modules (a variant subclassing another module's class). With ``plain``, a
+    definition of :data:`PLAIN_VARIANTS` is copied as its plain variant (renamed to the original)."""
     if (module, name) in out:  # already copied, with what it needs (a MoE has thousands of experts)
+        return
+    variant = PLAIN_VARIANTS.get((module, name)) if plain else None
+    if variant is not None:
+        text = definition_source(module, variant)
+        assert text.startswith(f"def {variant}("), variant
+        out[(module, name)] = f"def {name}(" + text[len(f"def {variant}(") :]
         return
     local = _top_level(module)
     imported = _archdsl_imports(module)
     for ref in sorted({n.id for n in ast.walk(local[name]) if isinstance(n, ast.Name)} - {name}):
         if ref in local and (module, ref) not in out:
-            _with_deps(module, ref, out)
+            _with_deps(module, ref, out, plain)
         elif ref in imported and (imported[ref], ref) not in out:
-            _with_deps(imported[ref], ref, out)
+            _with_deps(imported[ref], ref, out, plain)
     out.setdefault((module, name), definition_source(module, name))
 
 
-def _definitions(x: Any, out: dict[tuple[str, str], str]) -> None:
+def uses_lora(x: Any) -> bool:
+    """Whether a constructor tree passes LoRA settings anywhere."""
+    if isinstance(x, Shared):
+        return uses_lora(x.ctor)
+    if isinstance(x, Ctor):
+        return any(k == "lora" and v is not None for k, v in x.kwargs) or any(
+            uses_lora(a) for a in (*x.args, *(v for _, v in x.kwargs))
+        )
+    if isinstance(x, Layers):
+        return any(uses_lora(c) for c in dict.fromkeys(x.ctors))
+    if isinstance(x, list | tuple):
+        return any(uses_lora(item) for item in x)
+    return False
+
+
+def _definitions(x: Any, out: dict[tuple[str, str], str], plain: bool = False) -> None:
     """Every definition the tree needs, each after what it depends on."""
     if isinstance(x, Shared):
-        _definitions(x.ctor, out)
+        _definitions(x.ctor, out, plain)
     elif isinstance(x, Ctor):
         for a in (*x.args, *(v for _, v in x.kwargs)):
-            _definitions(a, out)
+            _definitions(a, out, plain)
         if x.cls.module == GENERATED:
             assert x.cls.source is not None
             out.setdefault((GENERATED, x.cls.name), x.cls.source)
         elif not x.cls.is_torch:
-            _with_deps(x.cls.module, x.cls.name, out)
+            _with_deps(x.cls.module, x.cls.name, out, plain)
     elif isinstance(x, Layers):
-        for c in x.ctors:
-            _definitions(c, out)
+        for c in dict.fromkeys(x.ctors):
+            _definitions(c, out, plain)
     elif isinstance(x, list | tuple):
         for item in x:
-            _definitions(item, out)
+            _definitions(item, out, plain)
 
 
 def _inline(x: Any, shared: Callable[[Shared], str]) -> str | None:
@@ -164,9 +218,13 @@ def _inline(x: Any, shared: Callable[[Shared], str]) -> str | None:
     return literal(x)
 
 
-def literal(x: Any) -> str:
+def literal(x: Any, prec: int = 0) -> str:
     """A constructor argument as a Python literal: numbers, booleans, enum words, None, dicts of them
-    (LoRA settings) — each made by :mod:`archdsl.lower.pysrc`, never by formatting text."""
+    (LoRA settings) — each made by :mod:`archdsl.lower.pysrc`, never by formatting text. A traced number
+    is its expression over the config (``config.d_model // config.n_heads``), bound as tightly as
+    ``prec`` needs."""
+    if traced(x):
+        return expression(x.expr, "config", prec)
     if x is None:
         return "None"
     if isinstance(x, str):
@@ -176,6 +234,20 @@ def literal(x: Any) -> str:
     if isinstance(x, list | tuple):
         return "[" + ", ".join(literal(v) for v in x) + "]"
     return py_number(x)
+
+
+def expression(e: Any, root: str, prec: int = 0) -> str:
+    """A traced expression as Python over ``root.<field>`` (field names checked again as printed)."""
+    return source(_checked(e), root, py_number, prec)
+
+
+def _checked(e: Any) -> Any:
+    if e[0] == "var":
+        checked_name(e[1])
+    for part in e[1:]:
+        if isinstance(part, tuple):
+            _checked(part)
+    return e
 
 
 def _snake(name: str) -> str:
@@ -245,7 +317,14 @@ class _Emitter:
 
     def layers(self, w: Writer, prefix: str, x: Layers, suffix: str) -> None:
         """The blocks of a stack, as a comprehension when they repeat. Shared blocks are one instance
-        listed several times (their weights are shared)."""
+        listed several times (their weights are shared). Where the spec repeats them by a count the
+        config sets (``repeat = n_layers``), the comprehension repeats them that often."""
+        from archdsl.lower.config import layer_runs
+
+        runs = layer_runs(x)
+        if runs is not None:
+            self.runs(w, prefix, runs, suffix)
+            return
         n = len(x.ctors)
         distinct = list(dict.fromkeys(x.ctors))
         shared = len(set(x.instances)) < n
@@ -273,10 +352,32 @@ class _Emitter:
         if period < n:
             labels = _labels(x)
             makers = ", ".join(self.factory(c, lab) for c, lab in zip(x.ctors[:period], labels, strict=False))
-            w(f"{prefix}[make() for make in [{makers}] * {n // period}]{suffix}")
+            w(f"{prefix}[make(config) for make in [{makers}] * {n // period}]{suffix}")
             return
-        calls = [self.factory(c, lab) + "()" for c, lab in zip(x.ctors, _labels(x), strict=True)]
+        calls = [self.factory(c, lab) + "(config)" for c, lab in zip(x.ctors, _labels(x), strict=True)]
         w(f"{prefix}{_runs(calls)}{suffix}")
+
+    def runs(
+        self, w: Writer, prefix: str, runs: list[tuple[tuple[Ctor, ...], tuple[str, ...], Any]], suffix: str
+    ) -> None:
+        """Layers as the spec repeats them: ``[block(config) for _ in range(config.n_layers)]``."""
+        if len(runs) == 1 and len(runs[0][0]) == 1:
+            w(f"{prefix}[")
+            with w.indent():
+                self.value(w, "", runs[0][0][0], "")
+                w(f"for _ in range({literal(runs[0][2])})")
+            w(f"]{suffix}")
+            return
+        parts = []
+        for blocks, labels, count in runs:
+            if len(blocks) == 1:
+                parts.append(
+                    f"[{self.factory(blocks[0], labels[0])}(config) for _ in range({literal(count)})]"
+                )
+            else:
+                makers = ", ".join(self.factory(c, lab) for c, lab in zip(blocks, labels, strict=True))
+                parts.append(f"[make(config) for make in [{makers}] * {literal(count, 3)}]")
+        w(prefix + (parts[0] if len(parts) == 1 else "[" + ", ".join(f"*{p}" for p in parts) + "]") + suffix)
 
 
 def _labels(x: Layers) -> tuple[str, ...]:
@@ -302,7 +403,7 @@ def _runs(items: list[str]) -> str:
             j += 1
         if j - i == 1:
             parts.append(items[i])
-        elif items[i].endswith("()"):
+        elif items[i].endswith(")"):
             parts.append(f"*[{items[i]} for _ in range({j - i})]")
         else:
             parts.append(f"*[{items[i]}] * {j - i}")
@@ -312,10 +413,14 @@ def _runs(items: list[str]) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
-def _imports(defs: dict[tuple[str, str], str]) -> list[str]:
-    """The import lines of archdsl's nn modules that the copied definitions use (torch first)."""
+SAME_IMPORT = {"import torch.nn as nn": "from torch import nn"}  # as ruff prefers it (PLR0402)
+
+
+def _imports(defs: dict[tuple[str, str], str], own: list[str]) -> list[str]:
+    """The import lines of archdsl's nn modules that the copied definitions use, and ``own`` (the
+    file's own code's), standard library first, torch last."""
     used = {n.id for text in defs.values() for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)}
-    lines: dict[str, None] = {"import torch": None, "import torch.nn as nn": None}
+    lines: dict[str, None] = {"import torch": None, "from torch import nn": None, **dict.fromkeys(own)}
     for module in dict.fromkeys(m for m, _ in defs if m != GENERATED):
         src, tree = _module_source(module)
         for node in tree.body:
@@ -324,15 +429,36 @@ def _imports(defs: dict[tuple[str, str], str]) -> list[str]:
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [a.asname or a.name.split(".")[0] for a in node.names]
                 if any(n in used for n in names):
-                    lines.setdefault(ast.get_source_segment(src, node) or "", None)
-    std = sorted(x for x in lines if not x.startswith(("import torch", "from torch")))
+                    line = ast.get_source_segment(src, node) or ""
+                    lines.setdefault(SAME_IMPORT.get(line, line), None)
+    std = sorted(
+        (x for x in lines if not x.startswith(("import torch", "from torch"))),
+        key=lambda x: (x.startswith("from"), x.split()[1]),
+    )
     torch_lines = [x for x in lines if x.startswith(("import torch", "from torch"))]
     return [*std, *([""] if std else []), *torch_lines]
 
 
-def emit(ctor: Ctor, header: str, example: str) -> str:
+DTYPES = ("float32", "bfloat16", "float16")  # what Config's dtype may be (torch names)
+
+
+def emit(
+    plan: Plan, header: str, inputs: list[tuple[str, tuple[Any, ...]]], limits: list[Any], dtype: str
+) -> str:
+    """The standalone file for a :class:`~archdsl.lower.config.Plan`: copied definitions, ``Config``,
+    ``resolved``, ``build_model`` (the constructor tree as code over ``config``) and a ``__main__`` that
+    builds the model for command-line overrides and runs it once on ``inputs`` (name, shape; ``"B"``
+    the batch, ``"T"``/``"S"`` lengths up to the smallest of ``limits``)."""
+    with structural():  # constructor trees compared as code: equal sizes with other expressions differ
+        return _emit(plan, header, inputs, limits, dtype)
+
+
+def _emit(
+    plan: Plan, header: str, inputs: list[tuple[str, tuple[Any, ...]]], limits: list[Any], dtype: str
+) -> str:
+    ctor = plan.ctor
     defs: dict[tuple[str, str], str] = {}
-    _definitions(ctor, defs)
+    _definitions(ctor, defs, plain=not uses_lora(ctor))
     em = _Emitter()
     body = Writer()
     with body.indent():
@@ -345,27 +471,45 @@ def emit(ctor: Ctor, header: str, example: str) -> str:
             if fctor not in done:
                 done.add(fctor)
                 f = Writer()
-                f(f"def {fname}() -> {fctor.cls.qualname}:")
+                f(f"def {fname}(config: Config) -> {fctor.cls.annotation}:")
                 with f.indent():
                     em.value(f, "return ", fctor, "")
                 factories.append(f)
-    nested = bool(em.shared)  # factories that read shared modules are closures inside build_model
+    nested = bool(em.shared)  # factories that read shared modules are closures inside make_model
+    extra = _extra_names(plan)
 
     w = Writer()
     for line in py_docstring(header.rstrip("\n") + "\n").split("\n"):
         w(line)
     w()
-    for line in _imports(defs):
+    for line in _imports(defs, ["import argparse", "import dataclasses", "from typing import Any"]):
         w(line)
-    for text in [*defs.values(), *([] if nested else ["\n".join(f.lines) for f in factories])]:
+    for text in [*defs.values()]:
         w()
         w()
         for line in text.splitlines():
             w(line)
     w()
     w()
-    w(f"def build_model() -> {ctor.cls.qualname}:")
+    w("DTYPES = {" + ", ".join(f"{py_str(d)}: torch.{d}" for d in DTYPES) + "}")
+    w()
+    w()
+    _config(w, plan, extra, dtype)
+    w()
+    w()
+    _resolved(w, plan, extra)
+    w()
+    w()
+    _build_model(w, ctor.cls.annotation, extra)
+    for f in [] if nested else factories:
+        w()
+        w()
+        w.lines.extend(f.lines)
+    w()
+    w()
+    w(f"def make_model(config: Config) -> {ctor.cls.annotation}:")
     with w.indent():
+        w('"""The modules, sized by ``config`` (a resolved one)."""')
         for name, sctor in em.shared.items():
             em.value(w, f"{name} = ", sctor, "  # one module, shared by the layers that use it")
         if nested:
@@ -375,14 +519,212 @@ def emit(ctor: Ctor, header: str, example: str) -> str:
                     w(line)
             w()
         for name, lctor in em.locals:
-            w(f"{name} = {em.factory(lctor)}()")
+            w(f"{name} = {em.factory(lctor)}(config)")
     w.lines.extend(body.lines)
     w()
     w()
+    _main(w, plan, extra, inputs, limits)
+    return w.text()
+
+
+def _doc(w: Writer, text: str) -> None:
+    """A docstring at the writer's indentation (continuation lines indented with it)."""
+    for line in py_docstring(text).split("\n"):
+        w(line)
+
+
+def _extra_names(plan: Plan) -> dict[str, str]:
+    """Config's dtype field and the command line's seed option, named apart from the spec's constants."""
+    taken = {f.name for f in plan.fields}
+    out = {}
+    for role, names in (
+        ("dtype", ("dtype", "torch_dtype", "param_dtype")),
+        ("seed", ("seed", "init_seed")),
+        ("checkpoint", ("checkpoint", "recompute", "activation_checkpoint")),
+    ):
+        out[role] = next(n for n in (*names, *(f"{names[0]}_{k}" for k in range(2, 99))) if n not in taken)
+        taken.add(out[role])
+    return out
+
+
+def _config(w: Writer, plan: Plan, extra: dict[str, str], dtype: str) -> None:
+    w("@dataclasses.dataclass")
+    w("class Config:")
+    with w.indent():
+        _doc(
+            w,
+            (
+                "The spec's constants, resolved. Change one with ``build_model(n_layers=2)`` or on the\n"
+                "command line (``--n_layers 2``); sizes computed from it follow. A field marked fixed\n"
+                "cannot change in this file (recompile the spec with archdsl instead); a field that is\n"
+                "None is computed from the others, as the spec computes it."
+            ),
+        )
+        w()
+        for f in plan.fields:
+            name = checked_name(f.name)
+            if f.fixed is None and f.derived is not None:
+                w(
+                    f"{name}: {f.type} | None = None"
+                    f"  # None: {expression(f.derived, 'self')} ({literal(f.value)} here)"
+                )
+            elif f.fixed is not None:
+                w(f"{name}: {f.type} = {literal(f.value)}  # fixed: {f.fixed}")
+            else:
+                w(f"{name}: {f.type} = {literal(f.value)}")
+        w(f"{extra['dtype']}: str = {py_str(dtype)}  # the parameters' dtype: {', '.join(DTYPES)}")
+        flags = {flag for stack in plan.model.stacks for flag in stack.checkpoint}
+        default = literal(flags.pop()) if len(flags) == 1 else "None"
+        w(
+            f"{extra['checkpoint']}: bool | None = {default}"
+            "  # blocks recompute their activations in backward: all, none, None: as the spec says per block"
+        )
+
+
+def _resolved(w: Writer, plan: Plan, extra: dict[str, str]) -> None:
+    w("def resolved(config: Config, **overrides: Any) -> Config:")
+    with w.indent():
+        _doc(
+            w,
+            (
+                "``config`` with ``overrides`` replacing fields and the fields left None computed, checked:\n"
+                "a value this file cannot build the spec's model for is refused, never built differently."
+            ),
+        )
+        w("known = {f.name for f in dataclasses.fields(Config)}")
+        w("for name in overrides:")
+        with w.indent():
+            w("if name not in known:")
+            with w.indent():
+                w(
+                    'raise TypeError(f"Config has no field {name!r}; '
+                    "its fields are {', '.join(sorted(known))}\")"
+                )
+        w("config = dataclasses.replace(config, **overrides)")
+        for f in plan.fields:
+            if f.fixed is None and f.derived is not None:
+                w(f"if config.{checked_name(f.name)} is None:")
+                with w.indent():
+                    w(f"config.{f.name} = {expression(f.derived, 'config')}")
+        fixed = [f for f in plan.fields if f.fixed is not None]
+        if fixed:
+            w("for name, value, compiled in [")
+            with w.indent():
+                for f in fixed:
+                    w(f"({py_str(f.name)}, config.{checked_name(f.name)}, {literal(f.value)}),")
+            w("]:")
+            with w.indent():
+                w("if value != compiled:")
+                with w.indent():
+                    w("raise ValueError(")
+                    with w.indent():
+                        w('f"{name} is fixed at {compiled!r} in this file (changing it changes more than "')
+                        w('f"the file follows): recompile the spec with archdsl (archdsl compile SPEC "')
+                        w('f"--set {name}=...)"')
+                    w(")")
+        if plan.guards:
+            w("for holds, rule in [")
+            with w.indent():
+                for g, want in plan.guards:
+                    ok = g if want else negate(g)
+                    w(f"({expression(ok, 'config')}, {py_str(expression(ok, 'config'))}),")
+            w("]:")
+            with w.indent():
+                w("if not holds:")
+                with w.indent():
+                    w("raise ValueError(")
+                    with w.indent():
+                        w('f"this file was compiled for configs where {rule}: "')
+                        w('"recompile the spec with archdsl for this one"')
+                    w(")")
+        dt = extra["dtype"]
+        w(f"if config.{dt} not in DTYPES:")
+        with w.indent():
+            w(f"raise ValueError(f\"{dt} must be one of {{', '.join(DTYPES)}}, got {{config.{dt}!r}}\")")
+        w("return config")
+
+
+def _build_model(w: Writer, cls: str, extra: dict[str, str]) -> None:
+    w(f"def build_model(config: Config | None = None, seed: int | None = None, **overrides: Any) -> {cls}:")
+    with w.indent():
+        _doc(
+            w,
+            (
+                "The model for ``config`` (default: the spec's values), ``overrides`` replacing its fields\n"
+                "(``build_model(n_layers=2)``). ``seed`` seeds the initialisation and leaves the caller's\n"
+                f"random state as it was; the parameters are cast to ``config.{extra['dtype']}``."
+            ),
+        )
+        w("config = resolved(config or Config(), **overrides)")
+        w("if seed is None:")
+        with w.indent():
+            w("model = make_model(config)")
+        w("else:")
+        with w.indent():
+            w("with torch.random.fork_rng(devices=[]):")
+            with w.indent():
+                w("torch.manual_seed(seed)")
+                w("model = make_model(config)")
+        ck = extra["checkpoint"]
+        w(f"if config.{ck} is not None:  # activation checkpointing for every block, or for none")
+        with w.indent():
+            w("for stack in model.modules():")
+            with w.indent():
+                w("if isinstance(stack, Stack):")
+                with w.indent():
+                    w(f"stack.checkpoint = [config.{ck}] * len(stack.h)")
+        w(f"return model.to(DTYPES[config.{extra['dtype']}])")
+
+
+def _main(
+    w: Writer, plan: Plan, extra: dict[str, str], inputs: list[tuple[str, tuple[Any, ...]]], limits: list[Any]
+) -> None:
     w('if __name__ == "__main__":')
     with w.indent():
-        w("model = build_model()")
-        for line in example.splitlines():
-            w(line)
+        w('parser = argparse.ArgumentParser(description="Build the model and run it once on random inputs.")')
+        cli = [f for f in plan.fields if f.type in ("int", "float")]
+        for f in cli:
+            name = checked_name(f.name)
+            note = f"fixed at {literal(f.value)}" if f.fixed is not None else f"default {literal(f.value)}"
+            if f.fixed is None and f.derived is not None:
+                note = f"default {expression(f.derived, 'config').replace('config.', '')}"
+            w(f'parser.add_argument("--{name}", type={f.type}, help={py_str(note)})')
+        w(f'parser.add_argument("--{extra["dtype"]}", choices=DTYPES, help="default float32")')
+        w(f'parser.add_argument("--{extra["seed"]}", type=int, default=0, help="initialisation seed")')
+        w(
+            f'parser.add_argument("--{extra["checkpoint"]}", action=argparse.BooleanOptionalAction, '
+            'help="recompute every block in backward (or none)")'
+        )
+        w("args = parser.parse_args()")
+        w("given = {")
+        with w.indent():
+            for f in cli:
+                w(f"{py_str(f.name)}: args.{f.name},")
+            w(f"{py_str(extra['dtype'])}: args.{extra['dtype']},")
+            w(f"{py_str(extra['checkpoint'])}: args.{extra['checkpoint']},")
+        w("}")
+        w("config = resolved(Config(), **{k: v for k, v in given.items() if v is not None})")
+        w(f"model = build_model(config, seed=args.{extra['seed']})")
+        if any(d in ("T", "S") for _, shape in inputs for d in shape):
+            if limits:
+                w(f"seq = min({', '.join(['16', *(literal(x) for x in limits)])})  # within the context")
+            else:
+                w("seq = 16")
+        names = []
+        for name, shape in inputs:
+            dims = ", ".join("2" if d == "B" else "seq" if d in ("T", "S") else literal(d) for d in shape)
+            if len(shape) == 2:
+                w(
+                    f"{checked_name(name)} = torch.randint(0, {literal(plan.model.vocab)}, ({dims}))"
+                    "  # token ids"
+                )
+            else:
+                w(
+                    f"{checked_name(name)} = torch.randn({dims}, dtype=DTYPES[config.{extra['dtype']}])"
+                    "  # images"
+                )
+            names.append(name)
+        w("with torch.no_grad():")
+        with w.indent():
+            w(f"out = model({', '.join(names)})")
         w('print(f"{sum(p.numel() for p in model.parameters()):,} parameters; output {tuple(out.shape)}")')
-    return w.text()

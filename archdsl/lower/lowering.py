@@ -18,6 +18,23 @@ def _comp(node: Node | None, ctx: Ctx) -> Ctor:
     return torch_nn("Identity") if node is None else REGISTRY[node.kind].ctor(node, ctx)
 
 
+def _optional(node: Node | None, ctx: Ctx) -> Ctor | None:
+    return None if node is None else REGISTRY[node.kind].ctor(node, ctx)
+
+
+def _loss_options(head: Node) -> dict[str, object]:
+    """The training loss's settings from the head: label smoothing, or None for a head that gives
+    features rather than logits (the pooler)."""
+    if not any(p.name == "label_smoothing" for p in REGISTRY[head.kind].params):
+        return {"label_smoothing": None}
+    return {"label_smoothing": head["label_smoothing"]} if head["label_smoothing"] else {}
+
+
+def _frozen(model: Model, ctor: Ctor) -> Ctor:
+    """LoRA or adapters: the base is frozen once built (only then is the freezing code emitted)."""
+    return ours(MODEL_NN, "freeze_base", model=ctor) if model.frozen else ctor
+
+
 class _Classes:
     """One generated class per block topology; names made unique, also against every definition an
     emitted file copies (a block named ``rms_norm`` must not become a second ``RMSNorm``, say)."""
@@ -44,7 +61,7 @@ def _block(blk: Block, ctx: Ctx, classes: _Classes) -> Ctor:
 
 def _layers(stack: Stack, ctx: Ctx, classes: _Classes) -> Layers:
     ctors = tuple(_block(b, ctx, classes) for b in stack.layers)
-    return Layers(ctors, stack.instances, tuple(b.label for b in stack.layers))
+    return Layers(ctors, stack.instances, tuple(b.label for b in stack.layers), stack.repeats)
 
 
 def _stack_options(s: Stack, ctx: Ctx) -> dict[str, object]:
@@ -75,33 +92,39 @@ def lower(model: Model) -> Ctor:
             stacks[s.role] = ours(
                 MODEL_NN,
                 "Stack",
-                wpe=_comp(additive_position(s), ctx),
+                wpe=_optional(additive_position(s), ctx),
                 h=_layers(s, ctx, classes),
                 ln_f=_comp(s.final_norm, ctx),
                 **_stack_options(s, ctx),
             )
         ctx = ctx_of(model, "decoder")
-        return ours(
-            MODEL_NN,
-            "EncoderDecoder",
-            wte=_comp(model.embedding, ctx),
-            encoder=stacks["encoder"],
-            decoder=stacks["decoder"],
-            lm_head=_comp(model.head, ctx),
-            tie_weights=tie,
-            **({"frozen": True} if model.frozen else {}),
+        return _frozen(
+            model,
+            ours(
+                MODEL_NN,
+                "EncoderDecoder",
+                wte=_comp(model.embedding, ctx),
+                encoder=stacks["encoder"],
+                decoder=stacks["decoder"],
+                lm_head=_comp(model.head, ctx),
+                tie_weights=tie,
+                **_loss_options(model.head),
+            ),
         )
     ctx = ctx_of(model)
     s = model.stacks[0]
-    return ours(
-        MODEL_NN,
-        "Transformer",
-        wte=_comp(model.embedding, ctx),
-        wpe=_comp(additive_position(s), ctx),
-        h=_layers(s, ctx, classes),
-        ln_f=_comp(s.final_norm, ctx),
-        lm_head=_comp(model.head, ctx),
-        tie_weights=tie,
-        **_stack_options(s, ctx),
-        **({"frozen": True} if model.frozen else {}),
+    return _frozen(
+        model,
+        ours(
+            MODEL_NN,
+            "CausalLM" if model.type == "decoder" else "Transformer",
+            wte=_comp(model.embedding, ctx),
+            wpe=_optional(additive_position(s), ctx),
+            h=_layers(s, ctx, classes),
+            ln_f=_comp(s.final_norm, ctx),
+            lm_head=_comp(model.head, ctx),
+            tie_weights=tie,
+            **_stack_options(s, ctx),
+            **_loss_options(model.head),
+        ),
     )
