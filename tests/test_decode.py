@@ -144,11 +144,17 @@ def test_incremental_equals_full_per_kind(attention: str, position: str, write_s
             p.add_(0.1 * torch.randn_like(p))
     T = 14
     idx = torch.randint(0, 31, (2, T), generator=torch.Generator().manual_seed(3))
+    # the one-token steps through torch.compile (fullgraph: one graph, static cache shapes)
+    torch._dynamo.reset()  # each case compiles afresh (not against the cache limit of the ones before)
+    step = torch.compile(model, backend="eager", fullgraph=True)
     with torch.no_grad():
         full = model(idx)
         model.setup_cache(2, T)
         cuts = [0, 5, 7, *range(8, T + 1)]
-        pieces = [model(idx[:, a:b], pos=torch.arange(a, b)) for a, b in itertools.pairwise(cuts)]
+        pieces = [
+            (step if b - a == 1 else model)(idx[:, a:b], pos=torch.arange(a, b))
+            for a, b in itertools.pairwise(cuts)
+        ]
         model.clear_cache()
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
     report = archdsl.analyze(spec, batch=2, seq_len=T).to_dict()["memory"]["kv_cache_bytes"]
@@ -193,3 +199,25 @@ def test_cache_sizes_follow_the_layer_pattern() -> None:
         (3, kv, window if i % 2 == 0 else 20, tiny_overrides(path)["head_dim"]) for i in range(len(caches))
     ]
     assert [c.rolling for c in caches] == [i % 2 == 0 for i in range(len(caches))]
+
+
+def test_sampling_options() -> None:
+    """top_k = 1 and a tiny nucleus are greedy; eos ends a sequence (later tokens repeat it) and stops
+    generation once every sequence has ended; sampling is reproducible under a seed."""
+    path = next(p for p in DECODERS if p.stem == "llama2_7b")
+    model = tiny(path)
+    prompt = torch.randint(0, 50, (3, 4), generator=torch.Generator().manual_seed(8))
+    greedy = model.generate(prompt, 6, temperature=0)
+    assert torch.equal(model.generate(prompt, 6, top_k=1), greedy)
+    assert torch.equal(model.generate(prompt, 6, top_p=1e-6), greedy)
+    eos = int(greedy[0, 5])  # the second new token of the first sequence
+    out = model.generate(prompt, 6, temperature=0, eos_token_id=eos)
+    first = (out[0, 4:] == eos).nonzero()[0, 0] + 4
+    assert (out[0, first:] == eos).all() and torch.equal(out[0, :first], greedy[0, :first])
+    torch.manual_seed(0)
+    a = model.generate(prompt, 6, temperature=0.8, top_k=10, top_p=0.9)
+    torch.manual_seed(0)
+    assert torch.equal(a, model.generate(prompt, 6, temperature=0.8, top_k=10, top_p=0.9))
+    assert a.shape == (3, 10) and ((a >= 0) & (a < 50)).all()
+    single = model.generate(prompt[:1], 20, temperature=0, eos_token_id=int(greedy[0, 4]))
+    assert single.shape[1] == 5  # stopped at the first new token: every sequence had ended

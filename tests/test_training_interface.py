@@ -174,3 +174,24 @@ def test_encoder_decoder_masks_and_cached_decoding(path: Path) -> None:
     tgt_mask = torch.ones_like(tgt)
     logits, loss = model(src, out[:, :-1], tgt, tgt_mask=tgt_mask)
     assert torch.isfinite(loss) and logits.shape == (2, 6, V)
+
+
+def test_mean_pooling_skips_padding() -> None:
+    path = Path("specs/bert_like.arch")
+    spec = archdsl.load(
+        path, overrides={**tiny_overrides(path), "model.head": "classifier(classes = 4, pool = mean)"}
+    )
+    model = archdsl.build(spec, seed=0).eval()
+    idx = torch.randint(0, spec.model.vocab, (2, 7))
+    padded = torch.cat([idx, torch.zeros(2, 5, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(2, 7), torch.zeros(2, 5)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, attention_mask=mask), model(idx), rtol=0, atol=1e-5)
+
+
+def test_decoding_past_the_position_tables_is_refused() -> None:
+    path = Path("specs/gpt2_small.arch")
+    model = archdsl.build(archdsl.load(path, overrides=tiny_overrides(path)), seed=0)  # context 32
+    with pytest.raises(ValueError, match="positions reach 32"):
+        model.generate(torch.zeros(1, 30, dtype=torch.long), 5)
+    assert model.generate(torch.zeros(1, 30, dtype=torch.long), 2).shape == (1, 32)

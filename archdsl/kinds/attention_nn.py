@@ -35,6 +35,22 @@ class KVCache(nn.Module):
         rolled = last - torch.remainder(last - slot, self.length - s)  # p = slot mod W, the latest
         return torch.where(slot < s, fixed, torch.where(rolled >= s, rolled, -1))
 
+    def extend(
+        self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Add the keys and values (B, nkv, T, hs) of positions ``pos`` (T,); return the keys and values
+        the chunk's queries may read and their positions (negative: an empty slot). One new token (or
+        a full cache) is written first and the cache alone is read; a longer chunk into a rolling cache
+        reads the old slots and the chunk, then is written (it may overwrite what its first queries see)."""
+        if not self.rolling or k.size(2) == 1:
+            self.write(pos, k, v)
+            return self.k, self.v, self.positions(pos[-1])
+        kpos = torch.cat([self.positions(pos[0] - 1), pos])
+        keys = torch.cat([self.k, k.to(self.k.dtype)], 2)
+        values = torch.cat([self.v, v.to(self.v.dtype)], 2)
+        self.write(pos, k, v)
+        return keys, values, kpos
+
     def write(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store (B, nkv, T, hs) keys and values of positions ``pos`` (T,); a rolling cache keeps those
         it holds (the sink and the last W)."""
@@ -165,21 +181,10 @@ class Attention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
         """Incremental self-attention: the new keys and values join the cache, the queries attend over
-        the positions it holds. One new token (or a full cache) is written first and the cache alone is
-        read; a longer chunk into a rolling cache reads the old slots and the chunk, then is written."""
+        the positions it holds."""
         if self.pos is not None:
             q, k = self.pos.rotate(q, k, pos, pos)  # keys are cached turned
-        cache, T = self.cache, q.size(2)
-        if not cache.rolling or T == 1:
-            cache.write(pos, k, v)
-            keys, values, kpos = cache.k, cache.v, cache.positions(pos[-1])
-        else:
-            kpos = torch.cat([cache.positions(pos[0] - 1), pos])
-            keys, values = (
-                torch.cat([cache.k, k.to(cache.k.dtype)], 2),
-                torch.cat([cache.v, v.to(cache.v.dtype)], 2),
-            )
-            cache.write(pos, k, v)
+        keys, values, kpos = self.cache.extend(pos, k, v)
         return self.masked(q, keys.to(q.dtype), values.to(q.dtype), pos, kpos, mask)
 
     def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -198,11 +203,14 @@ class Attention(nn.Module):
         qpos: torch.Tensor,
         kpos: torch.Tensor,
         mask: torch.Tensor | None = None,
+        pattern: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Attention under an explicit mask: the pattern at these positions (negative key positions are
-        empty cache slots), and real keys only when ``mask`` (B, S) is given. A query that sees no key
-        gets zeros, never NaN."""
-        allowed = self.visible(qpos[:, None], kpos[None, :]) & (kpos >= 0)  # (T, S) or (nh, T, S)
+        """Attention under an explicit mask: the pattern at these positions (``visible``, unless given
+        as ``pattern``; negative key positions are empty cache slots), and real keys only when ``mask``
+        (B, S) is given. A query that sees no key gets zeros, never NaN."""
+        if pattern is None:
+            pattern = self.visible(qpos[:, None], kpos[None, :])  # (T, S) or (nh, T, S)
+        allowed = pattern & (kpos >= 0)
         if mask is not None:
             allowed = allowed & mask[:, None, None, :].bool()  # (B, 1 or nh, T, S)
         bias = self.pos.bias(q, k, qpos, kpos) if self.pos is not None else None
@@ -348,5 +356,7 @@ class BilinearAttention(Attention):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return super().attend(q @ self.w, k, v)  # (B, nh, T, hs) @ (nh, hs, hs)
 
-    def masked(self, q: torch.Tensor, *args: torch.Tensor | None) -> torch.Tensor:
-        return super().masked(q @ self.w, *args)  # type: ignore[arg-type]
+    def masked(
+        self, q: torch.Tensor, *args: torch.Tensor | None, **kwargs: torch.Tensor | None
+    ) -> torch.Tensor:
+        return super().masked(q @ self.w, *args, **kwargs)  # type: ignore[arg-type]

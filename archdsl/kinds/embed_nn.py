@@ -22,13 +22,21 @@ class PatchEmbedding(nn.Module):
 class Classifier(nn.Module):
     """Pool a sequence (class token or mean) and map it to class logits: (B, T, d) -> (B, classes)."""
 
+    pools = True  # the model hands it the padding mask: a mean is over real tokens only
+
     def __init__(self, d_model: int, classes: int, pool: str = "cls", bias: bool = True):
         super().__init__()
         self.proj = nn.Linear(d_model, classes, bias=bias)
         self.pool = pool
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = x[:, 0] if self.pool == "cls" else x.mean(dim=1)  # (B, d)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pool == "cls":
+            pooled = x[:, 0]  # (B, d)
+        elif mask is None:
+            pooled = x.mean(dim=1)
+        else:
+            w = mask.to(x.dtype)[:, :, None]  # (B, T, 1)
+            pooled = (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
         return self.proj(pooled)
 
 

@@ -541,10 +541,16 @@ class Sparse(LocalKind):
         return _plus(a1, a2)
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
-        """The cache the lowered decoder allocates: every key, as for dense attention. (A cache
-        shaped by the pattern would keep fewer: strided A1 heads the last l + 1 keys, fixed A2 heads
-        the summary keys; not yet built.)"""
-        return super().kv_cache(node, ctx, context)
+        """What a decoder keeps, as the lowered module allocates it: with key/value heads of their own,
+        A1 heads the last l + 1 keys (strided) or l (fixed: the query's block), A2 heads every key
+        (fixed: the summary keys would do; not yet built); one key/value head serving both, every
+        key."""
+        _, kv, hs = self.dims(node, ctx)
+        if not node["causal"] or kv == 1:
+            return super().kv_cache(node, ctx, context)
+        L = int(node["stride"]) + (node["pattern"] == "strided")
+        kv1 = _cdiv(kv, 2)
+        return 2 * hs * (kv1 * _cap(context, L) + (kv - kv1) * context)
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         if node["pattern"] == "strided":

@@ -10,9 +10,10 @@ key/value head (GQA) are folded into the query rows of one matmul, so keys are n
 import random
 
 import torch
+import torch.nn as nn
 from torch.nn import functional as F
 
-from archdsl.kinds.attention_nn import Attention
+from archdsl.kinds.attention_nn import Attention, KVCache
 
 
 def pad_seq(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -191,8 +192,8 @@ class SparseAttention(LocalAttention):
         super().__init__(**kwargs)
         self.layout, self.stride, self.summary = pattern, stride, summary
 
-    def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        """(nh, T, S): the A1 pattern for the first heads, A2 for the rest (as `grouped` splits them)."""
+    def patterns(self, i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The A1 and A2 patterns, (T, S) each, from positions i (T, 1) and j (1, S)."""
         L, c = self.stride, self.summary
         if self.layout == "strided":
             a1 = (i - j <= L) & (j - i <= (0 if self.causal else L))
@@ -202,10 +203,51 @@ class SparseAttention(LocalAttention):
             a2 = (torch.remainder(j, L) >= L - c) | (j == i)
         if self.causal:
             a1, a2 = a1 & (j <= i), a2 & (j <= i)
+        return a1, a2
+
+    def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """(nh, T, S): the A1 pattern for the first heads, A2 for the rest (as `grouped` splits them)."""
+        a1, a2 = self.patterns(i, j)
         g = self.n_heads // self.n_kv_heads
         head = torch.arange(self.n_heads, device=i.device)
         first = head // g < (self.n_kv_heads + 1) // 2 if self.n_kv_heads > 1 else head < (g + 1) // 2
         return torch.where(first[:, None, None], a1, a2)
+
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
+        """A decoder whose two patterns have key/value heads of their own keeps two caches: the A1
+        heads' the last L + 1 keys (strided) or L (fixed: the query's block) in a rolling cache, the A2
+        heads' every key. With one key/value head (serving both patterns) one cache of every key."""
+        if not self.causal or self.n_kv_heads == 1:
+            return super().setup_cache(batch, max_len, dtype, device)
+        c = (self.n_kv_heads + 1) // 2
+        near = min(self.stride + (self.layout == "strided"), max_len)
+        kw = {"dtype": dtype, "device": device}
+        self.cache = nn.ModuleList(
+            [
+                KVCache(batch, c, near, self.head_dim, near < max_len, **kw),
+                KVCache(batch, self.n_kv_heads - c, max_len, self.head_dim, False, **kw),
+            ]
+        )
+        return None
+
+    def cached(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        if not isinstance(self.cache, nn.ModuleList):
+            return super().cached(q, k, v, pos, mask)
+        if self.pos is not None:
+            q, k = self.pos.rotate(q, k, pos, pos)  # keys are cached turned
+        c = self.cache[0].k.size(1)  # key/value heads of A1; their query heads come first
+        qs = q.split(
+            [c * (self.n_heads // self.n_kv_heads), q.size(1) - c * (self.n_heads // self.n_kv_heads)], 1
+        )
+        ks, vs = k.split([c, k.size(1) - c], 1), v.split([c, v.size(1) - c], 1)
+        ys = []
+        for which, cache in enumerate(self.cache):
+            keys, values, kpos = cache.extend(pos, ks[which], vs[which])
+            pattern = self.patterns(pos[:, None], kpos[None, :])[which]  # A1, then A2
+            ys.append(self.masked(qs[which], keys.to(q.dtype), values.to(q.dtype), pos, kpos, mask, pattern))
+        return torch.cat(ys, dim=1)  # (B, nh, T, hs)
 
     def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         kv, g = q.size(1), q.size(2)

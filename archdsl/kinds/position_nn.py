@@ -11,6 +11,7 @@ class LearnedPositions(nn.Module):
 
     def __init__(self, max_len: int, d_model: int):
         super().__init__()
+        self.max_len = max_len  # positions 0 .. max_len - 1
         self.weight = nn.Parameter(torch.empty(max_len, d_model))
         nn.init.normal_(self.weight, std=0.02)
 
@@ -24,6 +25,7 @@ class SinusoidalPositions(nn.Module):
 
     def __init__(self, max_len: int, d_model: int):
         super().__init__()
+        self.max_len = max_len  # positions 0 .. max_len - 1
         pos = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
         inv_freq = torch.exp(
             torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
@@ -58,6 +60,7 @@ class RotaryEmbedding(nn.Module):
         original_max_len: int = 8192,
     ):
         super().__init__()
+        self.max_len = max_len  # positions 0 .. max_len - 1 (the tables' rows)
         self.rot = int(head_dim * fraction) // 2 * 2  # rotated channels per head
         self.interleaved = interleaved
         inv_freq = 1.0 / theta ** (torch.arange(0, self.rot, 2, dtype=torch.int64).float() / self.rot)

@@ -63,7 +63,12 @@ def sample_next(
 def setup_caches(module: nn.Module, batch: int, max_len: int, like: torch.Tensor) -> None:
     """Preallocate the cache of every self-attention in ``module``, in the dtype and on the device of
     ``like`` (static shapes: one decode step compiles once). Kinds without a cache raise
-    NotImplementedError, naming themselves."""
+    NotImplementedError, naming themselves; positions past the model's tables are refused."""
+    limit = min(
+        (m.max_len for m in module.modules() if isinstance(getattr(m, "max_len", None), int)), default=0
+    )
+    if limit and max_len > limit:
+        raise ValueError(f"the model's positions reach {limit}: it cannot decode a sequence of {max_len}")
     for m in module.modules():  # the class's method (never a sublayer so named); cross-attention: remember
         if (
             getattr(type(m), "setup_cache", None)
@@ -167,7 +172,9 @@ class Transformer(Stack):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits; with ``targets`` (aligned with the logits: (B, T) next tokens, or (B,) classes;
         -100 is ignored) also the loss. ``attention_mask`` (B, T): 1 for tokens, 0 for padding."""
-        logits = self.lm_head(super().forward(self.wte(idx), mask=attention_mask, pos=pos))
+        x = super().forward(self.wte(idx), mask=attention_mask, pos=pos)  # (B, T, C)
+        pools = getattr(type(self.lm_head), "pools", False)  # a head that averages over positions
+        logits = self.lm_head(x, attention_mask) if pools else self.lm_head(x)
         if targets is None:
             return logits
         if self.label_smoothing is None:

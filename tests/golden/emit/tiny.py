@@ -28,6 +28,7 @@ class SinusoidalPositions(nn.Module):
 
     def __init__(self, max_len: int, d_model: int):
         super().__init__()
+        self.max_len = max_len  # positions 0 .. max_len - 1
         pos = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)  # (max_len, 1)
         inv_freq = torch.exp(
             torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
@@ -69,6 +70,22 @@ class KVCache(nn.Module):
         s = self.sink
         rolled = last - torch.remainder(last - slot, self.length - s)  # p = slot mod W, the latest
         return torch.where(slot < s, fixed, torch.where(rolled >= s, rolled, -1))
+
+    def extend(
+        self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Add the keys and values (B, nkv, T, hs) of positions ``pos`` (T,); return the keys and values
+        the chunk's queries may read and their positions (negative: an empty slot). One new token (or
+        a full cache) is written first and the cache alone is read; a longer chunk into a rolling cache
+        reads the old slots and the chunk, then is written (it may overwrite what its first queries see)."""
+        if not self.rolling or k.size(2) == 1:
+            self.write(pos, k, v)
+            return self.k, self.v, self.positions(pos[-1])
+        kpos = torch.cat([self.positions(pos[0] - 1), pos])
+        keys = torch.cat([self.k, k.to(self.k.dtype)], 2)
+        values = torch.cat([self.v, v.to(self.v.dtype)], 2)
+        self.write(pos, k, v)
+        return keys, values, kpos
 
     def write(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store (B, nkv, T, hs) keys and values of positions ``pos`` (T,); a rolling cache keeps those
@@ -198,21 +215,10 @@ class Attention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
         """Incremental self-attention: the new keys and values join the cache, the queries attend over
-        the positions it holds. One new token (or a full cache) is written first and the cache alone is
-        read; a longer chunk into a rolling cache reads the old slots and the chunk, then is written."""
+        the positions it holds."""
         if self.pos is not None:
             q, k = self.pos.rotate(q, k, pos, pos)  # keys are cached turned
-        cache, T = self.cache, q.size(2)
-        if not cache.rolling or T == 1:
-            cache.write(pos, k, v)
-            keys, values, kpos = cache.k, cache.v, cache.positions(pos[-1])
-        else:
-            kpos = torch.cat([cache.positions(pos[0] - 1), pos])
-            keys, values = (
-                torch.cat([cache.k, k.to(cache.k.dtype)], 2),
-                torch.cat([cache.v, v.to(cache.v.dtype)], 2),
-            )
-            cache.write(pos, k, v)
+        keys, values, kpos = self.cache.extend(pos, k, v)
         return self.masked(q, keys.to(q.dtype), values.to(q.dtype), pos, kpos, mask)
 
     def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
@@ -231,11 +237,14 @@ class Attention(nn.Module):
         qpos: torch.Tensor,
         kpos: torch.Tensor,
         mask: torch.Tensor | None = None,
+        pattern: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Attention under an explicit mask: the pattern at these positions (negative key positions are
-        empty cache slots), and real keys only when ``mask`` (B, S) is given. A query that sees no key
-        gets zeros, never NaN."""
-        allowed = self.visible(qpos[:, None], kpos[None, :]) & (kpos >= 0)  # (T, S) or (nh, T, S)
+        """Attention under an explicit mask: the pattern at these positions (``visible``, unless given
+        as ``pattern``; negative key positions are empty cache slots), and real keys only when ``mask``
+        (B, S) is given. A query that sees no key gets zeros, never NaN."""
+        if pattern is None:
+            pattern = self.visible(qpos[:, None], kpos[None, :])  # (T, S) or (nh, T, S)
+        allowed = pattern & (kpos >= 0)
         if mask is not None:
             allowed = allowed & mask[:, None, None, :].bool()  # (B, 1 or nh, T, S)
         bias = self.pos.bias(q, k, qpos, kpos) if self.pos is not None else None
@@ -507,7 +516,9 @@ class Transformer(Stack):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits; with ``targets`` (aligned with the logits: (B, T) next tokens, or (B,) classes;
         -100 is ignored) also the loss. ``attention_mask`` (B, T): 1 for tokens, 0 for padding."""
-        logits = self.lm_head(super().forward(self.wte(idx), mask=attention_mask, pos=pos))
+        x = super().forward(self.wte(idx), mask=attention_mask, pos=pos)  # (B, T, C)
+        pools = getattr(type(self.lm_head), "pools", False)  # a head that averages over positions
+        logits = self.lm_head(x, attention_mask) if pools else self.lm_head(x)
         if targets is None:
             return logits
         if self.label_smoothing is None:
@@ -546,7 +557,12 @@ def sample_next(
 def setup_caches(module: nn.Module, batch: int, max_len: int, like: torch.Tensor) -> None:
     """Preallocate the cache of every self-attention in ``module``, in the dtype and on the device of
     ``like`` (static shapes: one decode step compiles once). Kinds without a cache raise
-    NotImplementedError, naming themselves."""
+    NotImplementedError, naming themselves; positions past the model's tables are refused."""
+    limit = min(
+        (m.max_len for m in module.modules() if isinstance(getattr(m, "max_len", None), int)), default=0
+    )
+    if limit and max_len > limit:
+        raise ValueError(f"the model's positions reach {limit}: it cannot decode a sequence of {max_len}")
     for m in module.modules():  # the class's method (never a sublayer so named); cross-attention: remember
         if (
             getattr(type(m), "setup_cache", None)
