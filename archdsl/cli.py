@@ -11,10 +11,11 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from archdsl.diagnostics import Diagnostic, SourceCache, SpecError, printable, render_all
+from archdsl.diagnostics import Diagnostic, SourceCache, Span, SpecError, printable, render_all
 from archdsl.ir import Spec
 from archdsl.limits import MAX_LENGTHS, MAX_VARIANTS
 
@@ -172,6 +173,14 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("explain", help="explain an error code, e.g. archdsl explain E011")
     x.add_argument("code", nargs="?", metavar="CODE")
     x.add_argument("--markdown", action="store_true", help="all codes, as docs/errors.md")
+
+    h = sub.add_parser(
+        "import-hf", help="write the spec of a Hugging Face config.json (transformers not needed)"
+    )
+    h.add_argument("config", metavar="CONFIG.json")
+    h.add_argument("-o", "--output", metavar="OUT", default="-", help="write to OUT (default: stdout)")
+    h.add_argument("--to", choices=("arch", "yaml"), default=None, help="form (default: from OUT, else arch)")
+    h.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
 
     k = sub.add_parser(
         "compile",
@@ -487,6 +496,48 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_import_hf(args: argparse.Namespace) -> int:
+    from archdsl.fmt import to_yaml
+    from archdsl.frontend import YAML_SUFFIXES, parse_source
+    from archdsl.interop.hf import UnsupportedConfigError, spec_from_config
+
+    try:
+        raw = Path(args.config).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _UsageError(f"{args.config}: not UTF-8 text") from None
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise _UsageError(f"{args.config}:{e.lineno}:{e.colno}: not JSON: {e.msg}") from None
+    try:
+        text = spec_from_config(config)
+    except UnsupportedConfigError as e:
+        diags = [
+            replace(d, span=_json_span(args.config, raw, f))
+            for d, f in zip(e.diagnostics, e.fields, strict=True)
+        ]
+        _report_diags(diags, SourceCache({args.config: raw}))
+        return EXIT_SPEC
+    form = args.to or ("yaml" if Path(args.output).suffix.lower() in YAML_SUFFIXES else "arch")
+    out = to_yaml(parse_source(text, "import.arch")) if form == "yaml" else text
+    if args.output == "-":
+        sys.stdout.write(out)
+    else:
+        Path(args.output).write_text(out, encoding="utf-8")
+        print(f"wrote {printable(args.output)} ({config.get('model_type')})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _json_span(path: str, raw: str, field: str) -> Span:
+    """Where a config field is written in the JSON text (its key), else the file's first line."""
+    key = json.dumps(field.split(".")[-1])
+    for i, line in enumerate(raw.splitlines(), 1):
+        col = line.find(key + ":") + 1 or line.find(key) + 1
+        if col:
+            return Span(path, i, col, i, col + len(key))
+    return Span(path, 1, 1, 1, 2)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from archdsl.schema import schema
 
@@ -523,6 +574,7 @@ COMMANDS = {
     "compile": cmd_compile,
     "fmt": cmd_fmt,
     "schema": cmd_schema,
+    "import-hf": cmd_import_hf,
 }
 
 

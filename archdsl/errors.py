@@ -175,6 +175,17 @@ ERRORS: dict[str, ErrorDoc] = {
         "archdsl report llama3_70b.arch --measure --set model.block.ffn.hidden=2**40",
         "archdsl report llama3_70b.arch --set n_layers=2 --measure",
     ),
+    "E021": ErrorDoc(
+        "a Hugging Face config field archdsl cannot express",
+        "`archdsl import-hf` (and `archdsl.interop.hf.spec_from_config`) account for every field of the "
+        "config: the ones that shape the model become spec values, a per-family list names those that do "
+        "not (ids, dropout, initialisation, dtype). A field outside both, a value no kind expresses (an "
+        "attention bias where the family has none, an unknown `rope_scaling` type, an activation with no "
+        "kind), or a `model_type` not handled is refused by name rather than dropped. docs/interop.md "
+        "lists the families and what each refuses.",
+        '{"model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}, ...}',
+        '{"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0, ...}, ...}',
+    ),
 }
 
 

@@ -16,7 +16,8 @@ from dataclasses import replace
 import networkx as nx
 
 from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Sum, TExpr
-from archdsl.kinds import REGISTRY, Ctx
+from archdsl.kinds import REGISTRY, Ctx, Kind
+from archdsl.kinds.embed import EMBEDDING_PROJECTION
 
 
 def ctx_of(model: Model, stack: str | None = None) -> Ctx:
@@ -33,7 +34,27 @@ def ctx_of(model: Model, stack: str | None = None) -> Ctx:
         position=pos if inside else None,
         lora=model.lora,
         frozen=model.frozen,
+        width=embedding_width(model),
     )
+
+
+def embedding_width(model: Model) -> int | None:
+    """The token table's width where it differs from d_model (a projection joins the two)."""
+    emb = model.embedding
+    width = emb.get("width") if any(p.name == "width" for p in REGISTRY[emb.kind].params) else None
+    return None if width is None or width == model.d_model else width
+
+
+def late_projection(model: Model) -> bool:
+    """Whether the embedding's projection to d_model follows the stack's positions and embedding norm,
+    which then act at the table's width (ALBERT), rather than the lookup (OPT)."""
+    return embedding_width(model) is not None and model.embedding["project"] == "late"
+
+
+def embedding_ctx(model: Model, ctx: Ctx) -> Ctx:
+    """The context of a stack's positions and embedding norm: at the table's width when the
+    embedding's projection comes late."""
+    return replace(ctx, d_model=ctx.width) if late_projection(model) and ctx.width else ctx
 
 
 def first_self_attention(stack: Stack) -> Node | None:
@@ -65,9 +86,18 @@ class _Builder:
         return nid
 
     def comp(
-        self, nid: str, path: str, node: Node, ctx: Ctx, layer: str, inputs: list[str], owner: bool = True
+        self,
+        nid: str,
+        path: str,
+        node: Node,
+        ctx: Ctx,
+        layer: str,
+        inputs: list[str],
+        owner: bool = True,
+        kind: Kind | None = None,
     ) -> str:
-        """A component; it owns its module's parameters the first time that module appears."""
+        """A component; it owns its module's parameters the first time that module appears. ``kind``:
+        a part of a component costed on its own (the embedding's late projection), else its kind."""
         owns = owner and path not in self.owned
         self.owned.add(path)
         return self.op(
@@ -76,7 +106,7 @@ class _Builder:
             layer,
             inputs,
             node=node,
-            kind=REGISTRY[node.kind],
+            kind=kind or REGISTRY[node.kind],
             path=path,
             ctx=ctx,
             owner=owns,
@@ -109,9 +139,10 @@ class _Builder:
 
     def stack(self, stack: Stack, x: str, memory: str | None, prefix: str) -> str:
         ctx = ctx_of(self.model, stack.role)
+        ectx = embedding_ctx(self.model, ctx)  # positions and embedding norm: at the table's width
         emb_layer = f"{prefix}embedding"
         if additive_position(stack) is not None:
-            x = self.comp(f"{prefix}wpe", f"{prefix}wpe", stack.position, ctx, emb_layer, [x])  # type: ignore[arg-type]
+            x = self.comp(f"{prefix}wpe", f"{prefix}wpe", stack.position, ectx, emb_layer, [x])  # type: ignore[arg-type]
         pos = stack.position
         if (
             pos is not None
@@ -121,7 +152,10 @@ class _Builder:
             pctx = replace(ctx, attention=first_self_attention(stack))
             x = self.comp(f"{prefix}pos", f"{prefix}pos", pos, pctx, emb_layer, [x])
         if stack.embedding_norm is not None:
-            x = self.comp(f"{prefix}ln_emb", f"{prefix}ln_emb", stack.embedding_norm, ctx, emb_layer, [x])
+            x = self.comp(f"{prefix}ln_emb", f"{prefix}ln_emb", stack.embedding_norm, ectx, emb_layer, [x])
+        if late_projection(self.model):  # ALBERT: the table's width, then d_model
+            emb, path = self.model.embedding, f"{prefix}proj_emb"
+            x = self.comp(path, path, emb, ctx, emb_layer, [x], kind=EMBEDDING_PROJECTION)
         seen_instances: set[int] = set()
         for i, (blk, inst) in enumerate(zip(stack.layers, stack.instances, strict=True)):
             p = f"{prefix}h.{i}"

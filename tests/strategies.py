@@ -1036,7 +1036,9 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
         vocab = g.int_in(1, MAX_VOCAB) if g.flag(0.3) or g.need in ("lm_head", "mlm_head") else 0
     else:
         emb_kind = g.choose([k for k in kinds_for("embedding") if k != "patch_embedding"])
-        emb_args = g.free_args(emb_kind, set(), 0.3)
+        # a table narrower than d_model (width, project, project_bias) constrains the head and the
+        # positions at that width: tests/test_kinds_interop.py covers it against Hugging Face
+        emb_args = g.free_args(emb_kind, {"width", "project", "project_bias"}, 0.3)
         if "types" in emb_args:
             emb_args["types"] = g.int_(g.int_in(0, 2))
         embedding = g.call(emb_kind, emb_args)

@@ -110,6 +110,7 @@ ATTENTIONS = {
     "mqa": "mha(heads = 3, kv_heads = 1)",
     "prefix": "mha(heads = 3, prefix = 4)",
     "softcap": "mha(heads = 3, softcap = 5.0, qk_norm = rmsnorm)",
+    "qwen3": "mha(heads = 6, kv_heads = 2, head_dim = 5, qk_norm = rmsnorm, qk_norm_scope = head)",
     "additive": "mha(heads = 3, score = additive)",
     "bilinear": "mha(heads = 3, score = bilinear)",
     "dot": "mha(heads = 3, score = dot)",

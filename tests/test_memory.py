@@ -176,6 +176,19 @@ BIGBIRD = {"block": 2, "window_blocks": 3, "global_blocks": 1, "random_blocks": 
 ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | None]] = [
     ("mha", {}, "decoder", None),
     ("mha", {"kv_heads": 2, "qk_norm": "rmsnorm"}, "decoder", ROPE),
+    ("mha", {"kv_heads": 2, "qk_norm": "rmsnorm", "qk_norm_scope": "head"}, "decoder", ROPE),  # Qwen 3
+    (
+        "mha",
+        {"kv_heads": 1, "qk_norm": "layernorm", "qk_norm_scope": "head", "dropout": 0.1},
+        "encoder",
+        None,
+    ),
+    (
+        "mha",
+        {"cross": True, "causal": False, "kv_heads": 2, "qk_norm": "layernorm", "qk_norm_scope": "head"},
+        "decoder",
+        None,
+    ),
     (
         "mha",
         {"kv_heads": 1, "qk_norm": "layernorm", "softcap": 5.0, "dropout": 0.1, "out_dropout": 0.1},
@@ -227,6 +240,13 @@ ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | Non
     ("lsh", {"bucket_size": 5, "buckets": 6, "n_hashes": 1, "softcap": 3.0, "dropout": 0.1}, "encoder", None),
     ("lsh", {"bucket_size": 4, "buckets": 4, "n_hashes": 2}, "decoder", None),  # kept pairs: estimated
     ("xl", {"mem_len": 5, "kv_heads": 2, "qk_norm": "rmsnorm"}, "decoder", None),
+    ("xl", {"mem_len": 4, "kv_heads": 2, "qk_norm": "layernorm", "qk_norm_scope": "head"}, "decoder", None),
+    (
+        "lsh",
+        {"bucket_size": 3, "buckets": 2, "n_hashes": 1, "qk_norm": "rmsnorm", "qk_norm_scope": "head"},
+        "encoder",
+        None,
+    ),
     ("xl", {"mem_len": 3, "softcap": 3.0, "dropout": 0.1, "heads": 3, "kv_heads": 1}, "decoder", None),
 ]
 OTHERS: list[tuple[str, dict[str, Any]]] = [
@@ -241,6 +261,8 @@ OTHERS: list[tuple[str, dict[str, Any]]] = [
     ("moe", {"experts": 4, "top_k": 2, "hidden": 16, "activation": "relu", "normalize": False}),
     ("adapter", {"hidden": 8, "activation": "gelu"}),
     ("rmsnorm", {"offset": True}),
+    ("layernorm", {"affine": False}),  # OLMo 1
+    ("layernorm", {"bias": False}),
     ("lm_head", {"tied": False, "softcap": 30.0}),
     ("lm_head", {"tied": False, "rescale": True}),
     ("classifier", {"classes": 5, "pool": "mean"}),

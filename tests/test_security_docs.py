@@ -29,6 +29,10 @@ def test_no_eval_or_exec_on_spec_text() -> None:
                 r"(?<![\w.])(eval|exec)\(|yaml\.(load|unsafe_load|full_load)\(|pickle|torch\.load\(", code
             ):
                 found.append(f"{p.relative_to(ROOT)}: {line.strip()}")
+    # the one torch.load reads a Hugging Face .bin checkpoint, tensors only (weights_only: no pickle code)
+    loads = [f for f in found if "torch.load(" in f]
+    assert all("weights_only=True" in f and f.startswith("archdsl/interop/") for f in loads), loads
+    found = [f for f in found if f not in loads]
     assert found == ['archdsl/lower/build.py: exec(compile(source, filename, "exec"), namespace)'], found
     build = (ROOT / "archdsl" / "lower" / "build.py").read_text()
     assert build.index("check_source(source)") < build.index("exec(compile(")

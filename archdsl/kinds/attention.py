@@ -47,6 +47,14 @@ COMMON = (
     Param(
         "qk_norm", "enum", default="none", choices=("none", "rmsnorm", "layernorm"), doc="normalise q and k"
     ),
+    Param(
+        "qk_norm_scope",
+        "enum",
+        default="full",
+        choices=("full", "head"),
+        doc="the qk-norm's width: the whole projection (OLMo 2), or each head with one gain of head_dim "
+        "shared by all heads (Qwen 3)",
+    ),
     Param("qk_eps", "float", default=1e-6, gt=0.0, doc="eps of the qk-norm"),
     Param("softcap", "float", default=0.0, min=0.0, doc="cap scores at c * tanh(s / c) (Gemma 2); 0 is off"),
     Param("scale", "float", default=None, gt=0.0, doc="score scale (default: 1 / sqrt(head_dim))"),
@@ -184,7 +192,8 @@ class AttentionKind(Kind):
             x_side, kv_side = self.lora_parts(node, ctx)
             n += ctx.lora.params(x_side + kv_side)
         if node["qk_norm"] != "none":
-            n += (q + k) * (2 if node["qk_norm"] == "layernorm" else 1)
+            wq, wk = self.qk_norm_widths(node, ctx)
+            n += (wq + wk) * (2 if node["qk_norm"] == "layernorm" else 1)
         pos = self.position(node, ctx)
         if pos is not None:
             n += pos[0].attention_params(pos[1], ctx, node)
@@ -192,6 +201,21 @@ class AttentionKind(Kind):
 
     def core_params(self, node: Node, ctx: Ctx) -> int:
         return 0
+
+    def per_head_norm(self, node: Node) -> bool:
+        """Whether the qk-norm normalises each head over head_dim (Qwen 3) rather than the whole
+        projection (OLMo 2)."""
+        return node["qk_norm"] != "none" and node["qk_norm_scope"] == "head"
+
+    def qk_norm_widths(self, node: Node, ctx: Ctx) -> tuple[int, int]:
+        """The widths of the q-norm and the k-norm: head_dim each per head, else the projections'."""
+        h, kv, hs = self.dims(node, ctx)
+        return (hs, hs) if self.per_head_norm(node) else (h * hs, kv * hs)
+
+    def qk_norm_rows(self, node: Node, ctx: Ctx) -> tuple[int, int]:
+        """How many statistics (mean, rms) the q- and k-norms keep per position: one, or one a head."""
+        h, kv, _ = self.dims(node, ctx)
+        return (h, kv) if self.per_head_norm(node) else (1, 1)
 
     def _lengths(self, ins: Sequence[Shape]) -> tuple[Any, Any, Any]:
         b, n = ins[0][0], ins[0][1]
@@ -386,14 +410,15 @@ class AttentionKind(Kind):
                 internal += (b * m * 2 * k if reads or keeps_kv else 0) * by
             elif reads or keeps_q or keeps_kv:
                 internal += b * n * (q + kk + k) * by
+            rq, rk = self.qk_norm_rows(node, ctx)  # statistics per position: 1, or one a head
             if norm == "rmsnorm":
-                internal += (b * n + b * m * nk) * 4  # reciprocal rms of q and k (fp32)
+                internal += (b * n * rq + b * m * nk * rk) * 4  # reciprocal rms of q and k (fp32)
                 if by != 4:
                     internal += (b * n * q + b * m * kk) * 4  # the fp32 copies it computes in
                 if act.weight_grad:
                     internal += (b * n * q + b * m * kk) * 4  # the normalised q, k the gains' gradients need
             elif norm == "layernorm":
-                internal += 2 * (b * n + b * m * nk) * 4  # mean and reciprocal deviation of q and k (fp32)
+                internal += 2 * (b * n * rq + b * m * nk * rk) * 4  # mean, reciprocal deviation (fp32)
             body = self.core_saved(node, ctx, b, n, m, act)
             internal += body.internal
             core += body.core
@@ -481,12 +506,15 @@ class AttentionKind(Kind):
         }
         if node["out_bias"] != node["bias"]:
             args["out_bias"] = node["out_bias"]
-        if node["qk_norm"] == "rmsnorm":  # over the whole projection, as OLMo 2
-            args["q_norm"] = ours("archdsl.kinds.norm_nn", "RMSNorm", d_model=h * hs, eps=node["qk_eps"])
-            args["k_norm"] = ours("archdsl.kinds.norm_nn", "RMSNorm", d_model=kv * hs, eps=node["qk_eps"])
+        wq, wk = self.qk_norm_widths(node, ctx)  # the whole projection (OLMo 2), or head_dim (Qwen 3)
+        if node["qk_norm"] == "rmsnorm":
+            args["q_norm"] = ours("archdsl.kinds.norm_nn", "RMSNorm", d_model=wq, eps=node["qk_eps"])
+            args["k_norm"] = ours("archdsl.kinds.norm_nn", "RMSNorm", d_model=wk, eps=node["qk_eps"])
         elif node["qk_norm"] == "layernorm":
-            args["q_norm"] = torch_nn("LayerNorm", h * hs, eps=node["qk_eps"])
-            args["k_norm"] = torch_nn("LayerNorm", kv * hs, eps=node["qk_eps"])
+            args["q_norm"] = torch_nn("LayerNorm", wq, eps=node["qk_eps"])
+            args["k_norm"] = torch_nn("LayerNorm", wk, eps=node["qk_eps"])
+        if self.per_head_norm(node):
+            args["qk_norm_per_head"] = True
         pos = self.position(node, ctx)
         if pos is not None:
             args["pos"] = pos[0].attention_ctor(pos[1], ctx, node)

@@ -60,6 +60,9 @@ class Ctx:
     lora: Any = None
     #: the base weights are frozen (the spec has LoRA or adapters): only those train
     frozen: bool = False
+    #: the token table's width where it is not ``d_model`` (``token_embedding(width = …)``): a
+    #: projection joins the two, and heads decode at this width (OPT-350m, ALBERT)
+    width: int | None = None
 
 
 Shape = tuple[Any, ...]  # ints and symbols: "B" (batch), "T" (sequence), "S" (encoder sequence)

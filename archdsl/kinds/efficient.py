@@ -123,7 +123,7 @@ class LSHAttention(AttentionKind):
             x_side, kv_side = self.lora_parts(node, ctx)
             n += ctx.lora.params(x_side + kv_side)
         if node["qk_norm"] != "none":  # one norm: keys are the queries
-            n += q * (2 if node["qk_norm"] == "layernorm" else 1)
+            n += self.qk_norm_widths(node, ctx)[0] * (2 if node["qk_norm"] == "layernorm" else 1)
         pos = self.position(node, ctx)
         if pos is not None:
             n += pos[0].attention_params(pos[1], ctx, node)

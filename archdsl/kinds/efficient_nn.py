@@ -57,7 +57,7 @@ class LSHAttention(Attention):
             )
         B, T, _ = x.size()
         qk, v = self.c_attn(x).split([self.q_dim, self.kv_dim], dim=2)
-        qk = self.q_norm(qk).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        qk = self.heads(self.q_norm, qk, self.n_heads)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         if self.pos is not None:
             qk, _ = self.pos.rotate(qk, qk)  # RoPE turns the shared query-key

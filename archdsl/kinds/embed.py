@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from archdsl.ir import Node
-from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward, prod
 from archdsl.kinds.ffn import tokens
 from archdsl.lower.ctor import Ctor, ours, torch_nn
 
@@ -37,7 +37,14 @@ class TokenEmbedding(Kind):
     """A ``vocab x d`` lookup table, optionally scaled by sqrt(d) (Vaswani et al. 2017 §3.4; Gemma) and
     with ``types`` token-type rows added (BERT's segment embeddings; the model reads type 0). A lookup is
     not a matmul, so it adds no FLOPs (FlopCounterMode agrees; Hoffmann et al. 2022 App. F counts it as
-    one, which is why their totals run higher)."""
+    one, which is why their totals run higher).
+
+    With ``width = E`` (not d_model) the table (and the type rows) is ``vocab x E`` and a linear map
+    ``E -> d`` (``project_in``; with ``project_bias`` a bias) joins it to the stack: right after the
+    lookup (``project = early``: OPT-350m, positions added at d), or after the stack's positions and
+    embedding norm, which then act at E (``project = late``: ALBERT's factorised embedding, Lan et al.
+    2020 §3.1). Heads decode at E: ``lm_head`` maps d -> E first (OPT's ``project_out``), ``mlm_head``
+    transforms d -> E. Parameters ``(vocab + types) E + E d (+ d)``; FLOPs ``2 N E d``."""
 
     name = "token_embedding"
     role = "embedding"
@@ -45,34 +52,125 @@ class TokenEmbedding(Kind):
     params = (
         Param("scale", "bool", default=False, doc="multiply by sqrt(d_model)"),
         Param("types", "int", default=0, min=0, doc="token-type (segment) embeddings, as BERT's"),
+        Param(
+            "width",
+            "int",
+            default=None,
+            min=1,
+            doc="the table's width when it is not d_model: a projection to d_model follows "
+            "(OPT-350m: 512, ALBERT: 128)",
+        ),
+        Param(
+            "project",
+            "enum",
+            default="early",
+            choices=("early", "late"),
+            doc="where the projection to d_model sits: after the lookup (OPT), or after the stack's "
+            "positions and embedding norm, which then act at `width` (ALBERT)",
+        ),
+        Param("project_bias", "bool", default=False, doc="a bias on the projection (ALBERT: true)"),
     )
 
+    def width(self, node: Node, ctx: Ctx) -> int | None:
+        """The table's width where it differs from d_model."""
+        w = node["width"]
+        return None if w is None or w == ctx.d_model else int(w)
+
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
-        return _needs_vocab(self.name, ctx)
+        errs = _needs_vocab(self.name, ctx)
+        if self.width(node, ctx) is None:
+            for name, value in (("project", "late"), ("project_bias", True)):
+                if node[name] == value:
+                    v = "true" if value is True else value
+                    errs.append(
+                        ShapeError(
+                            f"`{name} = {v}` but the table is d_model wide: there is no projection",
+                            help=f"set `width` to the table's width, or drop `{name}`",
+                            param=name,
+                            code="E009",
+                        )
+                    )
+        return errs
+
+    def early(self, node: Node, ctx: Ctx) -> int | None:
+        """The table's width when the projection follows the lookup (inside this module)."""
+        w = self.width(node, ctx)
+        return w if w is not None and node["project"] == "early" else None
 
     def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
-        return (*ins[0], ctx.d_model)
+        w = self.width(node, ctx)
+        return (*ins[0], w if w is not None and node["project"] == "late" else ctx.d_model)
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
-        return (ctx.vocab + int(node["types"])) * ctx.d_model
+        w = self.width(node, ctx)
+        table = (ctx.vocab + int(node["types"])) * (w or ctx.d_model)
+        e = self.early(node, ctx)
+        return table + (e * ctx.d_model + (ctx.d_model if node["project_bias"] else 0) if e else 0)
+
+    def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        e = self.early(node, ctx)
+        return 2 * prod(ins[0]) * e * ctx.d_model if e else 0  # ins[0]: the ids (B, T)
+
+    def backward_flops(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
+    ) -> Any:
+        """The projection's weight gradient and, for the table's, its input gradient: both when the
+        weights train, none otherwise (token ids need no gradient)."""
+        return 2 * self.flops(node, ctx, ins) if act.weight_grad else 0
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
-        """The token ids (int64); scaling by sqrt(d) keeps the scale (a 0-d tensor)."""
+        """The token ids (int64); scaling by sqrt(d) keeps the scale (a 0-d tensor); the projection
+        keeps its input (the looked-up rows)."""
         if not act.weight_grad:
             return Saved()
-        return Saved(inputs=(True,), internal=act.bytes if node["scale"] else 0)
+        e = self.early(node, ctx)
+        proj = prod(ins[0]) * e * act.bytes if e else 0
+        return Saved(inputs=(True,), internal=(act.bytes if node["scale"] else 0) + proj)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
-        if not node["scale"] and not node["types"]:
+        w = self.width(node, ctx)
+        if not node["scale"] and not node["types"] and w is None:
             return torch_nn("Embedding", ctx.vocab, ctx.d_model)
-        return ours(
-            NN,
-            "TokenEmbedding",
-            vocab=ctx.vocab,
-            d_model=ctx.d_model,
-            scale=node["scale"],
-            types=node["types"],
-        )
+        args: dict[str, Any] = {
+            "vocab": ctx.vocab,
+            "d_model": ctx.d_model,
+            "scale": node["scale"],
+            "types": node["types"],
+        }
+        if w is not None:
+            args["width"] = w
+            if node["project"] == "early":
+                args["project_in"] = torch_nn("Linear", w, ctx.d_model, bias=node["project_bias"])
+        return ours(NN, "TokenEmbedding", **args)
+
+
+class EmbeddingProjection(Kind):
+    """The token embedding's late projection (``token_embedding(width = E, project = late)``): the
+    stack's ``proj_emb``, ``E -> d`` after its positions and embedding norm (ALBERT's
+    ``embedding_hidden_mapping_in``). Costed on its own; not a kind a spec names."""
+
+    name = "token_embedding"
+    role = "embedding"
+
+    def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
+        return (*ins[0][:-1], ctx.d_model)
+
+    def n_params(self, node: Node, ctx: Ctx) -> int:
+        w = int(node["width"])
+        return w * ctx.d_model + (ctx.d_model if node["project_bias"] else 0)
+
+    def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        return 2 * tokens(ins[0]) * int(node["width"]) * ctx.d_model
+
+    def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
+        """Its input, for the weights' gradient."""
+        return Saved(inputs=(act.weight_grad,))
+
+    def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        return torch_nn("Linear", int(node["width"]), ctx.d_model, bias=node["project_bias"])
+
+
+EMBEDDING_PROJECTION = EmbeddingProjection()
 
 
 class PatchEmbedding(Kind):
@@ -144,7 +242,9 @@ class PatchEmbedding(Kind):
 
 class LMHead(Kind):
     """Projection to vocabulary logits, ``d x vocab``; ``tied`` reuses the token embedding's matrix
-    (Press & Wolf 2017), so it adds no parameters. Forward FLOPs ``2 N d V`` for N positions."""
+    (Press & Wolf 2017), so it adds no parameters. Forward FLOPs ``2 N d V`` for N positions. When the
+    token table is ``E`` wide (``token_embedding(width = E)``) it decodes at E: a ``d -> E`` map
+    first (OPT's ``project_out``, no bias), ``d E`` parameters and ``2 N d E`` FLOPs more."""
 
     name = "lm_head"
     role = "head"
@@ -165,19 +265,35 @@ class LMHead(Kind):
         return (*ins[0][:-1], ctx.vocab)
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
-        return (0 if node["tied"] else ctx.vocab * ctx.d_model) + (ctx.vocab if node["bias"] else 0)
+        e = ctx.width or ctx.d_model
+        proj = ctx.d_model * e if ctx.width else 0
+        return proj + (0 if node["tied"] else ctx.vocab * e) + (ctx.vocab if node["bias"] else 0)
 
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
-        return 2 * tokens(ins[0]) * ctx.d_model * ctx.vocab
+        e = ctx.width or ctx.d_model
+        proj = 2 * tokens(ins[0]) * ctx.d_model * e if ctx.width else 0
+        return proj + 2 * tokens(ins[0]) * e * ctx.vocab
+
+    def backward_flops(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
+    ) -> Any:
+        """As two linear maps in a row when it decodes at the table's width (``chain_backward``)."""
+        if not ctx.width:
+            return super().backward_flops(node, ctx, ins, act, mask_aware)
+        n, e = tokens(ins[0]), ctx.width
+        stages = [[("project_out", n, ctx.d_model, e)], [("lm_head", n, e, ctx.vocab)]]
+        return chain_backward(None, stages, act.input_grad, act.weight_grad)[0]
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
         """The projection keeps its input (a rescaled copy with ``rescale``); soft-capping keeps the
-        capped logits (tanh keeps its output)."""
+        capped logits (tanh keeps its output). At the table's width the d -> E map keeps the input and
+        the vocabulary projection its output (or the rescaled copy of it)."""
         n = tokens(ins[0])
         keep = act.weight_grad
-        internal = (n * ctx.d_model * act.bytes if node["rescale"] and keep else 0) + (
-            n * ctx.vocab * act.bytes if node["softcap"] else 0
-        )
+        capped = n * ctx.vocab * act.bytes if node["softcap"] else 0
+        if ctx.width:
+            return Saved(inputs=(keep,), internal=(n * ctx.width * act.bytes if keep else 0) + capped)
+        internal = (n * ctx.d_model * act.bytes if node["rescale"] and keep else 0) + capped
         return Saved(inputs=(keep and not node["rescale"],), internal=internal)
 
     def shares_embedding(self, node: Node) -> bool:
@@ -187,16 +303,18 @@ class LMHead(Kind):
         return ("n·d·V",)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
-        if node["softcap"] or node["rescale"]:
-            return ours(
-                NN,
-                "OutputLinear",
-                d_in=ctx.d_model,
-                d_out=ctx.vocab,
-                bias=node["bias"],
-                cap=node["softcap"],
-                scale=ctx.d_model**-0.5 if node["rescale"] else 1.0,
-            )
+        e = ctx.width or ctx.d_model
+        if node["softcap"] or node["rescale"] or ctx.width:
+            args: dict[str, Any] = {
+                "d_in": e,
+                "d_out": ctx.vocab,
+                "bias": node["bias"],
+                "cap": node["softcap"],
+                "scale": ctx.d_model**-0.5 if node["rescale"] else 1.0,
+            }
+            if ctx.width:
+                args["project_out"] = torch_nn("Linear", ctx.d_model, e, bias=False)
+            return ours(NN, "OutputLinear", **args)
         return torch_nn("Linear", ctx.d_model, ctx.vocab, bias=node["bias"])
 
 
@@ -270,13 +388,15 @@ class Pooler(Kind):
 class MLMHead(Kind):
     """BERT's masked-LM head: a ``d x d`` transform, GELU, LayerNorm, then the vocabulary projection
     (tied to the token embedding by default) with its own bias. Parameters ``d^2 + 3d + V`` (+ ``V d``
-    untied); FLOPs ``2 N d^2 + 2 N d V``."""
+    untied); FLOPs ``2 N d^2 + 2 N d V``. When the token table is ``E`` wide (ALBERT) the transform
+    maps d -> E and the rest works at E: ``d E + 3E + V`` (+ ``V E``), ``2 N d E + 2 N E V``."""
 
     name = "mlm_head"
     role = "head"
     params = (
         Param("tied", "bool", default=True, doc="share the token embedding matrix"),
         Param("eps", "float", default=1e-12, gt=0.0, doc="the transform's LayerNorm eps"),
+        Param("tanh", "bool", default=False, doc="GELU's tanh approximation (ALBERT's gelu_new)"),
         LABEL_SMOOTHING,
     )
 
@@ -287,24 +407,29 @@ class MLMHead(Kind):
         return (*ins[0][:-1], ctx.vocab)
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
-        d, v = ctx.d_model, ctx.vocab
-        return d * d + 3 * d + v + (0 if node["tied"] else v * d)
+        d, e, v = ctx.d_model, ctx.width or ctx.d_model, ctx.vocab
+        return d * e + 3 * e + v + (0 if node["tied"] else v * e)
 
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
-        n, d = tokens(ins[0]), ctx.d_model
-        return 2 * n * d * d + 2 * n * d * ctx.vocab
+        n, d, e = tokens(ins[0]), ctx.d_model, ctx.width or ctx.d_model
+        return 2 * n * d * e + 2 * n * e * ctx.vocab
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
         """Its input, the transform's output (GELU's input), GELU's output (the norm's input), the
         norm's statistics and output (the projection's input)."""
-        n, d = tokens(ins[0]), ctx.d_model
-        return Saved(inputs=(True,), internal=3 * n * d * act.bytes + 2 * n * 4)
+        n, e = tokens(ins[0]), ctx.width or ctx.d_model
+        return Saved(inputs=(True,), internal=3 * n * e * act.bytes + 2 * n * 4)
 
     def shares_embedding(self, node: Node) -> bool:
         return bool(node["tied"])
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
-        return ours(NN, "MLMHead", d_model=ctx.d_model, vocab=ctx.vocab, eps=node["eps"])
+        args: dict[str, Any] = {"d_model": ctx.d_model, "vocab": ctx.vocab, "eps": node["eps"]}
+        if ctx.width:
+            args["width"] = ctx.width
+        if node["tanh"]:
+            args["tanh"] = True
+        return ours(NN, "MLMHead", **args)
 
 
 KINDS = (TokenEmbedding(), PatchEmbedding(), LMHead(), Classifier(), Pooler(), MLMHead())

@@ -19,16 +19,25 @@ def tokens(shape: Shape) -> Any:
 
 
 class LayerNorm(Kind):
-    """Layer normalisation (Ba et al. 2016): ``d`` gains and, with ``bias``, ``d`` biases."""
+    """Layer normalisation (Ba et al. 2016): ``d`` gains and, with ``bias``, ``d`` biases; with
+    ``affine = false`` neither (OLMo 1's non-parametric LayerNorm): 0 parameters."""
 
     name = "layernorm"
     role = "norm"
     params = (
         Param("eps", "float", default=1e-5, gt=0.0),
         Param("bias", "bool", default=True),
+        Param(
+            "affine",
+            "bool",
+            default=True,
+            doc="learned gains (and biases); false: none at all, as OLMo 1's LayerNorm",
+        ),
     )
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
+        if not node["affine"]:
+            return 0
         return ctx.d_model * (2 if node["bias"] else 1)
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
@@ -36,6 +45,8 @@ class LayerNorm(Kind):
         return Saved(inputs=(True,), internal=2 * tokens(ins[0]) * 4)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        if not node["affine"]:  # no gains, so no biases either
+            return torch_nn("LayerNorm", ctx.d_model, eps=node["eps"], elementwise_affine=False)
         return torch_nn("LayerNorm", ctx.d_model, eps=node["eps"], bias=node["bias"])
 
 

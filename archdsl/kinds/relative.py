@@ -315,14 +315,15 @@ class TransformerXL(AttentionKind):
             norm = str(node["qk_norm"])
             if norm == "layernorm" or (norm == "rmsnorm" and by == 4):
                 internal += b * keys * (q + 2 * k) * by  # the projection's output, the norms' input
+            rq, rk = self.qk_norm_rows(node, ctx)  # statistics per position: 1, or one a head
             if norm == "rmsnorm":
-                internal += (b * n + b * keys) * 4  # reciprocal rms (fp32)
+                internal += (b * n * rq + b * keys * rk) * 4  # reciprocal rms (fp32)
                 if by != 4:
                     internal += (b * n * q + b * keys * k) * 4  # the fp32 copies it computes in
                 if act.weight_grad:
                     internal += (b * n * q + b * keys * k) * 4  # the normalised q, k
             elif norm == "layernorm":
-                internal += 2 * (b * n + b * keys) * 4  # mean and reciprocal deviation (fp32)
+                internal += 2 * (b * n * rq + b * keys * rk) * 4  # mean and reciprocal deviation (fp32)
             if act.weight_grad:
                 internal += keys * d * by  # the sinusoids W_r reads
             # q + u, and q + v unless r is a constant (W_r frozen); k, v per head; r broadcast over the

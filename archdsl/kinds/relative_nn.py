@@ -264,8 +264,8 @@ class XLAttention(Attention):
         # the fused projection over [memory; segment], queries of the segment kept (as the authors' code)
         q, k, v = self.c_attn(h).split([self.q_dim, self.kv_dim, self.kv_dim], dim=2)  # (B, K, ·) each
         q = q[:, M:]  # (B, T, nh*hs)
-        q = self.q_norm(q).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.k_norm(k).view(B, K, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, K, hs)
+        q = self.heads(self.q_norm, q, self.n_heads)  # (B, nh, T, hs)
+        k = self.heads(self.k_norm, k, self.n_kv_heads)  # (B, nkv, K, hs)
         v = v.view(B, K, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, K, hs)
         groups = self.n_heads // self.n_kv_heads
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, K, hs)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from archdsl.graph import additive_position, ctx_of, first_self_attention
+from archdsl.graph import additive_position, ctx_of, embedding_ctx, first_self_attention, late_projection
 from archdsl.ir import Block, Model, Node, Stack
 from archdsl.kinds import REGISTRY, Ctx
+from archdsl.kinds.embed import EMBEDDING_PROJECTION
 from archdsl.lower.codegen import block_class, structure
 from archdsl.lower.ctor import ClassRef, Ctor, Layers, ours, torch_nn
 from archdsl.lower.emit import taken_names
@@ -64,15 +65,18 @@ def _layers(stack: Stack, ctx: Ctx, classes: _Classes) -> Layers:
     return Layers(ctors, stack.instances, tuple(b.label for b in stack.layers), stack.repeats)
 
 
-def _stack_options(s: Stack, ctx: Ctx) -> dict[str, object]:
+def _stack_options(model: Model, s: Stack, ctx: Ctx) -> dict[str, object]:
     """The stack's optional parts, passed only when set, so emitted code stays plain."""
     out: dict[str, object] = {}
+    ectx = embedding_ctx(model, ctx)  # the embedding norm: at the table's width before a late projection
     pos = s.position
     if pos is not None and REGISTRY[pos.kind].applies == "attention" and REGISTRY[pos.kind].shared_table(pos):
         attn = first_self_attention(s)
         out["pos"] = REGISTRY[pos.kind].attention_ctor(pos, replace(ctx, attention=attn), attn)  # type: ignore[arg-type]
     if s.embedding_norm is not None:
-        out["ln_emb"] = _comp(s.embedding_norm, ctx)
+        out["ln_emb"] = _comp(s.embedding_norm, ectx)
+    if late_projection(model):  # ALBERT: the table's width -> d_model after positions and norm
+        out["proj_emb"] = EMBEDDING_PROJECTION.ctor(model.embedding, ctx)
     if s.dropout:
         out["dropout"] = s.dropout
     if s.layerdrop:
@@ -92,10 +96,10 @@ def lower(model: Model) -> Ctor:
             stacks[s.role] = ours(
                 MODEL_NN,
                 "Stack",
-                wpe=_optional(additive_position(s), ctx),
+                wpe=_optional(additive_position(s), embedding_ctx(model, ctx)),
                 h=_layers(s, ctx, classes),
                 ln_f=_comp(s.final_norm, ctx),
-                **_stack_options(s, ctx),
+                **_stack_options(model, s, ctx),
             )
         ctx = ctx_of(model, "decoder")
         return _frozen(
@@ -119,12 +123,12 @@ def lower(model: Model) -> Ctor:
             MODEL_NN,
             "CausalLM" if model.type == "decoder" else "Transformer",
             wte=_comp(model.embedding, ctx),
-            wpe=_optional(additive_position(s), ctx),
+            wpe=_optional(additive_position(s), embedding_ctx(model, ctx)),
             h=_layers(s, ctx, classes),
             ln_f=_comp(s.final_norm, ctx),
             lm_head=_comp(model.head, ctx),
             tie_weights=tie,
-            **_stack_options(s, ctx),
+            **_stack_options(model, s, ctx),
             **_loss_options(model.head),
         ),
     )

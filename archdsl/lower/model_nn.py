@@ -102,12 +102,14 @@ class Stack(nn.Module):
         layerdrop: float = 0.0,
         checkpoint: list[bool] | None = None,
         pos: nn.Module | None = None,
+        proj_emb: nn.Module | None = None,
     ):
         super().__init__()
         self.pos = pos  # a relative-position table every self-attention reads (T5), or None
         self.wpe = wpe  # positions added to the embeddings, or None
         self.ln_emb = ln_emb if ln_emb is not None else nn.Identity()
         self.drop = nn.Dropout(dropout)
+        self.proj_emb = proj_emb  # the embeddings' width -> d_model after their norm (ALBERT), or None
         self.h = nn.ModuleList(h)
         self.ln_f = ln_f
         self.layerdrop = layerdrop
@@ -124,6 +126,8 @@ class Stack(nn.Module):
         if self.wpe is not None:
             x = self.wpe(x, pos)  # (B, T, C), positions added
         x = self.drop(self.ln_emb(x))
+        if self.proj_emb is not None:
+            x = self.proj_emb(x)  # (B, T, width) -> (B, T, C)
         kw = {"mask": mask, "pos": pos, **({"memory_mask": memory_mask} if memory else {})}
         for block, recompute in zip(self.h, self.checkpoint, strict=True):
             if self.training and self.layerdrop and torch.rand(()) < self.layerdrop:
@@ -153,8 +157,9 @@ class Transformer(Stack):
         checkpoint: list[bool] | None = None,
         pos: nn.Module | None = None,
         label_smoothing: float | None = 0.0,
+        proj_emb: nn.Module | None = None,
     ):
-        super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint, pos)
+        super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint, pos, proj_emb)
         self.wte = wte
         self.lm_head = lm_head
         self.label_smoothing = label_smoothing  # None: the head gives features, not logits (no loss)

@@ -140,6 +140,7 @@ class Attention(nn.Module):
         prefix: int = 0,
         lora: dict | None = None,
         out_bias: bool | None = None,
+        qk_norm_per_head: bool = False,
     ):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
@@ -154,6 +155,7 @@ class Attention(nn.Module):
         self.c_proj = linear(self.q_dim, d_model, out_bias, [("o", d_model)], lora)
         self.q_norm = q_norm if q_norm is not None else nn.Identity()
         self.k_norm = k_norm if k_norm is not None else nn.Identity()
+        self.qk_norm_per_head = qk_norm_per_head  # norms over head_dim, one gain for all heads (Qwen 3)
         self.pos = pos
         self.causal, self.cross, self.softcap, self.prefix = causal, cross, softcap, prefix
         self.scale = scale if scale is not None else head_dim**-0.5
@@ -178,10 +180,10 @@ class Attention(nn.Module):
         else:
             q = self.q_proj(x)
             k, v = self.kv_proj(memory).split(self.kv_dim, dim=2) if self.cache is None else (None, None)
-        q = self.q_norm(q).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        q = self.heads(self.q_norm, q, self.n_heads)  # (B, nh, T, hs)
         if k is not None:
             S = k.size(1)  # key length: T, or the memory's length
-            k = self.k_norm(k).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
+            k = self.heads(self.k_norm, k, self.n_kv_heads)  # (B, nkv, S, hs)
             v = v.view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
         if memory is not None:
             y = self.cross_attend(q, k, v, mask)
@@ -198,6 +200,14 @@ class Attention(nn.Module):
                 y = self.masked(q, k, v, at, at, mask)
         y = y.transpose(1, 2).contiguous().view(B, T, self.q_dim)  # heads side by side again
         return self.out_dropout(self.c_proj(y))
+
+    def heads(self, norm: nn.Module, t: torch.Tensor, n: int) -> torch.Tensor:
+        """(B, T, n * hs) -> (B, n, T, hs), normalised by ``norm`` (the qk-norm) over the whole width
+        or, per head, over hs."""
+        B, T, _ = t.size()
+        if self.qk_norm_per_head:
+            return norm(t.view(B, T, n, self.head_dim)).transpose(1, 2)
+        return norm(t).view(B, T, n, self.head_dim).transpose(1, 2)
 
     def cross_attend(
         self, q: torch.Tensor, k: torch.Tensor | None, v: torch.Tensor | None, mask: torch.Tensor | None
@@ -311,7 +321,7 @@ class Attention(nn.Module):
         k, v = self.kv_proj(memory).split(self.kv_dim, dim=2)
         self.cache = KVCache(B, self.n_kv_heads, S, self.head_dim, False, dtype=k.dtype, device=k.device)
         pos = torch.arange(S, device=memory.device)
-        k = self.k_norm(k).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
+        k = self.heads(self.k_norm, k, self.n_kv_heads)  # (B, nkv, S, hs)
         self.cache.write(pos, k, v.view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -423,12 +433,14 @@ class Stack(nn.Module):
         layerdrop: float = 0.0,
         checkpoint: list[bool] | None = None,
         pos: nn.Module | None = None,
+        proj_emb: nn.Module | None = None,
     ):
         super().__init__()
         self.pos = pos  # a relative-position table every self-attention reads (T5), or None
         self.wpe = wpe  # positions added to the embeddings, or None
         self.ln_emb = ln_emb if ln_emb is not None else nn.Identity()
         self.drop = nn.Dropout(dropout)
+        self.proj_emb = proj_emb  # the embeddings' width -> d_model after their norm (ALBERT), or None
         self.h = nn.ModuleList(h)
         self.ln_f = ln_f
         self.layerdrop = layerdrop
@@ -445,6 +457,8 @@ class Stack(nn.Module):
         if self.wpe is not None:
             x = self.wpe(x, pos)  # (B, T, C), positions added
         x = self.drop(self.ln_emb(x))
+        if self.proj_emb is not None:
+            x = self.proj_emb(x)  # (B, T, width) -> (B, T, C)
         kw = {"mask": mask, "pos": pos, **({"memory_mask": memory_mask} if memory else {})}
         for block, recompute in zip(self.h, self.checkpoint, strict=True):
             if self.training and self.layerdrop and torch.rand(()) < self.layerdrop:
@@ -497,8 +511,9 @@ class Transformer(Stack):
         checkpoint: list[bool] | None = None,
         pos: nn.Module | None = None,
         label_smoothing: float | None = 0.0,
+        proj_emb: nn.Module | None = None,
     ):
-        super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint, pos)
+        super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint, pos, proj_emb)
         self.wte = wte
         self.lm_head = lm_head
         self.label_smoothing = label_smoothing  # None: the head gives features, not logits (no loss)
