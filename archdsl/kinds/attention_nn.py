@@ -243,13 +243,7 @@ class Attention(nn.Module):
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )
         else:
-            groups = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, hs)
-            att = self.scores(q, k)  # (B, nh, T, S)
-            if self.softcap:
-                att = self.softcap * torch.tanh(att / self.softcap)
-            if bias is not None:
-                att = att + bias
+            att, v = self.capped_scores(q, k, v, bias)  # (B, nh, T, S), (B, nh, S, hs)
             att = F.dropout(
                 att.masked_fill(~allowed, low).softmax(dim=-1), p=self.dropout, training=self.training
             )
@@ -316,9 +310,11 @@ class Attention(nn.Module):
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return (q @ k.transpose(-2, -1)) * self.scale  # (B, nh, T, S)
 
-    def explicit(
+    def capped_scores(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Explicit scores (B, nh, T, S), soft-capped and biased, and the values repeated per query
+        head (B, nh, S, hs): what the explicit and the masked paths share."""
         groups = self.n_heads // self.n_kv_heads
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, hs)
         att = self.scores(q, k)  # (B, nh, T, S)
@@ -326,6 +322,12 @@ class Attention(nn.Module):
             att = self.softcap * torch.tanh(att / self.softcap)
         if bias is not None:
             att = att + bias
+        return att, v
+
+    def explicit(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        att, v = self.capped_scores(q, k, v, bias)  # (B, nh, T, S), (B, nh, S, hs)
         T, S = att.shape[-2:]
         if self.causal:
             i = torch.arange(T, device=q.device)[:, None]

@@ -60,6 +60,23 @@ def sample_next(
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1)
 
 
+def next_tokens(
+    logits: torch.Tensor,
+    done: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    eos_token_id: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next (B, 1) tokens from (B, V) logits and which sequences have ended: a sequence that
+    produced ``eos_token_id`` repeats it."""
+    nxt = sample_next(logits, temperature, top_k, top_p)
+    if eos_token_id is not None:
+        nxt = nxt.masked_fill(done[:, None], eos_token_id)
+        done = done | (nxt[:, 0] == eos_token_id)
+    return nxt, done
+
+
 def setup_caches(module: nn.Module, batch: int, max_len: int, like: torch.Tensor) -> None:
     """Preallocate the cache of every self-attention in ``module``, in the dtype and on the device of
     ``like`` (static shapes: one decode step compiles once). Kinds without a cache raise
@@ -218,10 +235,7 @@ class CausalLM(Transformer):
             logits = self(idx, pos=pos)[:, -1]  # (B, V)
             out, done = [idx], torch.zeros(B, dtype=torch.bool, device=idx.device)
             for t in range(max_new_tokens):
-                nxt = sample_next(logits, temperature, top_k, top_p)  # (B, 1)
-                if eos_token_id is not None:
-                    nxt = nxt.masked_fill(done[:, None], eos_token_id)
-                    done = done | (nxt[:, 0] == eos_token_id)
+                nxt, done = next_tokens(logits, done, temperature, top_k, top_p, eos_token_id)  # (B, 1)
                 out.append(nxt)
                 if t == max_new_tokens - 1 or (eos_token_id is not None and bool(done.all())):
                     break
@@ -302,10 +316,7 @@ class EncoderDecoder(nn.Module):
                 x = self.decoder(
                     self.wte(idx), memory, memory_mask=src_mask, pos=torch.full((1,), t, device=src.device)
                 )
-                idx = sample_next(self.lm_head(x)[:, -1], temperature, top_k, top_p)  # (B, 1)
-                if eos_token_id is not None:
-                    idx = idx.masked_fill(done[:, None], eos_token_id)
-                    done = done | (idx[:, 0] == eos_token_id)
+                idx, done = next_tokens(self.lm_head(x)[:, -1], done, temperature, top_k, top_p, eos_token_id)
                 out.append(idx)
                 if eos_token_id is not None and bool(done.all()):
                     break

@@ -352,13 +352,7 @@ class Attention(nn.Module):
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )
         else:
-            groups = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, hs)
-            att = self.scores(q, k)  # (B, nh, T, S)
-            if self.softcap:
-                att = self.softcap * torch.tanh(att / self.softcap)
-            if bias is not None:
-                att = att + bias
+            att, v = self.capped_scores(q, k, v, bias)  # (B, nh, T, S), (B, nh, S, hs)
             att = F.dropout(
                 att.masked_fill(~allowed, low).softmax(dim=-1), p=self.dropout, training=self.training
             )
@@ -425,9 +419,11 @@ class Attention(nn.Module):
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return (q @ k.transpose(-2, -1)) * self.scale  # (B, nh, T, S)
 
-    def explicit(
+    def capped_scores(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Explicit scores (B, nh, T, S), soft-capped and biased, and the values repeated per query
+        head (B, nh, S, hs): what the explicit and the masked paths share."""
         groups = self.n_heads // self.n_kv_heads
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, hs)
         att = self.scores(q, k)  # (B, nh, T, S)
@@ -435,6 +431,12 @@ class Attention(nn.Module):
             att = self.softcap * torch.tanh(att / self.softcap)
         if bias is not None:
             att = att + bias
+        return att, v
+
+    def explicit(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        att, v = self.capped_scores(q, k, v, bias)  # (B, nh, T, S), (B, nh, S, hs)
         T, S = att.shape[-2:]
         if self.causal:
             i = torch.arange(T, device=q.device)[:, None]
@@ -648,6 +650,23 @@ def sample_next(
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1)
 
 
+def next_tokens(
+    logits: torch.Tensor,
+    done: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    eos_token_id: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next (B, 1) tokens from (B, V) logits and which sequences have ended: a sequence that
+    produced ``eos_token_id`` repeats it."""
+    nxt = sample_next(logits, temperature, top_k, top_p)
+    if eos_token_id is not None:
+        nxt = nxt.masked_fill(done[:, None], eos_token_id)
+        done = done | (nxt[:, 0] == eos_token_id)
+    return nxt, done
+
+
 def setup_caches(module: nn.Module, batch: int, max_len: int, like: torch.Tensor) -> None:
     """Preallocate the cache of every self-attention in ``module``, in the dtype and on the device of
     ``like`` (static shapes: one decode step compiles once). Kinds without a cache raise
@@ -737,10 +756,7 @@ class EncoderDecoder(nn.Module):
                 x = self.decoder(
                     self.wte(idx), memory, memory_mask=src_mask, pos=torch.full((1,), t, device=src.device)
                 )
-                idx = sample_next(self.lm_head(x)[:, -1], temperature, top_k, top_p)  # (B, 1)
-                if eos_token_id is not None:
-                    idx = idx.masked_fill(done[:, None], eos_token_id)
-                    done = done | (idx[:, 0] == eos_token_id)
+                idx, done = next_tokens(self.lm_head(x)[:, -1], done, temperature, top_k, top_p, eos_token_id)
                 out.append(idx)
                 if eos_token_id is not None and bool(done.all()):
                     break
