@@ -14,6 +14,7 @@ import pytest
 import torch
 import transformers
 from conftest import ROOT
+from hf_cases import ids, numel, ours_for, perturb
 
 import archdsl
 from archdsl.cli import main
@@ -27,10 +28,6 @@ from archdsl.interop.hf import (
 )
 
 T = transformers
-
-
-def ids(vocab: int, b: int = 2, t: int = 13) -> torch.Tensor:
-    return torch.randint(0, vocab, (b, t), generator=torch.Generator().manual_seed(0))
 
 
 def gemma2() -> Any:
@@ -148,31 +145,6 @@ DECODERS: dict[str, Callable[[], Any]] = {
     ),
     "gemma2": gemma2,
 }
-
-
-def perturb(hf: torch.nn.Module, scale: float = 1.0) -> None:
-    """Give norms something to carry (Gemma's 1 + w starts at w = 0), and scale every weight."""
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(1)
-        for name, p in hf.named_parameters():
-            if "norm" in name or name.endswith(".bias"):
-                p.copy_(
-                    torch.randn(p.shape, generator=g) * 0.1
-                    + (1.0 if "norm" in name and "gemma" not in type(hf).__name__.lower() else 0.0)
-                )
-            elif scale != 1.0:
-                p.mul_(scale)
-
-
-def ours_for(hf: torch.nn.Module) -> tuple[archdsl.Spec, torch.nn.Module]:
-    spec = load_spec_from_config(hf.config.to_dict())
-    model = archdsl.build(spec).eval()
-    load_hf_weights(model, hf.state_dict())
-    return spec, model
-
-
-def numel(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 @pytest.mark.parametrize("name", sorted(DECODERS))

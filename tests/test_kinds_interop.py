@@ -267,7 +267,7 @@ model opt {
   d_model   = d_model
   vocab     = vocab
   embedding = token_embedding(width = width)
-  position  = learned(max_len = context + 2)  # OPT's table has two rows more (its positions start at 2)
+  position  = learned(max_len = context, offset = 2)  # OPT's positions start at row 2
   block {
     repeat    = n_layers
     placement = post
@@ -307,8 +307,7 @@ def test_opt_projected_embedding_matches_hf(tmp_path: Path) -> None:
         "wte.weight": s["embed_tokens.weight"],
         "wte.project_in.weight": s["project_in.weight"],
         "lm_head.project_out.weight": s["project_out.weight"],
-        # OPT reads its table from row 2 on: our positions 0, 1, ... are its rows 2, 3, ...
-        "wpe.weight": torch.cat([s["embed_positions.weight"][2:], s["embed_positions.weight"][:2]]),
+        "wpe.weight": s["embed_positions.weight"],
     }
     for i in range(2):
         p = f"layers.{i}."

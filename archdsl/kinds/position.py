@@ -11,19 +11,29 @@ NN = "archdsl.kinds.position_nn"
 
 
 class Learned(Kind):
-    """A trained ``max_len x d`` table (GPT-2, BERT, ViT): ``max_len * d`` parameters, no FLOPs."""
+    """A trained ``(offset + max_len) x d`` table (GPT-2, BERT, ViT): position p reads row
+    ``offset + p``. ``offset`` rows come first and are never read by a sequence: OPT and RoBERTa start
+    their positions at 2 (Hugging Face's ``OPTLearnedPositionalEmbedding`` offset; RoBERTa's
+    ``padding_idx + 1``). ``(offset + max_len) * d`` parameters, no FLOPs."""
 
     name = "learned"
     role = "position"
-    params = (Param("max_len", "int", min=1, doc="longest supported sequence (the context length)"),)
+    params = (
+        Param("max_len", "int", min=1, doc="longest supported sequence (the context length)"),
+        Param("offset", "int", default=0, min=0, doc="rows before position 0 (OPT, RoBERTa: 2)"),
+    )
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
-        return int(node["max_len"]) * ctx.d_model
+        return (int(node["max_len"]) + int(node["offset"])) * ctx.d_model
 
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
         return whole(node["max_len"])
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        if node["offset"]:
+            return ours(
+                NN, "LearnedPositions", max_len=node["max_len"], d_model=ctx.d_model, offset=node["offset"]
+            )
         return ours(NN, "LearnedPositions", max_len=node["max_len"], d_model=ctx.d_model)
 
 

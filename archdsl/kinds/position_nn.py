@@ -7,17 +7,19 @@ import torch.nn as nn
 
 
 class LearnedPositions(nn.Module):
-    """Learned absolute position embeddings (GPT-2, BERT)."""
+    """Learned absolute position embeddings (GPT-2, BERT); position p reads row ``offset + p`` (OPT and
+    RoBERTa keep two rows before position 0)."""
 
-    def __init__(self, max_len: int, d_model: int):
+    def __init__(self, max_len: int, d_model: int, offset: int = 0):
         super().__init__()
-        self.max_len = max_len  # positions 0 .. max_len - 1
-        self.weight = nn.Parameter(torch.empty(max_len, d_model))
+        self.max_len, self.offset = max_len, offset  # positions 0 .. max_len - 1
+        self.weight = nn.Parameter(torch.empty(offset + max_len, d_model))
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C) at positions 0 .. T-1, or at ``pos`` (T,) when decoding."""
-        return x + (self.weight[: x.size(1)] if pos is None else self.weight[pos])  # (T, C) over the batch
+        o = self.offset
+        return x + (self.weight[o : o + x.size(1)] if pos is None else self.weight[pos + o])  # (T, C)
 
 
 class SinusoidalPositions(nn.Module):
