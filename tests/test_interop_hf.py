@@ -271,7 +271,7 @@ def test_encoder_families(name: str, scale: float) -> None:
         ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling.rope_type"),
         ({"qk_norm": True}, "qk_norm"),
         ({"hidden_act": "gelu"}, "hidden_act"),
-        ({"model_type": "qwen3"}, "model_type"),
+        ({"model_type": "xlnet"}, "model_type"),
         ({"model_type": "nonesuch"}, "model_type"),
     ],
 )
@@ -326,7 +326,7 @@ def test_cli_import_hf(tmp_path: Path) -> None:
     assert archdsl.check(out) == []
     assert main(["import-hf", str(cfg), "-o", str(tmp_path / "g.yaml")]) == 0
     assert archdsl.load(tmp_path / "g.yaml").model == archdsl.load(out).model
-    cfg.write_text(json.dumps({"model_type": "opt"}))
+    cfg.write_text(json.dumps({"model_type": "xlnet"}))
     assert main(["import-hf", str(cfg)]) == 1
     assert main(["import-hf", str(tmp_path / "missing.json")]) == 2
     cfg.write_text("{not json")
