@@ -169,7 +169,9 @@ def load_hf_weights(model: nn.Module, source: Any) -> dict[str, Tensor]:
     every missing, unexpected or mis-shaped tensor; nothing is loaded then. Returns the mapped state."""
     import torch
 
-    hf = read_state(source)
+    from archdsl.interop.hf.legacy import modernise
+
+    hf = modernise(read_state(source))  # transformers 4 names as transformers 5 has them
     layout, prefix = layout_of_state(set(hf))
     family = layout.layout
     own = model.state_dict()
