@@ -3,6 +3,7 @@ the logits, parameter counts and greedy tokens agree; decoders export back to HF
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -144,6 +145,45 @@ DECODERS: dict[str, Callable[[], Any]] = {
         )
     ),
     "gemma2": gemma2,
+    "qwen3": lambda: T.Qwen3ForCausalLM(
+        T.Qwen3Config(
+            hidden_size=24,
+            intermediate_size=40,
+            num_attention_heads=3,
+            num_key_value_heads=1,
+            head_dim=10,
+            **COMMON,
+        )
+    ),
+    "qwen3_window_bias": lambda: T.Qwen3ForCausalLM(
+        T.Qwen3Config(
+            hidden_size=24,
+            intermediate_size=40,
+            num_attention_heads=6,
+            num_key_value_heads=3,
+            head_dim=6,
+            attention_bias=True,
+            use_sliding_window=True,
+            sliding_window=4,
+            max_window_layers=1,
+            **{**COMMON, "tie_word_embeddings": True},
+        )
+    ),
+    "olmo": lambda: T.OlmoForCausalLM(
+        T.OlmoConfig(
+            hidden_size=24, intermediate_size=40, num_attention_heads=3, num_key_value_heads=1, **COMMON
+        )
+    ),
+    "gemma": lambda: T.GemmaForCausalLM(
+        T.GemmaConfig(
+            hidden_size=24,
+            intermediate_size=40,
+            num_attention_heads=3,
+            num_key_value_heads=1,
+            head_dim=10,
+            **{**COMMON, "tie_word_embeddings": True},
+        )
+    ),
 }
 
 
@@ -181,6 +221,8 @@ def test_export_round_trip(name: str, tmp_path: Path) -> None:
     x = ids(53)
     with torch.no_grad():
         torch.testing.assert_close(back(x).logits, ours(x), atol=1e-4, rtol=1e-4)
+    again = load_spec_from_config(back.config.to_dict()).model  # the same IR (named after the folder)
+    assert dataclasses.replace(again, name=spec.model.name) == spec.model
 
 
 def bert() -> Any:

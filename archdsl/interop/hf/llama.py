@@ -46,7 +46,7 @@ def _llama_like(c: Mapping[str, Any], family: str) -> Text:
     d = int(f.need("hidden_size"))
     heads = int(f.need("num_attention_heads"))
     kv = int(f.get("num_key_value_heads", heads))
-    head_dim = int(f.get("head_dim", d // heads))
+    head_dim = int(f.get("head_dim", 256 if family == "gemma" else d // heads))
     n_layers = int(f.need("num_hidden_layers"))
     consts = [
         ("vocab", str(f.need("vocab_size"))),
@@ -66,16 +66,33 @@ def _llama_like(c: Mapping[str, Any], family: str) -> Text:
             ("top_k", str(f.get("num_experts_per_tok", 2))),
         ]
     consts.append(("n_layers", str(n_layers)))
-    consts.append(("eps", num(float(f.get("rms_norm_eps", 1e-6)))))
-    f.expect("hidden_act", ["silu"], " (the gated feed-forward is SwiGLU)")
+    if family != "olmo":  # OLMo 1's LayerNorm has no eps field: 1e-5, the layernorm default
+        consts.append(("eps", num(float(f.get("rms_norm_eps", 1e-6)))))
+    if family == "gemma":
+        f.expect("hidden_act", ["gelu_pytorch_tanh", "gelu_new"], " (GeGLU with the tanh GELU)")
+        f.expect("hidden_activation", [None, "gelu_pytorch_tanh", "gelu_new"], " (GeGLU, tanh GELU)")
+        f.expect("use_bidirectional_attention", [False])
+    else:
+        f.expect("hidden_act", ["silu"], " (the gated feed-forward is SwiGLU)")
+    if family == "olmo" and f.get("clip_qkv") is not None:
+        f.refuse("clip_qkv", "clipping q, k and v is not expressed in archdsl")
     if family == "qwen2":
         attn += [("bias", "true"), ("out_bias", "false")]  # q, k, v biases; none on o_proj
         sliding = bool(f.get("use_sliding_window", False))
         window = f.get("sliding_window") if sliding else None
         if not sliding:
             f.used.add("sliding_window")
+    elif family == "qwen3":
+        attn.append(("bias", num(bool(f.get("attention_bias", False)))))
+        attn += [("qk_norm", "rmsnorm"), ("qk_norm_scope", "head"), ("qk_eps", "eps")]
+        sliding = bool(f.get("use_sliding_window", False))
+        window = f.get("sliding_window") if sliding else None
+        if not sliding:
+            f.used.add("sliding_window")
     else:
-        bias = bool(f.get("attention_bias", False)) if family == "llama" else False
+        # Mistral and Mixtral configs have no attention_bias field (an unknown one is refused)
+        has_bias = family in ("llama", "olmo", "gemma")
+        bias = bool(f.get("attention_bias", False)) if has_bias else False
         attn.append(("bias", num(bias)))
         window = f.get("sliding_window") if family in ("mistral", "mixtral") else None
     layer_types = read_layer_types(f, n_layers, window is not None)
@@ -87,9 +104,11 @@ def _llama_like(c: Mapping[str, Any], family: str) -> Text:
     mlp_bias = bool(f.get("mlp_bias", False)) if family == "llama" else False
     if family == "mixtral":
         ffn = "moe(experts = experts, top_k = top_k, hidden = d_ff, expert = glu, activation = silu)"
+    elif family == "gemma":
+        ffn = "geglu(hidden = d_ff, tanh = true)"
     else:
         ffn = "swiglu(hidden = d_ff" + (", bias = true)" if mlp_bias else ")")
-    tied = bool(f.get("tie_word_embeddings", False))
+    tied = bool(f.get("tie_word_embeddings", family == "gemma"))
     position = rope(f, "context")
     f.finish()
     titles = {
@@ -97,16 +116,22 @@ def _llama_like(c: Mapping[str, Any], family: str) -> Text:
         "mistral": "Mistral (Jiang et al. 2023)",
         "mixtral": "Mixtral (Jiang et al. 2024)",
         "qwen2": "Qwen2 (Yang et al. 2024)",
+        "qwen3": "Qwen3 (Yang et al. 2025)",
+        "olmo": "OLMo (Groeneveld et al. 2024)",
+        "gemma": "Gemma (Gemma Team 2024)",
     }
+    norm = {"olmo": "layernorm(affine = false)", "gemma": "rmsnorm(eps = eps, offset = true)"}.get(
+        family, "rmsnorm(eps = eps)"
+    )
     body = decoder_body(
         model_name(c, family),
-        embedding="token_embedding()",
+        embedding="token_embedding(scale = true)" if family == "gemma" else "token_embedding()",
         position=position,
         placement="pre",
-        norm="rmsnorm(eps = eps)",
+        norm=norm,
         attn=attn,
         ffn=ffn,
-        final_norm="rmsnorm(eps = eps)",
+        final_norm=norm,
         head=f"lm_head(tied = {num(tied)})",
         layer_types=layer_types,
     )
@@ -194,6 +219,8 @@ def _rules(g: Geometry, p: str, norms: list[tuple[str, str]]) -> list[Rule]:
         for t in ("weight", "bias"):
             out.append(fused([a + f"{x}_proj.{t}" for x in "qkv"], o + f"attn.c_attn.{t}", sizes))
             out.append(same(a + f"o_proj.{t}", o + f"attn.c_proj.{t}"))
+        out.append(same(a + "q_norm.weight", o + "attn.q_norm.weight"))  # Qwen 3, OLMo 2
+        out.append(same(a + "k_norm.weight", o + "attn.k_norm.weight"))
         if g.experts:
             out.append(same(h + "mlp.gate.weight", o + "mlp.router.weight"))
             out.append(fused_experts(h + "mlp", o + "mlp", g.experts))
@@ -208,49 +235,110 @@ def _rules(g: Geometry, p: str, norms: list[tuple[str, str]]) -> list[Rule]:
 # -- export ------------------------------------------------------------------------------------------
 
 
-def _llama_shaped(spec: Spec, placement: str = "pre", ffn: tuple[str, ...] = ("swiglu",)) -> bool:
+def signature(spec: Spec) -> dict[str, Any] | None:
+    """What tells the Llama-layout families apart, or None for a spec outside the layout (not a
+    RoPE decoder whose blocks share one placement and attention/ffn kinds of the layout)."""
     m = spec.model
     if m.type != "decoder":
-        return False
+        return None
     st = m.stacks[0]
     pos, fin = st.position, st.final_norm
-    return (
-        pos is not None
-        and pos.kind == "rope"
-        and fin is not None
-        and fin.kind == "rmsnorm"
-        and st.embedding_norm is None
-        and all(placement_of(b) == placement for b in st.layers)
-        and all(dict(b.sublayers)["mlp"].kind in ffn for b in st.layers)
-        and all(dict(b.sublayers)["attn"].kind in ("mha", "sliding_window") for b in st.layers)
-    )
+    blocks = [dict(b.sublayers) for b in st.layers]
+    placements = {placement_of(b) for b in st.layers}
+    if (
+        pos is None
+        or pos.kind != "rope"
+        or pos["fraction"] != 1.0
+        or pos["layout"] != "half"
+        or fin is None
+        or st.embedding_norm is not None
+        or len(placements) != 1
+        or len({b["mlp"].kind for b in blocks}) != 1
+        or any(b["attn"].kind not in ("mha", "sliding_window") for b in blocks)
+        or m.embedding.kind != "token_embedding"
+        or m.embedding["width"]
+        or m.embedding["types"]
+        or m.head.kind != "lm_head"
+    ):
+        return None
+    a = blocks[0]["attn"]
+    return {
+        "placement": placements.pop(),
+        "ffn": blocks[0]["mlp"].kind,
+        "norm": fin.kind,
+        "offset": bool(fin.get("offset")),
+        "affine": fin.get("affine", True) is not False,
+        "qk_norm": f"{a['qk_norm']}/{a['qk_norm_scope']}" if a["qk_norm"] != "none" else "none",
+        "windowed": any(b["attn"].kind == "sliding_window" for b in blocks),
+        "bias": bool(a["bias"]),
+        "out_bias": bool(a["out_bias"]),
+        "scaled": bool(m.embedding["scale"]),
+        "softcap": bool(a["softcap"]) or bool(m.head.get("softcap")),
+    }
 
 
-def _windowed(spec: Spec) -> bool:
-    return any(b["attn"].kind == "sliding_window" for b in parts(spec).blocks())
+def _is(spec: Spec, **want: Any) -> bool:
+    sig = signature(spec)
+    base = {
+        "placement": "pre",
+        "ffn": "swiglu",
+        "norm": "rmsnorm",
+        "offset": False,
+        "affine": True,
+        "qk_norm": "none",
+        "windowed": False,
+        "scaled": False,
+        "softcap": False,
+    }
+    return sig is not None and all(sig[k] == v for k, v in {**base, **want}.items())
 
 
 def claims_llama(spec: Spec) -> bool:
-    a = parts(spec).attn if spec.model.type == "decoder" else None
-    return _llama_shaped(spec) and not _windowed(spec) and bool(a["bias"]) == bool(a["out_bias"])
+    sig = signature(spec)
+    return _is(spec) and sig is not None and sig["bias"] == sig["out_bias"]
 
 
 def claims_mistral(spec: Spec) -> bool:
-    a = parts(spec).attn if spec.model.type == "decoder" else None
-    return _llama_shaped(spec) and _windowed(spec) and not a["bias"] and not a["out_bias"]
+    return _is(spec, windowed=True, bias=False, out_bias=False)
 
 
 def claims_mixtral(spec: Spec) -> bool:
-    return _llama_shaped(spec, ffn=("moe",))
+    return _is(spec, ffn="moe", bias=False, out_bias=False) or _is(
+        spec, ffn="moe", windowed=True, bias=False, out_bias=False
+    )
 
 
 def claims_qwen2(spec: Spec) -> bool:
-    a = parts(spec).attn if spec.model.type == "decoder" else None
-    return _llama_shaped(spec) and bool(a["bias"]) and not a["out_bias"]
+    return _is(spec, bias=True, out_bias=False) or _is(spec, windowed=True, bias=True, out_bias=False)
+
+
+def claims_qwen3(spec: Spec) -> bool:
+    sig = signature(spec)
+    ok = _is(spec, qk_norm="rmsnorm/head") or _is(spec, qk_norm="rmsnorm/head", windowed=True)
+    return ok and sig is not None and sig["bias"] == sig["out_bias"]
+
+
+def claims_olmo(spec: Spec) -> bool:
+    sig = signature(spec)
+    return _is(spec, norm="layernorm", affine=False) and sig is not None and sig["bias"] == sig["out_bias"]
+
+
+def claims_gemma(spec: Spec) -> bool:
+    sig = signature(spec)
+    ok = _is(spec, ffn="geglu", offset=True, scaled=True)
+    return ok and sig is not None and sig["bias"] == sig["out_bias"]
 
 
 def claims_gemma2(spec: Spec) -> bool:
-    return _llama_shaped(spec, "sandwich", ("geglu",))
+    sig = signature(spec)
+    return (
+        sig is not None
+        and sig["placement"] == "sandwich"
+        and sig["ffn"] == "geglu"
+        and sig["offset"]
+        and sig["scaled"]
+        and sig["qk_norm"] == "none"
+    )
 
 
 CLASSES = {
@@ -259,6 +347,9 @@ CLASSES = {
     "mixtral": "MixtralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "gemma2": "Gemma2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "olmo": "OlmoForCausalLM",
+    "gemma": "GemmaForCausalLM",
 }
 
 
@@ -295,9 +386,16 @@ def to_config(spec: Spec, family: str) -> dict[str, Any]:
         cfg.update(hidden_act="silu", sliding_window=window)
         if family == "mixtral":
             cfg.update(num_local_experts=mlp["experts"], num_experts_per_tok=mlp["top_k"])
-    elif family == "qwen2":
+    elif family in ("qwen2", "qwen3"):
         cfg.update(hidden_act="silu", use_sliding_window=window is not None, sliding_window=window)
         cfg["layer_types"] = ["sliding_attention" if w is not None else "full_attention" for w in windows]
+        if family == "qwen3":
+            cfg["attention_bias"] = bool(attn["bias"])
+    elif family == "olmo":
+        del cfg["rms_norm_eps"], cfg["head_dim"]
+        cfg.update(hidden_act="silu", attention_bias=bool(attn["bias"]), clip_qkv=None)
+    elif family == "gemma":
+        cfg.update(hidden_act="gelu_pytorch_tanh", attention_bias=bool(attn["bias"]))
     elif family == "gemma2":
         scale = attn["scale"]
         cfg.update(
@@ -338,6 +436,9 @@ register(
     _family("mistral", claims_mistral),
     _family("mixtral", claims_mixtral),
     _family("qwen2", claims_qwen2),
+    _family("qwen3", claims_qwen3),
+    _family("olmo", claims_olmo),
+    _family("gemma", claims_gemma),
     Family(
         "gemma2",
         _gemma2,
