@@ -113,3 +113,24 @@ def test_layernorm_gamma_beta() -> None:
     t = torch.ones(3)
     got = modernise({"bert.embeddings.LayerNorm.gamma": t, "bert.embeddings.LayerNorm.beta": t, "a.b": t})
     assert set(got) == {"bert.embeddings.LayerNorm.weight", "bert.embeddings.LayerNorm.bias", "a.b"}
+
+
+def test_neox_embed_out(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    hf = T.GPTNeoXForCausalLM(
+        T.GPTNeoXConfig(
+            hidden_size=24,
+            intermediate_size=40,
+            num_attention_heads=3,
+            num_hidden_layers=2,
+            vocab_size=53,
+            max_position_embeddings=64,
+            tie_word_embeddings=False,
+        )
+    ).eval()
+    perturb(hf, 4.0)
+    legacy = {
+        ("embed_out." + k[8:] if k.startswith("lm_head.") else k): v for k, v in hf.state_dict().items()
+    }
+    assert "embed_out.weight" in legacy
+    roundtrip(hf, legacy, tmp_path, ids(53))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # the family modules register themselves on import
-from archdsl.interop.hf import bert, gpt2, llama, t5, vit  # noqa: F401
+from archdsl.interop.hf import bert, gpt2, llama, parallel, t5, vit  # noqa: F401
 from archdsl.interop.hf.base import (
     FAMILIES,
     Family,

@@ -7,6 +7,7 @@ transformers 5 renames them on load (``transformers/conversion_mapping.py``), an
 - ViT: ``encoder.layer.{i}.attention.attention.query`` … become ``layers.{i}.attention.q_proj`` …,
   ``attention.output.dense`` ``attention.o_proj``, ``intermediate.dense`` / ``output.dense``
   ``mlp.fc1`` / ``mlp.fc2``;
+- GPT-NeoX: the untied head ``embed_out`` is ``lm_head``;
 - any family: TensorFlow-era LayerNorm ``gamma`` / ``beta`` are ``weight`` / ``bias``.
 
 Names already in the new form pass through unchanged."""
@@ -46,6 +47,8 @@ def modernise(state: dict[str, Tensor]) -> dict[str, Tensor]:
         if k.endswith(".gamma") or k.endswith(".beta"):
             k = k.rsplit(".", 1)[0] + (".weight" if k.endswith(".gamma") else ".bias")
         k = k.replace(".block_sparse_moe.", ".mlp.")
+        if k.startswith("embed_out."):  # GPT-NeoX
+            k = "lm_head." + k.removeprefix("embed_out.")
         if (m := _EXPERT.match(k)) is not None:
             experts.setdefault(m["p"], {}).setdefault(int(m["e"]), {})[m["w"]] = v
             continue
