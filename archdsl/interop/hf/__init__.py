@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # the family modules register themselves on import
-from archdsl.interop.hf import bert, gpt2, llama, parallel, t5, vit  # noqa: F401
+from archdsl.interop.hf import albert, bert, gpt2, llama, parallel, roberta, t5, vit  # noqa: F401
 from archdsl.interop.hf.base import (
     FAMILIES,
     Family,
@@ -184,7 +184,7 @@ def load_hf_weights(model: nn.Module, source: Any) -> dict[str, Tensor]:
     for r in layout.rules(g, prefix):
         if not all(o in own for o in r.ours):
             continue
-        if any(o in aliases for o in r.ours):
+        if any(o in aliases or o in ours for o in r.ours):  # the first rule for a tensor wins
             continue
         absent = [h for h in r.hf if h not in hf]
         if absent:
@@ -270,9 +270,11 @@ def export_hf(model: nn.Module, spec: Spec, directory: str | Path) -> Path:
     own = {k: v.detach() for k, v in model.state_dict().items()}
     aliases = aliases_of(model)
     out: dict[str, Tensor] = {}
+    done: set[str] = set()
     for r in fam.rules(geometry(model), fam.hf_prefix):
-        if not all(o in own for o in r.ours) or any(o in aliases for o in r.ours):
+        if not all(o in own for o in r.ours) or any(o in aliases or o in done for o in r.ours):
             continue
+        done.update(r.ours)  # the first rule for a tensor wins (a masked-LM head before a pooler)
         for h, t in zip(r.hf, r.back([own[o] for o in r.ours]), strict=True):
             out[h] = t.contiguous().clone()
     if "lm_head.weight" in own and "lm_head.weight" not in aliases:

@@ -16,9 +16,11 @@ from archdsl.interop.hf.base import (
     fused,
     model_name,
     num,
+    parts,
     register,
     same,
 )
+from archdsl.ir import Spec
 
 
 def to_text(c: Mapping[str, Any]) -> Text:
@@ -149,6 +151,68 @@ def rules(g: Geometry, p: str = "") -> list[Rule]:
     return rules
 
 
+def claims(spec: Spec) -> bool:
+    """An encoder-decoder with T5 relative positions in both stacks, pre-RMSNorm blocks, bias-free
+    unscaled attention, a ReLU MLP or a tanh-GELU GLU, and a tied head (transformers 5 always ties T5's;
+    ``rescale`` is T5 1.0's d^-1/2 before it)."""
+    m = spec.model
+    if m.type != "encoder_decoder" or len(m.stacks) != 2 or m.embedding.kind != "token_embedding":
+        return False
+    if m.head.kind != "lm_head" or not m.head["tied"] or m.embedding["types"] or m.embedding["width"]:
+        return False
+    first: tuple[Any, ...] | None = None
+    for st in m.stacks:
+        if st.position is None or st.position.kind != "t5" or st.embedding_norm is not None:
+            return False
+        if st.final_norm is None or st.final_norm.kind != "rmsnorm":
+            return False
+        if any(b != st.layers[0] for b in st.layers):
+            return False
+        subs = dict(st.layers[0].sublayers)
+        a, mlp = subs.get("attn"), subs.get("mlp")
+        if a is None or a.kind != "mha" or a["bias"] or a["out_bias"] or a["score"] != "dot":
+            return False
+        if bool(a["causal"]) != (st.role == "decoder") or (st.role == "decoder") != ("cross" in subs):
+            return False
+        relu = mlp is not None and mlp.kind == "mlp" and mlp["activation"] == "relu" and not mlp["bias"]
+        if not (relu or (mlp is not None and mlp.kind == "geglu" and bool(mlp["tanh"]))):
+            return False
+        shape = (a["heads"], a["head_dim"], mlp, st.position["buckets"], st.position["max_distance"])
+        if first is not None and shape != first:
+            return False
+        first = shape
+    return True
+
+
+def to_config(spec: Spec) -> dict[str, Any]:
+    m = spec.model
+    enc, dec = m.stacks
+    p = parts(spec)  # the decoder's
+    mlp, pos = p.mlp, dec.position
+    assert pos is not None and dec.final_norm is not None
+    return {
+        "model_type": "t5",
+        "architectures": ["T5ForConditionalGeneration"],
+        "vocab_size": m.vocab,
+        "d_model": m.d_model,
+        "d_kv": p.head_dim,
+        "d_ff": mlp["hidden"],
+        "num_layers": len(enc.layers),
+        "num_decoder_layers": len(dec.layers),
+        "num_heads": p.heads,
+        "relative_attention_num_buckets": pos["buckets"],
+        "relative_attention_max_distance": pos["max_distance"],
+        "dropout_rate": 0.0,
+        "layer_norm_epsilon": dec.final_norm["eps"],
+        "feed_forward_proj": "relu" if mlp.kind == "mlp" else "gated-gelu",
+        # transformers 5 reads whether the head rescales from this field (and then ties regardless)
+        "tie_word_embeddings": bool(m.head["rescale"]),
+        "decoder_start_token_id": 0,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+    }
+
+
 register(
     Family(
         "t5",
@@ -156,6 +220,8 @@ register(
         layout="t5",
         rules=rules,
         detect=lambda keys: "" if "encoder.block.0.layer.0.SelfAttention.q.weight" in keys else None,
+        claims=claims,
+        to_config=to_config,
         hf_prefix="",
     )
 )

@@ -15,10 +15,13 @@ from archdsl.interop.hf.base import (
     fused,
     model_name,
     num,
+    parts,
+    placement_of,
     register,
     same,
     suffix_prefix,
 )
+from archdsl.ir import Spec
 
 
 def to_text(c: Mapping[str, Any]) -> Text:
@@ -108,6 +111,62 @@ def rules(g: Geometry, p: str) -> list[Rule]:
     return rules
 
 
+ACTS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+
+
+def claims(spec: Spec) -> bool:
+    """A pre-LN encoder over a patch embedding with a class token, learned positions for every patch
+    and the class token, a final LayerNorm and a classifier on the class token."""
+    m = spec.model
+    if m.type != "encoder" or len(m.stacks) != 1 or m.embedding.kind != "patch_embedding":
+        return False
+    st, e = m.stacks[0], m.embedding
+    if not e["cls_token"] or st.position is None or st.position.kind != "learned" or st.position["offset"]:
+        return False
+    if int(st.position["max_len"]) != (int(e["image"]) // int(e["patch"])) ** 2 + 1:
+        return False
+    if st.final_norm is None or st.final_norm.kind != "layernorm" or st.embedding_norm is not None:
+        return False
+    if m.head.kind != "classifier" or m.head["pool"] != "cls" or any(b != st.layers[0] for b in st.layers):
+        return False
+    subs = dict(st.layers[0].sublayers)
+    a = subs.get("attn")
+    return (
+        set(subs) == {"attn", "mlp", "ln_1", "ln_2"}
+        and a.kind == "mha"
+        and not a["causal"]
+        and (a["bias"] is not False or a["out_bias"] is True)
+        and subs["mlp"].kind == "mlp"
+        and subs["mlp"]["activation"] in ACTS
+        and placement_of(st.layers[0]) == "pre"
+    )
+
+
+def to_config(spec: Spec) -> dict[str, Any]:
+    m = spec.model
+    p = parts(spec)
+    e, classes = m.embedding, int(m.head["classes"])
+    assert p.stack.final_norm is not None
+    return {
+        "model_type": "vit",
+        "architectures": ["ViTForImageClassification"],
+        "image_size": e["image"],
+        "patch_size": e["patch"],
+        "num_channels": e["channels"],
+        "hidden_size": m.d_model,
+        "num_hidden_layers": p.n_layers,
+        "num_attention_heads": p.heads,
+        "intermediate_size": p.mlp["hidden"],
+        "hidden_act": ACTS[str(p.mlp["activation"])],
+        "layer_norm_eps": p.stack.final_norm["eps"],
+        "qkv_bias": p.attn["bias"] is not False,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "id2label": {str(i): f"LABEL_{i}" for i in range(classes)},
+        "label2id": {f"LABEL_{i}": i for i in range(classes)},
+    }
+
+
 register(
     Family(
         "vit",
@@ -116,6 +175,8 @@ register(
         rules=rules,
         detect=lambda keys: suffix_prefix(keys, "embeddings.patch_embeddings.projection.weight"),
         priority=5,
+        claims=claims,
+        to_config=to_config,
         hf_prefix="vit.",
     )
 )
