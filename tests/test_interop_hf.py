@@ -385,3 +385,75 @@ def test_importing_archdsl_interop_imports_neither_torch_nor_transformers() -> N
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+FULL_SIZE = {
+    # published configs (transformers config classes, offline); counts from the HF model on meta
+    "qwen2_7b": lambda: T.Qwen2Config(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        max_position_embeddings=131072,
+        tie_word_embeddings=False,
+    ),
+    "qwen3_8b": lambda: T.Qwen3Config(
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=151936,
+        max_position_embeddings=40960,
+        tie_word_embeddings=False,
+    ),
+    "gemma_2_2b": lambda: T.Gemma2Config(
+        hidden_size=2304,
+        intermediate_size=9216,
+        num_hidden_layers=26,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        vocab_size=256000,
+        query_pre_attn_scalar=256,
+        sliding_window=4096,
+    ),
+    "gemma_2b": lambda: T.GemmaConfig(
+        hidden_size=2048,
+        intermediate_size=16384,
+        num_hidden_layers=18,
+        num_attention_heads=8,
+        num_key_value_heads=1,
+        head_dim=256,
+        vocab_size=256000,
+    ),
+    "olmo_1b": lambda: T.OlmoConfig(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=16,
+        vocab_size=50304,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    ),
+}
+PUBLISHED = {
+    "qwen2_7b": 7_615_616_512,
+    "qwen3_8b": 8_190_735_360,
+    "gemma_2_2b": 2_614_341_888,
+    "gemma_2b": 2_506_172_416,
+    "olmo_1b": 1_176_764_416,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FULL_SIZE))
+def test_full_size_report_params_equal_hf(name: str) -> None:
+    cfg = FULL_SIZE[name]()
+    with torch.device("meta"):
+        hf = T.AutoModelForCausalLM.from_config(cfg)
+    n = numel(hf)
+    spec = load_spec_from_config(cfg.to_dict())
+    assert archdsl.analyze(spec, seq_len=16).params_total == n == PUBLISHED[name]
