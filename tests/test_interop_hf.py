@@ -169,6 +169,15 @@ DECODERS: dict[str, Callable[[], Any]] = {
             **{**COMMON, "tie_word_embeddings": True},
         )
     ),
+    "olmo2": lambda: T.Olmo2ForCausalLM(
+        T.Olmo2Config(
+            hidden_size=24,
+            intermediate_size=40,
+            num_attention_heads=6,
+            num_key_value_heads=3,
+            **COMMON,
+        )
+    ),
     "olmo": lambda: T.OlmoForCausalLM(
         T.OlmoConfig(
             hidden_size=24, intermediate_size=40, num_attention_heads=3, num_key_value_heads=1, **COMMON

@@ -138,6 +138,71 @@ def _llama_like(c: Mapping[str, Any], family: str) -> Text:
     return Text([f"{titles[family]}, imported from a Hugging Face config."], consts, body)
 
 
+OLMO2_FLOW = ("h = x + n1(attn(x))", "x = h + n2(mlp(h))")
+
+
+def _olmo2(c: Mapping[str, Any]) -> Text:
+    """OLMo 2 (OLMo et al. 2024): RMSNorm on each sublayer's output inside the residual (no norm on
+    the input), q and k RMS-normalised over their full width."""
+    f = Fields(c, LLAMA_IRRELEVANT)
+    d = int(f.need("hidden_size"))
+    heads = int(f.need("num_attention_heads"))
+    kv = int(f.get("num_key_value_heads", heads))
+    head_dim = int(f.get("head_dim", d // heads))
+    consts = [
+        ("vocab", str(f.need("vocab_size"))),
+        ("context", str(f.need("max_position_embeddings"))),
+        ("d_model", str(d)),
+        ("n_heads", str(heads)),
+        ("n_kv_heads", str(kv)),
+    ]
+    attn = [("heads", "n_heads"), ("kv_heads", "n_kv_heads")]
+    if head_dim * heads != d:
+        consts.append(("head_dim", str(head_dim)))
+        attn.append(("head_dim", "head_dim"))
+    consts += [
+        ("d_ff", str(f.need("intermediate_size"))),
+        ("n_layers", str(f.need("num_hidden_layers"))),
+        ("eps", num(float(f.get("rms_norm_eps", 1e-5)))),
+    ]
+    f.expect("hidden_act", ["silu"], " (the gated feed-forward is SwiGLU)")
+    attn += [
+        ("bias", num(bool(f.get("attention_bias", False)))),
+        ("qk_norm", "rmsnorm"),
+        ("qk_norm_scope", "full"),
+        ("qk_eps", "eps"),
+    ]
+    tied = bool(f.get("tie_word_embeddings", False))
+    position = rope(f, "context")
+    f.finish()
+    body = "\n".join(
+        [
+            "block olmo2 {",
+            f"  attn = {call('mha', attn)}",
+            "  mlp  = swiglu(hidden = d_ff)",
+            "  n1   = rmsnorm(eps = eps)",
+            "  n2   = rmsnorm(eps = eps)",
+            "",
+            "  flow {",
+            *(f"    {line}" for line in OLMO2_FLOW),
+            "  }",
+            "}",
+            "",
+            f"model {model_name(c, 'olmo2')} {{",
+            "  type       = decoder",
+            "  d_model    = d_model",
+            "  vocab      = vocab",
+            "  embedding  = token_embedding()",
+            f"  position   = {position}",
+            "  layers     = [olmo2] * n_layers",
+            "  final_norm = rmsnorm(eps = eps)",
+            f"  head       = lm_head(tied = {num(tied)})",
+            "}",
+        ]
+    )
+    return Text(["OLMo 2 (OLMo et al. 2024), imported from a Hugging Face config."], consts, body)
+
+
 def _gemma2(c: Mapping[str, Any]) -> Text:
     f = Fields(c, ["attention_dropout", "cache_implementation"])
     d = int(f.need("hidden_size"))
@@ -208,6 +273,10 @@ def gemma2_rules(g: Geometry, p: str) -> list[Rule]:
         ("post_ln_2", "post_feedforward_layernorm"),
     ]
     return _rules(g, p, norms)
+
+
+def olmo2_rules(g: Geometry, p: str) -> list[Rule]:
+    return _rules(g, p, [("n1", "post_attention_layernorm"), ("n2", "post_feedforward_layernorm")])
 
 
 def _rules(g: Geometry, p: str, norms: list[tuple[str, str]]) -> list[Rule]:
@@ -329,6 +398,34 @@ def claims_gemma(spec: Spec) -> bool:
     return ok and sig is not None and sig["bias"] == sig["out_bias"]
 
 
+def claims_olmo2(spec: Spec) -> bool:
+    sig = signature(spec)
+    if sig is None or sig["placement"] is not None or sig["qk_norm"] != "rmsnorm/full":
+        return False
+    blocks = spec.model.stacks[0].layers
+    return (
+        all(sorted(dict(b.sublayers)) == ["attn", "mlp", "n1", "n2"] for b in blocks)
+        and all(b.body == blocks[0].body for b in blocks)
+        and _olmo2_flow(blocks[0])
+        and sig["ffn"] == "swiglu"
+        and sig["norm"] == "rmsnorm"
+        and not sig["offset"]
+        and sig["bias"] == sig["out_bias"]
+        and not sig["windowed"]
+        and not sig["scaled"]
+    )
+
+
+def _olmo2_flow(block: Any) -> bool:
+    from archdsl.ir import Apply, Ref, Stmt, Sum
+
+    want = (
+        Stmt("h", Sum((Ref("x"), Apply("n1", (Apply("attn", (Ref("x"),)),))))),
+        Stmt("x", Sum((Ref("h"), Apply("n2", (Apply("mlp", (Ref("h"),)),))))),
+    )
+    return tuple(block.body) == want
+
+
 def claims_gemma2(spec: Spec) -> bool:
     sig = signature(spec)
     return (
@@ -350,6 +447,7 @@ CLASSES = {
     "qwen3": "Qwen3ForCausalLM",
     "olmo": "OlmoForCausalLM",
     "gemma": "GemmaForCausalLM",
+    "olmo2": "Olmo2ForCausalLM",
 }
 
 
@@ -367,7 +465,7 @@ def base_config(spec: Spec, family: str, hf_class: str) -> dict[str, Any]:
         "num_key_value_heads": p.kv_heads,
         "head_dim": p.head_dim,
         "max_position_embeddings": p.pos["max_len"],
-        "rms_norm_eps": p.subs["ln_1"]["eps"],
+        "rms_norm_eps": (p.subs.get("ln_1") or p.subs["n1"])["eps"],
         "rope_parameters": rope_config(p.pos),
         "tie_word_embeddings": bool(p.model.head["tied"]),
         "attention_dropout": 0.0,
@@ -396,6 +494,8 @@ def to_config(spec: Spec, family: str) -> dict[str, Any]:
         cfg.update(hidden_act="silu", attention_bias=bool(attn["bias"]), clip_qkv=None)
     elif family == "gemma":
         cfg.update(hidden_act="gelu_pytorch_tanh", attention_bias=bool(attn["bias"]))
+    elif family == "olmo2":
+        cfg.update(hidden_act="silu", attention_bias=bool(attn["bias"]))
     elif family == "gemma2":
         scale = attn["scale"]
         cfg.update(
@@ -439,6 +539,16 @@ register(
     _family("qwen3", claims_qwen3),
     _family("olmo", claims_olmo),
     _family("gemma", claims_gemma),
+    Family(
+        "olmo2",
+        _olmo2,
+        layout="olmo2",
+        rules=olmo2_rules,
+        detect=lambda keys: suffix_prefix(keys, "layers.0.post_feedforward_layernorm.weight"),
+        priority=15,
+        claims=claims_olmo2,
+        to_config=lambda spec: to_config(spec, "olmo2"),
+    ),
     Family(
         "gemma2",
         _gemma2,
