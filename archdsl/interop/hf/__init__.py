@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # the family modules register themselves on import
-from archdsl.interop.hf import albert, bert, gpt2, llama, opt, parallel, roberta, t5, vit  # noqa: F401
+from archdsl.interop.hf import albert, bert, bloom, gpt2, llama, opt, parallel, roberta, t5, vit  # noqa: F401
 from archdsl.interop.hf.base import (
     FAMILIES,
     Family,
