@@ -254,3 +254,41 @@ def test_full_size_parameter_counts(cls: type, make: Callable[[], Any], want: in
     spec = load_spec_from_config(cfg.to_dict())
     n = meta_params(cls, cfg)
     assert params_total(spec) == n == want
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_t5_greedy_generate_equals_hf(gated: bool) -> None:
+    """T5ForConditionalGeneration.generate(do_sample=False) and ours from the same source: the same
+    tokens, the decoder started from the pad id (0) in both."""
+    torch.manual_seed(0)
+    hf = T.T5ForConditionalGeneration(
+        T.T5Config(
+            vocab_size=53,
+            d_model=24,
+            d_kv=10,
+            d_ff=40,
+            num_layers=2,
+            num_decoder_layers=2,  # HF's generate cache is sized by num_layers
+            num_heads=3,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
+            feed_forward_proj="gated-gelu" if gated else "relu",
+            dropout_rate=0.0,
+            decoder_start_token_id=0,
+        )
+    ).eval()
+    perturb(hf, 2.0)
+    _, ours = ours_for(hf)
+    src = ids(53, t=9)
+    with torch.no_grad():
+        got = ours.generate(src, 8, temperature=0, start_token_id=0)
+        want = hf.generate(
+            input_ids=src,
+            max_new_tokens=8,
+            min_new_tokens=8,
+            do_sample=False,
+            eos_token_id=None,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+        )
+    assert torch.equal(got, want)
