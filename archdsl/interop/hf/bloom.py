@@ -13,6 +13,7 @@ from archdsl.interop.hf.base import (
     Geometry,
     Rule,
     Text,
+    diag,
     model_name,
     num,
     parts,
@@ -24,18 +25,48 @@ from archdsl.interop.hf.base import (
 from archdsl.interop.hf.parallel import grouped
 from archdsl.ir import Spec
 
+# Megatron-DeepSpeed training switches that the published BLOOM config.json files carry (bloom-560m …)
+# and that BloomModel never reads: fused kernels, fp32 softmax, where a bias is added — same function
+MEGATRON_IRRELEVANT = [
+    "attention_softmax_in_fp32",
+    "bias_dropout_fusion",
+    "masked_softmax_fusion",
+    "skip_bias_add",
+    "skip_bias_add_qkv",
+    "offset_alibi",  # BloomModel's ALiBi has no offset
+    "unk_token_id",
+]
+
+
+def aliased(f: Fields, names: tuple[str, ...]) -> int:
+    """A size a raw config.json may give under any of ``names`` (BloomConfig maps them onto one): the
+    first present wins, as in BloomConfig; differing values are refused by name."""
+    given = [(n, f.get(n)) for n in names]
+    given = [(n, v) for n, v in given if v is not None]
+    if not given:
+        f.errors.append(diag(names[0], "is required for this model type"))
+        return 1
+    for n, v in given[1:]:
+        if v != given[0][1]:
+            f.refuse(n, f"{v} disagrees with {given[0][0]} = {given[0][1]}")
+    return int(given[0][1])
+
 
 def to_text(c: Mapping[str, Any]) -> Text:
-    f = Fields(c, ["attention_dropout", "hidden_dropout", "pretraining_tp", "slow_but_exact", "n_embed"])
-    d = int(f.need("hidden_size"))
+    f = Fields(
+        c, ["attention_dropout", "hidden_dropout", "pretraining_tp", "slow_but_exact", *MEGATRON_IRRELEVANT]
+    )
+    d = aliased(f, ("n_embed", "hidden_size"))  # BloomConfig: n_embed, when given, replaces hidden_size
     consts = [
         ("vocab", str(f.need("vocab_size"))),
         ("d_model", str(d)),
-        ("n_heads", str(f.need("n_head"))),
-        ("n_layers", str(f.need("n_layer"))),
+        ("n_heads", str(aliased(f, ("n_head", "num_attention_heads")))),
+        ("n_layers", str(aliased(f, ("n_layer", "num_hidden_layers")))),
         ("eps", num(float(f.get("layer_norm_epsilon", 1e-5)))),
     ]
     f.expect("apply_residual_connection_post_layernorm", [False])
+    # BloomMLP is always 4 * hidden_size wide; n_inner (null in the published configs) is never read
+    f.expect("n_inner", [None, 4 * d], " (BloomMLP is 4 * hidden_size wide whatever n_inner says)")
     tied = bool(f.get("tie_word_embeddings", True))
     f.finish()
     body = "\n".join(
@@ -111,6 +142,18 @@ def claims(spec: Spec) -> bool:
         and not m.embedding["scale"]
         and m.head.kind == "lm_head"
         and not m.head["bias"]
+        and _norms_fit(spec)
+    )
+
+
+def _norms_fit(spec: Spec) -> bool:
+    """Every LayerNorm as BLOOM's: affine with a bias, one ``layer_norm_epsilon`` throughout."""
+    st = spec.model.stacks[0]
+    norms = [n for b in st.layers for k, n in b.sublayers if k in ("ln_1", "ln_2")]
+    norms += [n for n in (st.embedding_norm, st.final_norm) if n is not None]
+    return (
+        all(n.kind == "layernorm" and n["affine"] is not False and bool(n["bias"]) for n in norms)
+        and len({n["eps"] for n in norms}) == 1
     )
 
 

@@ -30,7 +30,8 @@ OFFSET = 2  # OPT's positions read rows 2, 3, … of its table
 
 
 def to_text(c: Mapping[str, Any]) -> Text:
-    f = Fields(c, ["dropout", "attention_dropout", "layerdrop", "init_std"])
+    # activation_dropout: in the published config.json files (opt-125m …), no longer an OPTConfig field
+    f = Fields(c, ["dropout", "attention_dropout", "activation_dropout", "layerdrop", "init_std"])
     d = int(f.need("hidden_size"))
     width = int(f.get("word_embed_proj_dim", d))
     consts = [
@@ -115,7 +116,9 @@ def claims(spec: Spec) -> bool:
         and st.position["offset"] == OFFSET
         and st.embedding_norm is None
         and place in ({"pre"}, {"post"})
-        and (st.final_norm is None) == (place == {"post"})
+        # post-LN OPT has no final norm; pre-LN has one unless _remove_final_layer_norm
+        and (place == {"pre"} or st.final_norm is None)
+        and (st.final_norm is None or st.final_norm.kind == "layernorm")
         and m.embedding.kind == "token_embedding"
         and m.embedding["project"] in (None, "early")
         and not m.embedding["project_bias"]
@@ -127,7 +130,21 @@ def claims(spec: Spec) -> bool:
         and bool(p.attn["bias"]) == bool(p.attn["out_bias"]) == bool(p.mlp["bias"])
         and m.head.kind == "lm_head"
         and not m.head["bias"]
-        and p.subs["ln_1"].kind == "layernorm"
+        and _norms_fit(spec)
+    )
+
+
+def _norms_fit(spec: Spec) -> bool:
+    """Every LayerNorm as OPT's: eps 1e-5 (OPT configs have no eps), a bias wherever there is a weight,
+    the same ``layer_norm_elementwise_affine`` throughout."""
+    st = spec.model.stacks[0]
+    norms = [n for b in st.layers for k, n in b.sublayers if k in ("ln_1", "ln_2")]
+    norms += [st.final_norm] if st.final_norm is not None else []
+    return (
+        len(norms) >= 2
+        and all(n.kind == "layernorm" and n["eps"] == 1e-5 for n in norms)
+        and len({(bool(n["affine"]), bool(n["bias"]) or not n["affine"]) for n in norms}) == 1
+        and all(bool(n["bias"]) or not n["affine"] for n in norms)
     )
 
 
@@ -147,7 +164,7 @@ def to_config(spec: Spec) -> dict[str, Any]:
         "max_position_embeddings": p.pos["max_len"],
         "activation_function": acts[str(p.mlp["activation"])],
         "do_layer_norm_before": placement_of(st.layers[0]) == "pre",
-        "_remove_final_layer_norm": False,
+        "_remove_final_layer_norm": placement_of(st.layers[0]) == "pre" and st.final_norm is None,
         "enable_bias": bool(p.attn["bias"]),
         "layer_norm_elementwise_affine": p.subs["ln_1"]["affine"] is not False,
         "tie_word_embeddings": bool(m.head["tied"]),
