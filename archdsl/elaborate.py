@@ -260,6 +260,8 @@ class Slot:
     role: str
     required: bool
     doc: str = ""
+    #: a required slot that may be written `none` (a block without a feed-forward)
+    nullable: bool = False
 
 
 MODEL_TYPES = ("decoder", "encoder", "encoder_decoder")
@@ -301,12 +303,20 @@ BLOCK_SETTINGS = (
 BLOCK_SLOTS = {
     "adapter": Slot("adapter", False, "a bottleneck adapter after each sublayer (Houlsby et al. 2019)"),
     "norm": Slot("norm", True, "the norm, instantiated at each position the placement needs"),
-    "attention": Slot("attention", True, "self-attention"),
+    "attention": Slot("attention", True, "self-attention (`none`: a block without one)", nullable=True),
+    "mixer": Slot(
+        "attention",
+        False,
+        "a sequence mixer in self-attention's place, as a sublayer named `mixer` (mamba, retention, "
+        "rwkv_time_mix, or any attention kind); a block has `attention` or `mixer`",
+    ),
     "cross_attention": Slot(
         "attention", False, "attention to the encoder output (decoders of encoder-decoders)"
     ),
-    "ffn": Slot("ffn", True, "feed-forward"),
+    "ffn": Slot("ffn", True, "feed-forward (`none`: a block without one, as Mamba's)", nullable=True),
 }
+#: slots a preset block fills with one of them: self-attention, or a sequence mixer in its place
+MIXING_SLOTS = ("attention", "mixer")
 
 
 def _camel(name: str) -> str:
@@ -835,12 +845,25 @@ class Elaborator:
                 instances.append(i)
         if any(b is None for b in layers) or ctx is None or any(isinstance(v, _Poison) for v in st.values()):
             return None
+        if (
+            position is not None
+            and REGISTRY[position.kind].applies == "attention"
+            and not any(REGISTRY[n.kind].attends for b in layers for _, n in b.sublayers)  # type: ignore[union-attr]
+        ):
+            self.error(
+                "E016",
+                f"`{position.kind}` acts inside attention, but no layer of this stack attends",
+                position.span,
+                help="write `position = none` (sequence mixers such as `mamba` know order without "
+                "one), or give some layers attention",
+            )
+            return None
         if position is not None and REGISTRY[position.kind].shared_table(position):
             heads = {
                 int(n["heads"])
                 for b in layers
                 for _, n in b.sublayers  # type: ignore[union-attr]
-                if REGISTRY[n.kind].role == "attention" and not n["cross"]
+                if REGISTRY[n.kind].attends and not n["cross"]
             }
             if len(heads) > 1:
                 self.error(
@@ -1008,20 +1031,38 @@ class Elaborator:
                     help="cross-attention belongs in the decoder of `type = encoder_decoder`",
                 )
             slots.pop("cross_attention")
+        ok = self.mixing_slot(attrs, where)
         nodes: dict[str, Node | None] = {}
-        ok = True
         for name, slot in slots.items():
             a = attrs.get(name)
             if a is None:
-                if slot.required:
+                if slot.required and name not in MIXING_SLOTS:
                     eg = kinds_for(slot.role)[0]
                     self.error("E007", f"block needs `{name}`", where, help=f"add `{name} = {eg}(…)`")
+                    ok = False
+                continue
+            if isinstance(a.value, S.Name) and a.value.name == "none":
+                if slot.required and not slot.nullable:
+                    self.error(
+                        "E008",
+                        f"a preset block needs its `{name}`",
+                        a.value.span,
+                        help=f"write `{name} = {kinds_for(slot.role)[0]}(…)`, or write the block as a `flow`",
+                    )
                     ok = False
                 continue
             nodes[name] = self.component(
                 name, slot.role, a.value, ctx, arity=2 if name == "cross_attention" else 1
             )
             ok = ok and nodes[name] is not None
+        if ok and not any(k in nodes for k in ("attention", "mixer", "cross_attention", "ffn")):
+            self.error(
+                "E007",
+                "block has no sublayer: its attention (or mixer) and its ffn are all `none`",
+                where,
+                help="give the block `attention = …`, `mixer = …` or `ffn = …`",
+            )
+            ok = False
         preset = self.placement(attrs.get("placement"), stack)
         if not ok or preset is None or ctx is None:
             return None
@@ -1039,6 +1080,29 @@ class Elaborator:
         name = _camel(f"{pname}_norm" if pname in ("pre", "post") else pname)
         name += "DecoderBlock" if "cross_attention" in nodes else "Block"
         return _canonical(sub_nodes, body, inputs, name, doc, sec.span)  # type: ignore[arg-type]
+
+    def mixing_slot(self, attrs: dict[str, S.Attr], where: Span | None) -> bool:
+        """A preset block has self-attention or a sequence mixer in its place: exactly one of the two
+        slots (either may be `none`)."""
+        given = [k for k in MIXING_SLOTS if k in attrs]
+        written = [k for k in given if not (isinstance(v := attrs[k].value, S.Name) and v.name == "none")]
+        if len(written) == 2:
+            self.error(
+                "E016",
+                "a block has `attention` or `mixer`, not both",
+                attrs["mixer"].key.span,
+                help="keep one; for a block with both, write it as a `flow` with two sublayers",
+            )
+            return False
+        if not given:
+            self.error(
+                "E007",
+                "block needs `attention` (or a sequence `mixer` in its place)",
+                where,
+                help="add `attention = mha(…)`, `mixer = mamba(…)`, or `attention = none`",
+            )
+            return False
+        return True
 
     def placement(self, attr: S.Attr | None, stack: str) -> tuple[str, dict[str, float]] | None:
         if attr is None:

@@ -1,8 +1,9 @@
 """Placement presets: sugar for the common block topologies, each expanding to the same dataflow a
 ``flow { … }`` section would give.
 
-A preset block has the slots ``norm``, ``attention``, ``ffn`` and, in a decoder with an encoder,
-``cross_attention``. The sublayers are called (nanoGPT's names) ``attn``, ``cross``, ``mlp`` and
+A preset block has the slots ``norm``, ``attention`` (or ``mixer``, a sequence mixer in its place),
+``ffn`` and, in a decoder with an encoder, ``cross_attention``; ``attention`` and ``ffn`` may be
+``none``. The sublayers are called (nanoGPT's names) ``attn`` (or ``mixer``), ``cross``, ``mlp`` and
 ``ln_1``, ``ln_2``, … in order; every norm position gets its own instance of the ``norm`` component.
 """
 
@@ -15,7 +16,12 @@ from archdsl.ir import Apply, Ref, Scale, Stmt, Sum, TExpr
 from archdsl.kinds import Param
 
 #: (name, slot, takes memory) for the sublayers of a preset block, in order
-SUBLAYERS = (("attn", "attention", False), ("cross", "cross_attention", True), ("mlp", "ffn", False))
+SUBLAYERS = (
+    ("attn", "attention", False),
+    ("mixer", "mixer", False),
+    ("cross", "cross_attention", True),
+    ("mlp", "ffn", False),
+)
 
 
 def _apply(layer: str, x: TExpr, memory: bool) -> Apply:

@@ -366,6 +366,8 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
     """An attention call of ``kind`` for ``env``: shared projection settings (biases, qk-norm,
     soft-capping, scale, dropout; ``causal`` and ``cross`` only where they agree with the use), then the
     kind's own constrained parameters; anything else schema-drawn."""
+    if not REGISTRY[kind].attends:  # a recurrent sequence mixer: only its own parameters, schema-drawn
+        return g.call(kind, g.free_args(kind, set(), 0.3))
     t = attn_traits(kind)
     args = _attn_heads(g, env, kind, cross)
     causal = env.stack == "decoder" and not cross

@@ -16,6 +16,13 @@ DECODERS = [p for p in all_specs() if archdsl.load(p, overrides=tiny_overrides(p
 NO_CACHE = {"reformer"}  # LSH attention: refused, see test_refused
 
 
+def cache_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """What decoding allocates: attention's KV caches and recurrent mixers' states (by class name, so
+    the classes of an emitted file count too)."""
+    names = ("KVCache", "RecurrentState")
+    return [m for m in model.modules() if any(c.__name__ in names for c in type(m).__mro__)]
+
+
 def tiny(path: Path) -> torch.nn.Module:
     torch.manual_seed(0)
     return archdsl.build(archdsl.load(path, overrides=tiny_overrides(path)), seed=0).eval()
@@ -74,12 +81,9 @@ def test_cache_bytes_equal_report(path: Path) -> None:
     T = length(model)
     report = archdsl.analyze(spec, batch=2, seq_len=T).to_dict()
     model.setup_cache(2, T)
-    allocated = sum(
-        b.numel() * b.element_size()
-        for m in model.modules()
-        if type(m).__name__ in ("KVCache", "LinearState")
-        for b in m.buffers()
-    ) + sum(m.mem.numel() * m.mem.element_size() for m in model.modules() if hasattr(m, "mem_len"))
+    allocated = sum(b.numel() * b.element_size() for m in cache_modules(model) for b in m.buffers()) + sum(
+        m.mem.numel() * m.mem.element_size() for m in model.modules() if hasattr(m, "mem_len")
+    )
     model.clear_cache()
     assert allocated == report["memory"]["kv_cache_bytes"]
 
@@ -129,6 +133,7 @@ POSITIONS = {
     "alibi": "alibi()",
     "t5": "t5(buckets = 8, max_distance = 6)",
     "shaw": "shaw(k = 3)",
+    "none": "none",  # recurrent mixers know order without positions
 }
 CASES = (
     [(a, "rope") for a in ATTENTIONS] + [("gqa", p) for p in POSITIONS] + [("prefix", "alibi"), ("mqa", "t5")]
@@ -160,7 +165,7 @@ def test_incremental_equals_full_per_kind(attention: str, position: str, write_s
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
     report = archdsl.analyze(spec, batch=2, seq_len=T).to_dict()["memory"]["kv_cache_bytes"]
     model.setup_cache(2, T)
-    caches = [m for m in model.modules() if type(m).__name__ in ("KVCache", "LinearState")]
+    caches = cache_modules(model)
     assert sum(b.numel() * b.element_size() for m in caches for b in m.buffers()) == report
 
 

@@ -287,3 +287,116 @@ def test_yaml_form_of_imports_patterns_and_overrides() -> None:
         assert archdsl.load(p).model == archdsl.load(SPECS / "moe_first_dense.arch").model
     finally:
         p.unlink()
+
+
+def block_spec(slots: str, position: str = "learned(max_len = 64)", placement: str = "pre") -> str:
+    return f"""
+model m {{
+  d_model = 32
+  vocab = 50
+  embedding = token_embedding()
+  position = {position}
+  block {{
+    repeat = 2
+    placement = {placement}
+    norm = rmsnorm()
+    {slots}
+  }}
+  final_norm = rmsnorm()
+  head = lm_head()
+}}
+"""
+
+
+@pytest.mark.parametrize("placement", ["pre", "post", "sandwich", "parallel"])
+def test_ffn_none_is_a_block_without_a_feed_forward(tmp_path: Path, placement: str) -> None:
+    """`ffn = none` leaves the feed-forward out: the block is norm, attention and residual only, and
+    costs exactly the full block less its feed-forward and that feed-forward's norm."""
+    full = load(
+        tmp_path, block_spec("attention = mha(heads = 4)\n ffn = mlp(hidden = 64)", placement=placement)
+    )
+    bare = load(
+        tmp_path, block_spec("attention = mha(heads = 4)\n ffn = none", placement=placement), "b.arch"
+    )
+    blk = bare.model.stacks[0].layers[0]
+    assert sorted(n for n, _ in blk.sublayers) == sorted(
+        ["ln_1", "attn"] + (["post_ln_1"] if placement == "sandwich" else [])
+    )
+    mlp_params = 32 * 64 + 64 + 64 * 32 + 32 + 32 * (2 if placement == "sandwich" else 1)  # mlp + its norms
+    assert archdsl.analyze(full, seq_len=8).params_total - archdsl.analyze(bare, seq_len=8).params_total == (
+        2 * mlp_params
+    )
+    model = archdsl.build(bare).eval()
+    idx = torch.randint(0, 50, (2, 8))
+    assert model(idx).shape == (2, 8, 50)
+    assert not any(name.endswith("mlp") for name, _ in model.named_modules())
+
+
+def test_mixer_slot_names_the_sublayer_mixer(tmp_path: Path) -> None:
+    """`mixer = …` is the attention slot under the sublayer name `mixer`: the same costs, the same
+    module under another name."""
+    a = load(tmp_path, block_spec("attention = mha(heads = 4)\n ffn = mlp(hidden = 64)"))
+    m = load(tmp_path, block_spec("mixer = mha(heads = 4)\n ffn = mlp(hidden = 64)"), "b.arch")
+    assert [n for n, _ in m.model.stacks[0].layers[0].sublayers] == ["ln_1", "mixer", "ln_2", "mlp"]
+    ra, rm = archdsl.analyze(a, seq_len=8), archdsl.analyze(m, seq_len=8)
+    assert (ra.params_total, ra.flops_forward) == (rm.params_total, rm.flops_forward)
+    torch.manual_seed(0)
+    ma = archdsl.build(a, seed=0).eval()
+    mm = archdsl.build(m, seed=0).eval()
+    mm.load_state_dict({k.replace(".attn.", ".mixer."): v for k, v in ma.state_dict().items()})
+    idx = torch.randint(0, 50, (2, 8))
+    torch.testing.assert_close(ma(idx), mm(idx))
+
+
+@pytest.mark.parametrize(
+    ("slots", "position", "code", "needle"),
+    [
+        ("attention = mha(heads = 4)\n mixer = mha(heads = 2)\n ffn = none", None, "E016", "not both"),
+        ("ffn = mlp(hidden = 8)", None, "E007", "block needs `attention` (or a sequence `mixer`"),
+        ("attention = none\n ffn = none", None, "E007", "block has no sublayer"),
+        ("attention = mha(heads = 4)", None, "E007", "block needs `ffn`"),
+        ("attention = none\n ffn = mlp(hidden = 8)", "rope()", "E016", "no layer of this stack attends"),
+    ],
+)
+def test_slot_errors(tmp_path: Path, slots: str, position: str | None, code: str, needle: str) -> None:
+    text = block_spec(slots, position or "learned(max_len = 64)")
+    ds = errors(tmp_path, text)
+    assert any(d.code == code and needle in d.message for d in ds), ds
+    assert all(d.span is not None for d in ds)
+
+
+def test_norm_none_in_a_preset_block_is_refused(tmp_path: Path) -> None:
+    ds = errors(
+        tmp_path,
+        block_spec("attention = mha(heads = 4)\n ffn = none").replace("rmsnorm()\n    a", "none\n    a"),
+    )
+    assert [(d.code, d.message) for d in ds] == [("E008", "a preset block needs its `norm`")]
+
+
+def test_none_overrides_a_base_block(tmp_path: Path) -> None:
+    """A block built on another can drop its feed-forward, or swap attention for a mixer."""
+    text = """
+block dense {
+  norm = rmsnorm()
+  attention = mha(heads = 4)
+  ffn = mlp(hidden = 64)
+}
+block bare {
+  base = dense
+  attention = none
+  mixer = mha(heads = 2)
+  ffn = none
+}
+model m {
+  d_model = 32
+  vocab = 50
+  embedding = token_embedding()
+  position = learned(max_len = 64)
+  layers = [dense, bare] * 2
+  head = lm_head()
+}
+"""
+    spec = load(tmp_path, text)
+    names = [[n for n, _ in b.sublayers] for b in spec.model.stacks[0].layers]
+    assert names == [["ln_1", "attn", "ln_2", "mlp"], ["ln_1", "mixer"]] * 2
+    assert archdsl.build(spec)(torch.randint(0, 50, (1, 5))).shape == (1, 5, 50)

@@ -202,7 +202,7 @@ class NodePlan:
     params: int
     trainable: int
     active: int
-    caches: bool  # a decoder's attention: it keeps a KV cache
+    caches: bool  # a decoder's attention or recurrent component: it keeps a KV cache or a state
 
 
 def plan(g: nx.DiGraph) -> list[NodePlan]:
@@ -239,7 +239,7 @@ def plan(g: nx.DiGraph) -> list[NodePlan]:
                 params=int(kind.n_params(node, ctx)) if owner else 0,
                 trainable=int(kind.trainable_params(node, ctx)) if owner else 0,
                 active=int(kind.active_params(node, ctx)) if owner else 0,
-                caches=kind.role == "attention" and ctx.stack == "decoder",
+                caches=(kind.role == "attention" or kind.recurrent) and ctx.stack == "decoder",
             )
         )
     g.graph["archdsl_plan"] = out

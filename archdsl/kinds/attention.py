@@ -68,6 +68,7 @@ class AttentionKind(Kind):
 
     role = "attention"
     arities = (1, 2)
+    attends = True
     extra: tuple[Param, ...] = ()
 
     def __init_subclass__(cls, **kw: Any) -> None:

@@ -68,14 +68,22 @@ class KVCache(nn.Module):
         self.v.index_copy_(2, slot, v.to(self.v.dtype))
 
 
-class LinearState(nn.Module):
+class RecurrentState(nn.Module):
+    """A recurrent mixer's decoding state: named buffers of fixed shapes, zeros before the first token
+    (static shapes, so a decode step compiles once). Its size does not grow with the context; the
+    report's KV-cache figure for the mixer is exactly these buffers' bytes."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], **factory):
+        super().__init__()
+        for name, shape in shapes.items():
+            self.register_buffer(name, torch.zeros(shape, **factory), persistent=False)
+
+
+class LinearState(RecurrentState):
     """Linear attention's recurrent state: sum_j φ(k_j) [v_j 1]^T, (B, n_kv_heads, f, hs + 1)."""
 
     def __init__(self, batch: int, n_kv_heads: int, features: int, width: int, **factory):
-        super().__init__()
-        self.register_buffer(
-            "state", torch.zeros(batch, n_kv_heads, features, width, **factory), persistent=False
-        )
+        super().__init__({"state": (batch, n_kv_heads, features, width)}, **factory)
 
 
 class Attention(nn.Module):

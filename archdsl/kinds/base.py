@@ -125,6 +125,13 @@ class Kind:
     token_table: ClassVar[bool] = False
     #: it mixes positions (a convolution over time): its forward takes the padding mask
     reads_mask: ClassVar[bool] = False
+    #: attention kinds: queries meet keys, so the stack's positional scheme acting in attention (RoPE,
+    #: ALiBi, relative biases) acts in it; sequence mixers in the attention slot that are recurrences
+    #: over positions (Mamba, RWKV, retention) know order without one
+    attends: ClassVar[bool] = False
+    #: a kind outside the attention role whose module keeps a decoding state in a decoder (RWKV's
+    #: channel mix keeps the previous token): ``kv_cache`` counts it, ``setup_cache`` allocates it
+    recurrent: ClassVar[bool] = False
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
         """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""
@@ -197,7 +204,8 @@ class Kind:
         return Saved()
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
-        """Elements cached per sequence for incremental decoding at a given context length."""
+        """Elements cached per sequence for incremental decoding at a given context length: keys and
+        values (attention), or a recurrent mixer's state (constant in the context)."""
         return 0
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
