@@ -216,10 +216,13 @@ def sweep(
     return out
 
 
-def report_at(spec: Spec, g: nx.DiGraph, s: Settings) -> Report:
+def report_at(spec: Spec, g: nx.DiGraph, s: Settings, past_context: bool = False) -> Report:
     """The report at settings ``s``, for the spec's checked graph ``g``. Raises :class:`SpecError`
-    (E014) for a length past a positional table."""
-    ensure_seq_len(g, size_values(spec.model, s))
+    (E014) for a length past a positional table, unless ``past_context``: then it gives the costs as
+    if the tables were longer, the weights unchanged (``compare`` sets lengths past one variant's
+    context beside another's, and marks them)."""
+    if not past_context:
+        ensure_seq_len(g, size_values(spec.model, s))
     return build_report(g, spec.model, s)
 
 

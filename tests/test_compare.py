@@ -115,3 +115,26 @@ def test_window_attention_against_dense() -> None:
 
 def order_name(values: list[int | Fraction], a: str, b: str) -> str | None:
     return a if values[0] < values[1] else b if values[1] < values[0] else None
+
+
+def test_lengths_past_a_context_are_extrapolated_and_marked() -> None:
+    """GPT-2's learned table stops at 1,024: compared at 4k and 16k, its figures there are those of the
+    same weights run that long (FLOPs and KV cache as with a longer table), marked † in the table and
+    `past_context` in JSON, and the crossovers are searched up to the longest length asked for."""
+    specs = [archdsl.load(SPECS / "gpt2_small.arch"), archdsl.load(SPECS / "gpt2_small_linear.arch")]
+    c = compare(specs, [1024, 4096, 16384])
+    longer = archdsl.load(SPECS / "gpt2_small.arch", {"context": 16384})
+    for i, n in enumerate(c.seq_lens):
+        r = archdsl.analyze(longer, seq_len=n)
+        assert metric_value(c.variants[0].reports[i], "forward") == r.flops_forward
+        assert metric_value(c.variants[0].reports[i], "kv_cache_bytes") == r.memory["kv_cache_bytes"]
+    assert c.span == (1, 16384)
+    d = c.to_dict()
+    assert [v["past_context"] for v in d["variants"]] == [[False, True, True]] * 2
+    text = c.render()
+    assert "† past gpt2_small's context (1,024 positions)" in text
+    kv = text.split("KV cache (or recurrent state)")[1].split("\n\n")[0]
+    assert "288.00 MiB†" in kv and "72.00 MiB " in kv  # 4k extrapolated, 1k not
+    # the report of one spec still refuses a length its tables do not reach
+    with pytest.raises(archdsl.SpecError):
+        archdsl.analyze(specs[0], seq_len=4096)

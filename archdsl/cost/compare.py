@@ -8,15 +8,17 @@ model's regime — past its windows, at multiples of its blocks (:mod:`archdsl.c
 cache is piecewise and exact everywhere. Each is printed with where it holds, never as the count
 where it is not.
 
-A crossover is where the exact counts change order. They are compared over every length the models
-take (1 to the shorter context) at the lengths where something may change: the ends, the lengths asked
-for, a geometric grid (eight lengths an octave), each variant's regime threshold and KV-cache
-breakpoints and, around every positive root of the two polynomials' difference (solved exactly by
-sympy), the root's neighbours and both variants' block boundaries. Where two neighbouring lengths
-disagree, bisection finds the change (below 32 lengths apart, every length is counted), and each
-change is checked at n - 1 and n. One statement per pair and metric gives the order from the first
-length to the last; where the polynomials' difference has a root in both models' regime it is
-stated too, with that regime (the counts pad to whole blocks, so they can cross a little later).
+A crossover is where the exact counts change order. They are compared over every length the models take (1
+to the shorter context, or to the longest length asked for: past a model's context its figures are
+computed as if its position tables were longer, its weights unchanged, and are marked †) at the lengths
+where something may change: the ends, the lengths asked for, a geometric grid (eight lengths an octave),
+each variant's regime threshold and KV-cache breakpoints and, around every positive root of the two
+polynomials' difference (solved exactly by sympy), the root's neighbours and both variants' block
+boundaries. Where two neighbouring lengths disagree, bisection finds the change (below 32 lengths apart,
+every length is counted), and each change is checked at n - 1 and n. One statement per pair and metric
+gives the order from the first length to the last; where the polynomials' difference has a root in both
+models' regime it is stated too, with that regime (the counts pad to whole blocks, so they can cross a
+little later).
 
 One length variable ``n`` stands for the length being swept: a decoder's or encoder's sequence, and
 for an encoder-decoder both its source and target (unless a source length is fixed).
@@ -52,9 +54,9 @@ METRICS = (
     Metric("forward_mask_aware", "forward FLOPs (mask-aware)", "flops"),
     Metric("train_step", "training-step FLOPs", "flops"),
     Metric("activation_bytes", "activation memory", "bytes"),
-    Metric("kv_cache_bytes", "KV cache", "bytes"),
+    Metric("kv_cache_bytes", "KV cache (or recurrent state)", "bytes"),
     Metric("train_memory", "training memory (weights + grads + AdamW + activations)", "bytes"),
-    Metric("infer_memory", "inference memory (weights + KV cache)", "bytes"),
+    Metric("infer_memory", "inference memory (weights + KV cache or state)", "bytes"),
 )
 #: a bracket this short is counted length by length rather than bisected
 SCAN = 32
@@ -308,12 +310,22 @@ class Variant:
     cache: dict[int, Report] = field(default_factory=dict)
 
     def at(self, n: int) -> Report:
-        """The report at length n (the comparison's settings), computed once."""
+        """The report at length n (the comparison's settings), computed once; past the model's
+        context, what the same architecture costs with tables that long."""
         from archdsl.pipeline import report_at
 
         if n not in self.cache:
-            self.cache[n] = report_at(self.spec, self.graph, replace(self.reports[0].settings, seq_len=n))
+            s = replace(self.reports[0].settings, seq_len=n)
+            self.cache[n] = report_at(self.spec, self.graph, s, past_context=True)
         return self.cache[n]
+
+    @property
+    def context(self) -> int | None:
+        return self.reports[0].context
+
+    def past(self, n: int) -> bool:
+        """Whether length n is past the model's context (its figures are then extrapolated)."""
+        return self.context is not None and n > self.context
 
     def form(self, key: str) -> Form:
         return metric_form(self.reports[0], key)
@@ -416,11 +428,13 @@ def crossover(a: Variant, b: Variant, key: str, span: tuple[int, int], seq_lens:
 
 
 def search_span(variants: Sequence[Variant], seq_lens: Sequence[int]) -> tuple[int, int]:
-    """The lengths every variant takes: 1 to the shortest context (without one, past every length
-    asked for and every root of the polynomials' differences, by a factor of four)."""
-    limits = [v.reports[0].context for v in variants if v.reports[0].context is not None]
+    """The lengths every variant takes: 1 to the shortest context, or to the longest length asked for
+    where that is longer (past a variant's context its figures are extrapolated, and marked); without
+    a context, past every length asked for and every root of the polynomials' differences, by a
+    factor of four."""
+    limits = [v.context for v in variants if v.context is not None]
     if limits:
-        return 1, min(limits)
+        return 1, max(min(limits), max(seq_lens))
     far = max(seq_lens)
     for key in (m.key for m in METRICS):
         polys = [v.form(key).poly for v in variants]
@@ -522,7 +536,8 @@ class Comparison:
                         "spec": v.spec.path,
                         "type": v.reports[0].model_type,
                         "params": v.reports[0].params(),
-                        "context": v.reports[0].context,
+                        "context": v.context,
+                        "past_context": [v.past(n) for n in self.seq_lens],
                     }
                     for v in self.variants
                 ],
@@ -547,6 +562,14 @@ class Comparison:
         for key in ("total", "non_embedding", "trainable", "active"):
             rows.append((key, *(f"{x[key]:,}" for x in p)))
         out += [*_block(rows, fmt, columns, markdown_table), ""]
+        past = [v for v in self.variants if any(v.past(n) for n in self.seq_lens)]
+        for v in past:
+            out.append(
+                f"† past {v.name}'s context ({v.context:,} positions): computed as if its position tables "
+                "were longer (its weights unchanged)"
+            )
+        if past:
+            out.append("")
         for m in METRICS:
             vals = self.values(m.key)
             fmt_v = human if m.unit == "flops" else human_bytes
@@ -556,7 +579,7 @@ class Comparison:
                 rows.append(
                     (
                         f"{n:,}",
-                        *(fmt_v(float(vals[k][i])) for k in names),
+                        *(fmt_v(float(vals[v.name][i])) + ("†" if v.past(n) else "") for v in self.variants),
                         *(_ratio_text(vals[k][i], base) for k in names[1:]),
                     )
                 )
@@ -631,9 +654,9 @@ def compare(
     for name, spec in zip(names, specs, strict=True):
         g = checked_graph(spec)
         reports = []
-        for n in lengths:
+        for n in lengths:  # past the model's context: its architecture with tables that long (marked)
             s = Settings(batch, n, src_len, dtype, recompute, attention)
-            reports.append(report_at(spec, g, s))
+            reports.append(report_at(spec, g, s, past_context=True))
             next(ticks, None)
         variants.append(Variant(name, spec, g, reports))
     next(ticks, None)  # let the bar finish

@@ -293,6 +293,12 @@ def compare_page(c: Comparison) -> str:
         f"<p>batch {s.batch}, {s.dtype}, recompute {s.recompute}, {s.attention} attention; lines are the "
         f"exact counts for n ≤ {c.span[1]:,}, points the lengths asked for, ✕ the crossings listed below.</p>"
     )
+    for v in c.variants:
+        if v.context is not None and c.span[1] > v.context:
+            body.append(
+                f"<p>Past {html.escape(v.name)}'s context ({v.context:,} positions) its figures are "
+                "computed as if its position tables were longer (its weights unchanged).</p>"
+            )
     for group, fig in compare_figures(c):
         body += [f"<h2>{group} against sequence length</h2>", f"<figure>{svg(fig)}</figure>"]
     body.append("<h2>Crossovers</h2>")
