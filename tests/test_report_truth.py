@@ -83,7 +83,8 @@ FIGURES = {
     "forward": lambda r: r.flops()["forward"],
     "training step": lambda r: r.flops()["train_step"],
     "activations": lambda r: r.memory["activation_bytes"],
-    "KV cache": lambda r: r.memory["kv_cache_bytes"],
+    # a decoder's cache: keys and values, a recurrent state, or both (render.cache_label)
+    r"(?:KV cache \+ state|KV cache|decoding state)": lambda r: r.memory["kv_cache_bytes"],
 }
 _FIGURE = r"[\d.]+ ?[A-Za-z]*(?: \([^)]*\))?"  # 292.59 G, 4.00 MiB (batch 1, context 256)
 

@@ -65,8 +65,21 @@ HEAD = (
 RIGHT = (False, False, True, True, True, True, True, True, False, False)
 
 
+def cache_label(r: Report) -> str:
+    """What a decoder keeps: a KV cache, a recurrent state (Mamba, RWKV, retention, linear attention),
+    or both (a hybrid)."""
+    from archdsl.kinds import REGISTRY
+
+    kinds = {c.kind for layer in r.layers for c in layer.components if c.kv_cache_elements}
+    state = {k for k in kinds if REGISTRY[k].state_cache or REGISTRY[k].recurrent}
+    if state and state == kinds:
+        return "decoding state"
+    return "KV cache + state" if state else "KV cache"
+
+
 def layer_rows(r: Report) -> list[tuple[str, ...]]:
-    rows: list[tuple[str, ...]] = [HEAD]
+    label = cache_label(r).replace("decoding state", "state")
+    rows: list[tuple[str, ...]] = [tuple(label if h == "KV cache" else h for h in HEAD)]
     for layer in r.layers:
         f = layer.flops_forward
         rows.append(
@@ -154,7 +167,8 @@ def summary_lines(r: Report) -> list[str]:
         r, f"training step {human(f['train_step'])}", f["train_step_poly_exact"], f["train_step_poly"], fr
     )
     act = activation_equation(r)
-    kv = kv_equation(r, f"KV cache {human_bytes(m['kv_cache_bytes'])} (batch {s.batch}, context {s.seq_len})")
+    label = cache_label(r)
+    kv = kv_equation(r, f"{label} {human_bytes(m['kv_cache_bytes'])} (batch {s.batch}, context {s.seq_len})")
     return [
         f"params       {p['total']:,} total ({human(p['total'])}): {p['embedding']:,} embedding, "
         f"{p['non_embedding']:,} non-embedding, {p['trainable']:,} trainable, "

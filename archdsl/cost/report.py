@@ -81,7 +81,8 @@ CONVENTIONS = {
     "memory": (
         "weights and gradients in the chosen dtype; AdamW m and v in fp32, plus an fp32 master copy "
         "with 16-bit weights (16 bytes per trained parameter either way); activations saved for "
-        "backward node by node (a tensor kept by several ops once); KV cache for incremental decoding "
+        "backward node by node (a tensor kept by several ops once); KV cache (or a recurrent mixer's "
+        "state) for incremental decoding "
         "at the given batch and context"
     ),
     "peaks": (

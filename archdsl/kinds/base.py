@@ -132,6 +132,9 @@ class Kind:
     #: a kind outside the attention role whose module keeps a decoding state in a decoder (RWKV's
     #: channel mix keeps the previous token): ``kv_cache`` counts it, ``setup_cache`` allocates it
     recurrent: ClassVar[bool] = False
+    #: what a decoder keeps for it is a recurrent state of fixed size (a mixer's, linear attention's
+    #: running sums), not keys and values: reports call it a state
+    state_cache: ClassVar[bool] = False
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
         """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""

@@ -288,6 +288,7 @@ class LinearAttention(AttentionKind):
     """
 
     name = "linear"
+    state_cache = True  # causal decoding keeps the running sums φ(K)^T [V 1]
     extra = (
         Param("feature_map", "enum", default="elu", choices=("elu", "favor"), doc="φ: elu + 1, or FAVOR+"),
         Param(

@@ -29,3 +29,4 @@ class MixerKind(Kind):
     role = "attention"
     arities = (1,)
     attends = False
+    state_cache = True
