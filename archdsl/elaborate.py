@@ -845,11 +845,15 @@ class Elaborator:
                 instances.append(i)
         if any(b is None for b in layers) or ctx is None or any(isinstance(v, _Poison) for v in st.values()):
             return None
+        mixing = [
+            REGISTRY[n.kind] for b in layers for _, n in b.sublayers if REGISTRY[n.kind].role == "attention"
+        ]  # type: ignore[union-attr]
         if (
             position is not None
             and REGISTRY[position.kind].applies == "attention"
-            and not any(REGISTRY[n.kind].attends for b in layers for _, n in b.sublayers)  # type: ignore[union-attr]
-        ):
+            and mixing
+            and not any(k.attends for k in mixing)
+        ):  # a stack of sequence mixers only: the scheme would act nowhere
             self.error(
                 "E016",
                 f"`{position.kind}` acts inside attention, but no layer of this stack attends",

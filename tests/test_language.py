@@ -355,7 +355,6 @@ def test_mixer_slot_names_the_sublayer_mixer(tmp_path: Path) -> None:
         ("ffn = mlp(hidden = 8)", None, "E007", "block needs `attention` (or a sequence `mixer`"),
         ("attention = none\n ffn = none", None, "E007", "block has no sublayer"),
         ("attention = mha(heads = 4)", None, "E007", "block needs `ffn`"),
-        ("attention = none\n ffn = mlp(hidden = 8)", "rope()", "E016", "no layer of this stack attends"),
     ],
 )
 def test_slot_errors(tmp_path: Path, slots: str, position: str | None, code: str, needle: str) -> None:

@@ -247,6 +247,12 @@ def _falcon(c: Mapping[str, Any]) -> Text:
         if n_ln not in (None, 1):
             f.refuse("num_ln_in_parallel_attn", "two norms need new_decoder_architecture")
         placement = "parallel_shared" if parallel else "pre"
+    # transformers 5.x writes the key/value heads the attention produces as a derived field
+    derived = f.get("num_key_value_heads")
+    if derived is not None and int(derived) != kv:
+        f.refuse(
+            "num_key_value_heads", f"{derived}, but the attention's other fields give {kv} key/value heads"
+        )
     bias = bool(f.get("bias", False))
     return _body(
         f,

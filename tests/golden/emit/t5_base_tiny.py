@@ -600,8 +600,8 @@ class OutputLinear(nn.Linear):
 
 
 def clear_caches(module: nn.Module) -> None:
-    for m in module.modules():
-        if getattr(type(m), "remember", None):
+    for m in module.modules():  # attention's caches and recurrent mixers' states
+        if m is not module and (getattr(type(m), "remember", None) or getattr(type(m), "setup_cache", None)):
             m.cache = None
         if getattr(type(m), "reset_memory", None):
             m.reset_memory()  # Transformer-XL: its memory was the cache
