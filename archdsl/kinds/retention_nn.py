@@ -7,10 +7,12 @@ from torch.nn import functional as F
 from archdsl.kinds.attention_nn import RecurrentState
 
 
-def retention_decays(n_heads: int, device: torch.device | None = None) -> torch.Tensor:
+def retention_decays(
+    n_heads: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """log γ_h for h = 0 … H-1, γ_h = 1 - 2^(-5-h) (Sun et al. 2023, §2.2; torchscale's RetNetRelPos):
-    (H,) float32."""
-    h = torch.arange(n_heads, dtype=torch.float32, device=device)
+    (H,)."""
+    h = torch.arange(n_heads, dtype=dtype, device=device)
     return torch.log1p(-torch.exp2(-5.0 - h))
 
 
@@ -74,7 +76,8 @@ class MultiScaleRetention(nn.Module):
         B, T, _ = x.size()
         H, dk = self.n_heads, self.key_dim
         pos = torch.arange(T, device=x.device) if pos is None else pos
-        log_decay = retention_decays(H, x.device)  # (H,)
+        # the tables in float32 at least (float64 for a float64 model), then in x's dtype
+        log_decay = retention_decays(H, x.device, torch.promote_types(x.dtype, torch.float32))  # (H,)
         cos, sin, inv_norm = self.tables(pos, log_decay, x.dtype)  # (T, 1, dk) x 2, (T, H, 1)
         k = self.k_proj(x)
         if mask is not None:  # a padded position adds nothing to any state
@@ -94,12 +97,13 @@ class MultiScaleRetention(nn.Module):
         self, pos: torch.Tensor, log_decay: torch.Tensor, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rotation by n θ and the decay normalisation 1 / sqrt(Σ_{i=0}^{n} γ^i) of each position n:
-        cos, sin (T, 1, d_k) and (T, H, 1), computed in float32."""
+        cos, sin (T, 1, d_k) and (T, H, 1), computed in log_decay's dtype."""
         half = self.key_dim // 2
-        angle = 10000.0 ** -torch.linspace(0, 1, half, device=pos.device)  # (dk/2,)
-        turns = pos.float()[:, None] * angle.repeat_interleave(2)  # (T, dk)
+        at = pos.to(log_decay.dtype)[:, None]  # (T, 1)
+        angle = 10000.0 ** -torch.linspace(0, 1, half, device=pos.device, dtype=log_decay.dtype)  # (dk/2,)
+        turns = at * angle.repeat_interleave(2)  # (T, dk)
         # Σ_{i=0}^{n} γ^i = (1 - γ^{n+1}) / (1 - γ), with expm1 for the γ near 1
-        total = torch.expm1((pos.float()[:, None] + 1) * log_decay) / torch.expm1(log_decay)  # (T, H)
+        total = torch.expm1((at + 1) * log_decay) / torch.expm1(log_decay)  # (T, H)
         inv_norm = total.rsqrt()[:, :, None]
         return turns.cos()[:, None].to(dtype), turns.sin()[:, None].to(dtype), inv_norm.to(dtype)
 
@@ -126,7 +130,7 @@ class MultiScaleRetention(nn.Module):
         c = T if self.form == "parallel" else min(self.chunk, T)
         q, k, v = self.chunks(q, c), self.chunks(k, c), self.chunks(v, c)  # (nc, B, H, c, ·)
         nc = q.size(0)
-        i = torch.arange(c, device=q.device, dtype=torch.float32)
+        i = torch.arange(c, device=q.device, dtype=log_decay.dtype)
         ld = log_decay[:, None, None]  # (H, 1, 1)
         rel = i[:, None] - i[None, :]  # (c, c)
         decay = torch.where(rel >= 0, torch.exp(rel.clamp(min=0) * ld), 0.0).to(q.dtype)  # (H, c, c)
