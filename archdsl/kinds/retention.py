@@ -32,24 +32,30 @@ def padded(n: Any, c: int) -> Any:
 
 
 class Retention(MixerKind):
-    """Gated multi-scale retention (Sun et al. 2023, §2.2), torchscale's ``MultiScaleRetention``. With
-    ``h`` heads, ``d_k = d / h`` (queries and keys) and ``d_v = value_factor · d / h`` (values, the gate):
+    """Gated multi-scale retention (Sun et al. 2023, §2.2; torchscale's ``MultiScaleRetention``): per
+    head h a decay ``γ_h = 1 - 2^(-5-h)`` in place of a softmax, q and k turned by their position, a
+    group norm per head and a swish gate, values and gate at ``d_v = value_factor · d``. Parameters
+    ``2 d² + 3 d d_v`` (+ ``3 d + 2 d_v`` biases). Training runs the parallel form (core ``2 b n² (d +
+    d_v)`` FLOPs, O(n²)) or the chunkwise one (O(n c)), with equal outputs; a decoder keeps a state of
+    ``d d_v / h`` elements per sequence, constant in the context, and decodes by the recurrent form.
 
-    ``Q = (X W_Q) ⊙ Θ``, ``K = (X W_K) ⊙ Θ / sqrt(d_k)``, ``V = X W_V``, per head h with
-    ``γ_h = 1 - 2^(-5-h)``: ``retention(X)_n = Σ_{m<=n} γ^{n-m} (Q_n · K_m) V_m / sqrt(Σ_{i=0}^{n} γ^i)``,
-    ``Y = GroupNorm_h(retention(X))``, ``MSR(X) = (swish(X W_G) ⊙ Y) W_O``. Θ turns the pairs (2i, 2i+1)
-    of q and k at position n by ``n θ_i``, ``θ_i = 10000^(-i / (d_k/2 - 1))`` (torchscale's angles; the
-    paper's xPos-like ``e^{inθ}``; d_k must be even). GroupNorm is per head, without affine parameters
-    (torchscale: ``LayerNorm(d_v, elementwise_affine=False)``, eps 1e-6; ``norm = rmsnorm`` is its
-    later RMSNorm). Parameters: ``2 d² + 3 d (value_factor d)`` plus, with ``bias``, ``3 d + 2
-    value_factor d`` (torchscale at the paper's release has biases; its later versions none).
+    With ``h`` heads, ``d_k = d / h`` and ``d_v / h`` per head: ``Q = (X W_Q) ⊙ Θ``, ``K = (X W_K) ⊙ Θ
+    / sqrt(d_k)``, ``V = X W_V``, ``retention(X)_n = Σ_{m<=n} γ^{n-m} (Q_n · K_m) V_m / sqrt(Σ_{i=0}^{n}
+    γ^i)``, ``Y = GroupNorm_h(retention(X))``, ``MSR(X) = (swish(X W_G) ⊙ Y) W_O``. Θ turns the pairs
+    (2i, 2i+1) of q and k at position n by ``n θ_i``, ``θ_i = 10000^(-i / (d_k/2 - 1))`` (torchscale's
+    angles; the paper's xPos-like ``e^{inθ}``; d_k must be even). GroupNorm is per head, without affine
+    parameters (torchscale: ``LayerNorm(d_v / h, elementwise_affine=False)``, eps 1e-6; ``norm =
+    rmsnorm`` is its later RMSNorm). torchscale at the paper's release has biases on all five
+    projections (``bias = true``); its later versions none.
 
     **Normalisation, paper vs torchscale.** The paper (§2.2) normalises the decay mask
     ``D̃_nm = D_nm / sqrt(Σ_i D_ni)`` and then the scores ``R̃_nm = R_nm / max(|Σ_i R_ni|, 1)``;
-    torchscale's parallel form does both (the second as ``Σ_i |R_ni|`` clamped to [1, 5·10⁴] in later
-    versions, detached), its recurrent form only the first (a running ``scale``), its chunkwise form
-    other per-row scales. Each is a positive scale of a head's output row, which the group norm
-    removes (exactly but for its eps): torchscale's own three forms agree only up to that. Here all
+    torchscale's parallel form does both (the second detached: ``|Σ_i R_ni|`` at the paper's release,
+    ``Σ_i |R_ni|`` clamped to [1, 5·10⁴] later), its recurrent form only the first (a running
+    ``scale``), its chunkwise form other per-row scales (the decay normalised within the chunk, the
+    larger of the chunk's and the state's detached scales). Each is a positive scale of a head's output
+    row, which the group norm removes (exactly but for its eps): torchscale's own three forms agree only
+    up to that. Here all
     three forms compute one quantity, torchscale's recurrent form's — the decay normalisation
     ``1 / sqrt(Σ_{i=0}^{n} γ^i)`` of absolute position n, applied to q, and no data-dependent score
     normalisation — so that they agree to rounding.
@@ -59,8 +65,8 @@ class Retention(MixerKind):
     ``c = min(chunk, n)`` over ``n_p = c ceil(n / c)``: the decayed scores inside each chunk ``2 b n_p c
     (d + d_v)``, each chunk's state ``K_jᵀ (ζ ⊙ V_j)`` for every chunk but the last ``2 b (n_p - c) d
     d_v / h``, and the state of the chunks before read by ``(Q_j ⊙ ξ) S_j``, the same again: O(n c) time
-    and memory. Decoding continues the recurrence (eq. 6) from a state of ``h d_k d_v = d d_v / h``
-    elements per sequence, constant in the context: a prompt or chunk in the training form plus the
+    and memory. Decoding continues the recurrence (eq. 6) from a state of ``h d_k (d_v / h) = d d_v /
+    h`` elements per sequence, constant in the context: a prompt or chunk in the training form plus the
     state, one token by the recurrent form. All matmuls; the decays, rotations, norms and the gate are
     elementwise (0 FLOPs). A fused kernel (torchscale's, or flash-linear-attention's) does the same
     products without padding the last chunk. LoRA does not adapt its projections.
@@ -264,7 +270,8 @@ class Retention(MixerKind):
         return Saved(inputs=(act.weight_grad,), internal=internal, core=core)
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
-        """The recurrent state S, ``h d_k d_v = d d_v / h`` elements per sequence, whatever the context."""
+        """The recurrent state S, ``h d_k (d_v / h) = d d_v / h`` elements per sequence, whatever the
+        context."""
         h, dv, _ = self.dims(node, ctx)
         return ctx.d_model * dv // h
 
