@@ -41,7 +41,7 @@ class MultiScaleRetention(nn.Module):
     Training runs the parallel form (``form = parallel``: one block of T x T decayed scores) or the
     chunkwise one (``form = chunkwise``: blocks of ``chunk``, the state of the chunks before carried by
     a loop over chunks); decoding (``setup_cache``) continues the recurrence from a state of
-    (B, H, d_k, d_v) for a chunk of any length, one token by the recurrent form. ``mask`` (B, T), False
+    (B, H, d_k, d_v / H) for a chunk of any length, one token by the recurrent form. ``mask`` (B, T), False
     for padding, zeroes a padded key's contribution; ``pos`` (T,) the absolute positions when decoding."""
 
     def __init__(
