@@ -133,3 +133,6 @@ def _one_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TINY["retnet_1_3b"] = {"n_layers": 2, "d_model": 24, "n_heads": 3, "d_ff": 40, "vocab": 50}

@@ -20,8 +20,9 @@ The strategies respect every cross-parameter rule the kinds' ``validate`` method
 ``d_model`` (or ``head_dim`` is given), ``kv_heads`` divides ``heads``, ``sparse`` needs two heads and
 ``summary <= stride``, BigBird's bidirectional window is odd, LSH buckets are 1 or even, ``linear`` takes
 no softcap or weight dropout, ``xl`` is causal self-attention without an attention-acting position,
-block-sparse and kernelised attention only take RoPE among attention-acting positions, T5 needs one
-head count per stack and enough buckets, sinusoids need an even width, ``top_k <= experts``, the patch
+retention's heads leave an even key width (``chunk`` only with ``form = chunkwise``), block-sparse and
+kernelised attention only take RoPE among attention-acting positions, T5 needs one head count per stack
+and enough buckets, sinusoids need an even width, ``top_k <= experts``, the patch
 divides the image, positional tables cover the lengths the spec is run at, a decoder of an
 encoder-decoder reads the encoder output. So a spec that ``archdsl.check`` refuses, or that fails to
 build or run, is either a bug in these strategies or in archdsl; the tests say which spec.
@@ -309,6 +310,7 @@ ATTN_TRAITS: dict[str, AttnTraits] = {
     "lsh": AttnTraits(positions=ROPE_ONLY, cross=False),
     "linear": AttnTraits(positions=ROPE_ONLY, cross=True),
     "xl": AttnTraits(positions=frozenset(), cross=False, causal_only=True, stateful=True, even_d=True),
+    "retention": AttnTraits(positions=frozenset(), cross=False, even_d=True),
 }
 #: an attention kind registered after these strategies were written: assumed self-attention only, with
 #: no attention-acting position (the test that lists uncovered kinds fails for it anyway)
@@ -362,10 +364,27 @@ def _attn_heads(g: Gen, env: Env, kind: str, cross: bool) -> dict[str, str]:
     return args
 
 
+def retention(g: Gen, env: Env) -> str:
+    """RetNet's retention: heads that leave an even key width d_model / heads (its rotation turns
+    pairs), a chunk length only for the chunkwise form (often shorter than the sequence, so that
+    several chunks and a partial last one occur); the rest schema-drawn."""
+    d = env.d_model
+    args = {"heads": g.int_(g.draw(st.sampled_from([h for h in _divisors(d) if (d // h) % 2 == 0])))}
+    if g.flag(0.5):
+        args["form"] = g.word("chunkwise")
+        if g.flag(0.7):
+            args["chunk"] = g.int_(g.int_in(1, env.seq_len + 2))
+    elif g.flag(0.2):
+        args["form"] = g.word("parallel")
+    return g.call("retention", {**args, **g.free_args("retention", {"heads", "form", "chunk"}, 0.3)})
+
+
 def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
     """An attention call of ``kind`` for ``env``: shared projection settings (biases, qk-norm,
     soft-capping, scale, dropout; ``causal`` and ``cross`` only where they agree with the use), then the
     kind's own constrained parameters; anything else schema-drawn."""
+    if kind == "retention":
+        return retention(g, env)
     if not REGISTRY[kind].attends:  # a recurrent sequence mixer: only its own parameters, schema-drawn
         return g.call(kind, g.free_args(kind, set(), 0.3))
     t = attn_traits(kind)

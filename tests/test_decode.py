@@ -125,6 +125,11 @@ ATTENTIONS = {
     "elu": "linear(heads = 3, chunk = 4)",
     "favor": "linear(heads = 3, feature_map = favor, features = 16, chunk = 4)",
 }
+# recurrent sequence mixers: no positional scheme (they know order without one)
+MIXERS = {
+    "retention": "retention(heads = 3)",
+    "retention_chunks": "retention(heads = 3, form = chunkwise, chunk = 4, norm = rmsnorm, bias = false)",
+}
 POSITIONS = {
     "learned": "learned(max_len = 32)",
     "sinusoidal": "sinusoidal(max_len = 32)",
@@ -136,13 +141,16 @@ POSITIONS = {
     "none": "none",  # recurrent mixers know order without positions
 }
 CASES = (
-    [(a, "rope") for a in ATTENTIONS] + [("gqa", p) for p in POSITIONS] + [("prefix", "alibi"), ("mqa", "t5")]
+    [(a, "rope") for a in ATTENTIONS]
+    + [("gqa", p) for p in POSITIONS]
+    + [("prefix", "alibi"), ("mqa", "t5")]
+    + [(m, "none") for m in MIXERS]
 )
 
 
 @pytest.mark.parametrize(("attention", "position"), CASES, ids=[f"{a}-{p}" for a, p in CASES])
 def test_incremental_equals_full_per_kind(attention: str, position: str, write_spec) -> None:  # type: ignore[no-untyped-def]
-    text = VARIANT.format(attention=ATTENTIONS[attention], position=POSITIONS[position])
+    text = VARIANT.format(attention={**ATTENTIONS, **MIXERS}[attention], position=POSITIONS[position])
     spec = archdsl.load(write_spec("v.arch", text))
     model = archdsl.build(spec, seed=0).eval()
     with torch.no_grad():  # away from the initialisation (identity bilinear maps, zero biases)

@@ -248,6 +248,17 @@ ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | Non
         None,
     ),
     ("xl", {"mem_len": 3, "softcap": 3.0, "dropout": 0.1, "heads": 3, "kv_heads": 1}, "decoder", None),
+    # retention: parallel; chunkwise with a partial last chunk (13 = 3 x 4 + 1), two chunks (5) or one;
+    # rmsnorm's one statistic, no biases, values at d; a single head
+    ("retention", {}, "decoder", None),
+    ("retention", {"form": "chunkwise", "chunk": 4}, "decoder", None),
+    (
+        "retention",
+        {"form": "chunkwise", "chunk": 5, "heads": 3, "value_factor": 1, "norm": "rmsnorm", "bias": False},
+        "encoder",
+        None,
+    ),
+    ("retention", {"form": "chunkwise", "chunk": 2, "heads": 1}, "decoder", None),
 ]
 OTHERS: list[tuple[str, dict[str, Any]]] = [
     ("conformer_conv", {"kernel": 5}),
