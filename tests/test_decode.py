@@ -77,7 +77,7 @@ def test_cache_bytes_equal_report(path: Path) -> None:
     allocated = sum(
         b.numel() * b.element_size()
         for m in model.modules()
-        if type(m).__name__ in ("KVCache", "LinearState")
+        if type(m).__name__ in ("KVCache", "LinearState", "LatentCache")
         for b in m.buffers()
     ) + sum(m.mem.numel() * m.mem.element_size() for m in model.modules() if hasattr(m, "mem_len"))
     model.clear_cache()
@@ -120,6 +120,9 @@ ATTENTIONS = {
     "fixed": "sparse(heads = 4, pattern = fixed, stride = 4, summary = 2)",
     "elu": "linear(heads = 3, chunk = 4)",
     "favor": "linear(heads = 3, feature_map = favor, features = 16, chunk = 4)",
+    # the latent cache, with the up-projections absorbed: values narrower, then wider than q·k
+    "mla": "mla(heads = 3, head_dim = 5, rope_dim = 4, v_dim = 3, kv_rank = 6, softcap = 5.0)",
+    "mla_q": "mla(heads = 2, head_dim = 3, rope_dim = 2, v_dim = 7, kv_rank = 5, q_rank = 4, bias = false)",
 }
 POSITIONS = {
     "learned": "learned(max_len = 32)",
@@ -160,7 +163,7 @@ def test_incremental_equals_full_per_kind(attention: str, position: str, write_s
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
     report = archdsl.analyze(spec, batch=2, seq_len=T).to_dict()["memory"]["kv_cache_bytes"]
     model.setup_cache(2, T)
-    caches = [m for m in model.modules() if type(m).__name__ in ("KVCache", "LinearState")]
+    caches = [m for m in model.modules() if type(m).__name__ in ("KVCache", "LinearState", "LatentCache")]
     assert sum(b.numel() * b.element_size() for m in caches for b in m.buffers()) == report
 
 
