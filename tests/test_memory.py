@@ -253,9 +253,24 @@ ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | Non
     ("mla", {"kv_rank": 5, "rope_dim": 4}, "decoder", ("rope", {"layout": "interleaved"})),
     ("mla", {"kv_rank": 7, "q_rank": 5, "rope_dim": 2, "v_dim": 9, "bias": False}, "decoder", ROPE),
     ("mla", {"kv_rank": 6, "rope_dim": 0, "dropout": 0.1, "out_dropout": 0.1}, "encoder", None),
-    ("mla", {"kv_rank": 3, "q_rank": 4, "rope_dim": 2, "heads": 1, "v_dim": 8, "softcap": 2.0}, "decoder", ROPE),
-    ("mla", {"kv_rank": 4, "rope_dim": 2, "heads": 1, "head_dim": 5, "v_dim": 7, "dropout": 0.1}, "decoder", None),
-    ("mla", {"kv_rank": 4, "heads": 3, "head_dim": 5, "rope_dim": 3, "v_dim": 8, "out_bias": False}, "decoder", None),
+    (
+        "mla",
+        {"kv_rank": 3, "q_rank": 4, "rope_dim": 2, "heads": 1, "v_dim": 8, "softcap": 2.0},
+        "decoder",
+        ROPE,
+    ),
+    (
+        "mla",
+        {"kv_rank": 4, "rope_dim": 2, "heads": 1, "head_dim": 5, "v_dim": 7, "dropout": 0.1},
+        "decoder",
+        None,
+    ),
+    (
+        "mla",
+        {"kv_rank": 4, "heads": 3, "head_dim": 5, "rope_dim": 3, "v_dim": 8, "out_bias": False},
+        "decoder",
+        None,
+    ),
 ]
 OTHERS: list[tuple[str, dict[str, Any]]] = [
     ("conformer_conv", {"kernel": 5}),

@@ -9,6 +9,7 @@ the widths the core sees and the cache.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from archdsl.ir import Node
@@ -29,9 +30,17 @@ def one(x: Any) -> bool:
 class LatentAttention(AttentionKind):
     """Multi-head latent attention, MLA (DeepSeek-AI 2024, "DeepSeek-V2: A Strong, Economical, and
     Efficient Mixture-of-Experts Language Model", §2.1), as Hugging Face's ``DeepseekV2Attention`` /
-    ``DeepseekV3Attention`` compute it. For h heads, ``d_h = head_dim`` (the keys' and queries'
-    content part, default d / h), ``d_R = rope_dim``, ``d_v = v_dim`` (default d_h), ``r = kv_rank``
-    and ``r_q = q_rank``:
+    ``DeepseekV3Attention`` compute it: keys and values are decompressed per head from a ``kv_rank``-wide
+    latent of each position, which — with one ``rope_dim``-wide rotary key shared by all heads — is all
+    a decoder caches (``r + d_R`` per position against multi-head attention's ``h (d_h + d_R + d_v)``);
+    queries are projected directly or through a ``q_rank``-wide latent; the stack's ``rope`` turns only
+    the decoupled rope dims. Parameters ``d h (d_h + d_R)`` (or ``d r_q + r_q + r_q h (d_h + d_R)``)
+    ``+ d (r + d_R) + r + r h (d_h + d_v) + h d_v d`` plus biases; FLOPs the five projections and ``4 b
+    h n² w`` for the core, ``w = max(d_h + d_R, d_v)``. Self-attention only; no LoRA targets (under LoRA it
+    stays frozen).
+
+    For h heads, ``d_h = head_dim`` (the queries' and keys' content part, default d / h), ``d_R =
+    rope_dim``, ``d_v = v_dim`` (default d_h), ``r = kv_rank`` and ``r_q = q_rank``:
 
     - queries ``q = W_q x`` (d -> h (d_h + d_R)), or with ``q_rank`` ``q = W_qb RMSNorm(W_qa x)``
       (d -> r_q -> h (d_h + d_R));
@@ -42,20 +51,20 @@ class LatentAttention(AttentionKind):
       — times ``m(s, mscale_all_dim)²`` under YaRN (``rope(scaling = yarn)``) — then ``W_o`` (h d_v -> d).
 
     Biases (``bias``) on ``W_qa``, ``W_kva`` and ``W_o`` (``out_bias``), never on ``W_q``, ``W_qb``,
-    ``W_kvb`` (Hugging Face's ``attention_bias``). Parameters ``d r_q + r_q + r_q h (d_h + d_R)`` (or
-    ``d h (d_h + d_R)``) ``+ d (r + d_R) + r + r h (d_h + d_v) + h d_v d`` plus biases (the two latent
-    norms' gains are the ``+ r_q`` and ``+ r``).
+    ``W_kvb`` (Hugging Face's ``attention_bias``); the two latent norms' gains are the ``+ r_q`` and
+    ``+ r`` of the count.
 
-    FLOPs for b sequences of n: the five projections (2 per multiply-add each), and the core over
-    ``w = max(d_h + d_R, d_v)``: the module pads the narrower of q·k and v with zeros to w so one fused
-    kernel takes them, ``4 b h n² w`` (mask-aware: over the pairs the mask keeps). Decoding caches only
-    ``r + d_R`` elements per position (``kv_cache``), against ``h (d_h + d_R + d_v)`` for multi-head
-    attention with the same heads (``kv_cache_mha``); it absorbs ``W_kvb`` into the query and the
-    output (§2.1.2) and never expands the cache. Self-attention only; no LoRA updates yet."""
+    The core runs over ``w``: the module pads the narrower of q·k and v with zeros to w so that one
+    fused kernel takes them (``4 b h n² w`` FLOPs; mask-aware: over the pairs the mask keeps).
+    Decoding caches ``[c, k_R]`` (``kv_cache``), absorbs ``W_kvb`` into the query and the output
+    (§2.1.2) and never expands the cache; ``kv_cache_mha`` is what multi-head attention with these
+    heads would cache."""
 
     name = "mla"
     extra = (
-        Param("kv_rank", "int", min=1, doc="width of the key-value latent c, what is cached (DeepSeek-V2: 512)"),
+        Param(
+            "kv_rank", "int", min=1, doc="width of the key-value latent c, what is cached (DeepSeek-V2: 512)"
+        ),
         Param(
             "q_rank",
             "int",
@@ -68,7 +77,8 @@ class LatentAttention(AttentionKind):
             "int",
             default=64,
             min=0,
-            doc="decoupled rotary dims: per query head, and one key shared by all heads",
+            doc="decoupled rotary dims: per query head, and one key shared by all heads (the stack's rope "
+            "turns its `fraction` of them, in pairs)",
         ),
         Param("v_dim", "int", default=None, min=1, doc="value width per head (default: head_dim)"),
         Param("latent_eps", "float", default=1e-6, gt=0.0, doc="eps of the latents' RMSNorms"),
@@ -120,14 +130,6 @@ class LatentAttention(AttentionKind):
                     code="E009",
                 )
             )
-        if ctx.lora is not None and set(ctx.lora.targets) & {"q", "k", "v", "o"}:
-            errs.append(
-                ShapeError(
-                    "LoRA cannot adapt `mla`'s projections yet",
-                    help="target the feed-forward only (targets = [up, down, gate])",
-                    code="E009",
-                )
-            )
         pos = self.position(node, ctx)
         if pos is not None and not pos[0].rotates:
             errs.append(
@@ -138,27 +140,19 @@ class LatentAttention(AttentionKind):
                     code="E016",
                 )
             )
-        elif pos is not None:
-            dr = int(node["rope_dim"])
-            if dr < 2 or dr % 2:
-                errs.append(
-                    ShapeError(
-                        f"the stack's rope turns pairs of `mla`'s rope dims: rope_dim must be even and at "
-                        f"least 2, got {dr}",
-                        help=f"choose rope_dim = {max(2, dr + dr % 2)}",
-                        param="rope_dim",
-                    )
+        elif pos is not None and int(node["rope_dim"]) < 2:
+            errs.append(
+                ShapeError(
+                    f"the stack's rope turns pairs of `mla`'s rope dims, but rope_dim is {node['rope_dim']}",
+                    help="choose rope_dim = 64 (DeepSeek-V2), or any of at least 2",
+                    param="rope_dim",
                 )
-            if pos[1]["fraction"] != 1.0:
-                errs.append(
-                    ShapeError(
-                        "`mla` rotates all of its rope dims and none of the others: the stack's "
-                        "`rope(fraction = …)` must be 1",
-                        help="drop `fraction`; `rope_dim` sets how many dims turn",
-                        code="E009",
-                    )
-                )
+            )
         return errs
+
+    def trainable_params(self, node: Node, ctx: Ctx) -> int:
+        """All of them; none in a frozen base (its projections are no LoRA targets)."""
+        return 0 if ctx.frozen else self.n_params(node, ctx)
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         d = ctx.d_model
@@ -342,5 +336,16 @@ class LatentAttention(AttentionKind):
             args["eps"] = node["latent_eps"]
         return ours(NN, "LatentAttention", **args)
 
+
+#: the shared parameters, as latent attention reads them
+_DOCS = {
+    "kv_heads": "must equal heads: every head's keys and values come from the shared latent",
+    "head_dim": "the content (no-rope) part of each query and key head, qk_nope_head_dim (default: "
+    "d_model / heads)",
+    "bias": "biases on the down projections (W_qa, W_kva) and the output projection (attention_bias)",
+    "qk_norm": "not for mla: its latents are normalised instead",
+    "scale": "score scale (default: 1 / sqrt(head_dim + rope_dim), times YaRN's m(s, mscale_all_dim)²)",
+}
+LatentAttention.params = tuple(replace(p, doc=_DOCS.get(p.name, p.doc)) for p in LatentAttention.params)
 
 KINDS: tuple[Kind, ...] = (LatentAttention(),)

@@ -150,7 +150,12 @@ class LatentAttention(Attention):
         return y[..., : self.v_dim]
 
     def absorbed(
-        self, q_nope: torch.Tensor, q_rope: torch.Tensor, latent: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None
+        self,
+        q_nope: torch.Tensor,
+        q_rope: torch.Tensor,
+        latent: torch.Tensor,
+        pos: torch.Tensor,
+        mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """Attention over the cached latents with ``W_kvb`` absorbed: ``latent`` (B, T, r + dr) is the
         new positions' [c, k_R] -> (B, nh, T, dv)."""

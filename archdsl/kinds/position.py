@@ -96,7 +96,11 @@ class Rope(Kind):
         Param("low_freq_factor", "float", default=1.0, gt=0.0, doc="llama3 scaling"),
         Param("high_freq_factor", "float", default=4.0, gt=0.0, doc="llama3 scaling"),
         Param(
-            "original_max_len", "int", default=8192, min=1, doc="llama3 / yarn scaling: the pre-training context"
+            "original_max_len",
+            "int",
+            default=8192,
+            min=1,
+            doc="llama3 / yarn scaling: the pre-training context",
         ),
         Param("beta_fast", "float", default=32.0, gt=0.0, doc="yarn: rotations where extrapolation ends"),
         Param("beta_slow", "float", default=1.0, gt=0.0, doc="yarn: rotations where interpolation starts"),
