@@ -490,3 +490,25 @@ def test_cross_attention_refused(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as e:
         spec_of(text.replace(cross, "cross_attention = mla(heads = n_heads, kv_rank = 64)"), tmp_path)
     assert any("`mla` is self-attention" in d.message for d in e.value.diagnostics)
+
+
+# -- Hugging Face export: what the Llama-layout families cannot hold is not claimed ---------------------
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"model.block.ffn.routed_scale": 2.5},
+        {"model.block.ffn.shared": 1},
+        {"model.block.ffn.normalize": False},
+        {"model.position.scaling": "yarn", "model.position.factor": 4.0},
+    ],
+    ids=str,
+)
+def test_not_exported_as_mixtral(override: dict[str, Any]) -> None:
+    from archdsl.interop.hf import config_from_spec
+
+    tiny = {"n_layers": 2, "d_model": 32, "n_heads": 4, "n_kv_heads": 2, "d_ff": 48, "experts": 4}
+    assert config_from_spec(archdsl.load(SPECS / "mixtral_8x7b.arch", tiny))["model_type"] == "mixtral"
+    with pytest.raises(ValueError, match="not in an exportable Hugging Face family"):
+        config_from_spec(archdsl.load(SPECS / "mixtral_8x7b.arch", {**tiny, **override}))
