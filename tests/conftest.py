@@ -121,6 +121,21 @@ TINY["moe_1t"] = {
     "vocab": 50,
     "context": 64,
 }
+TINY["deepseek_v2_lite"] = {
+    "n_layers": 3,
+    "d_model": 32,
+    "n_heads": 4,
+    "head_dim": 6,
+    "rope_dim": 4,
+    "v_dim": 5,
+    "kv_rank": 12,
+    "d_ff": 48,
+    "experts": 4,
+    "top_k": 2,
+    "d_expert": 8,
+    "vocab": 50,
+    "context": 64,
+}
 TINY["transformer_xl"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50, "mem_len": 6}
 
 

@@ -20,7 +20,8 @@ The strategies respect every cross-parameter rule the kinds' ``validate`` method
 ``d_model`` (or ``head_dim`` is given), ``kv_heads`` divides ``heads``, ``sparse`` needs two heads and
 ``summary <= stride``, BigBird's bidirectional window is odd, LSH buckets are 1 or even, ``linear`` takes
 no softcap or weight dropout, ``xl`` is causal self-attention without an attention-acting position,
-retention's heads leave an even key width (``chunk`` only with ``form = chunkwise``), block-sparse and
+retention's heads leave an even key width (``chunk`` only with ``form = chunkwise``), ``mla`` is
+self-attention with ``kv_heads = heads``, no qk-norm and rope dims for the stack's RoPE, block-sparse and
 kernelised attention only take RoPE among attention-acting positions, T5 needs one head count per stack
 and enough buckets, sinusoids need an even width, ``top_k <= experts``, the patch
 divides the image, positional tables cover the lengths the spec is run at, a decoder of an
@@ -311,6 +312,7 @@ ATTN_TRAITS: dict[str, AttnTraits] = {
     "linear": AttnTraits(positions=ROPE_ONLY, cross=True),
     "xl": AttnTraits(positions=frozenset(), cross=False, causal_only=True, stateful=True, even_d=True),
     "retention": AttnTraits(positions=frozenset(), cross=False, even_d=True),
+    "mla": AttnTraits(positions=ROPE_ONLY, cross=False),
 }
 #: an attention kind registered after these strategies were written: assumed self-attention only, with
 #: no attention-acting position (the test that lists uncovered kinds fails for it anyway)
@@ -472,6 +474,17 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
     elif kind == "xl":
         args["mem_len"] = g.int_(g.int_in(0, 8))
         handled |= {"mem_len"}
+    elif kind == "mla":  # every head its own keys and values; latents normalised instead of q and k
+        if "kv_heads" in args:
+            args["kv_heads"] = args["heads"]
+        args["kv_rank"] = g.int_(g.int_in(1, 9))
+        if g.flag(0.4):
+            args["q_rank"] = g.int_(g.int_in(0, 7))
+        rope = env.position == "rope"  # something for the stack's rope to turn
+        args["rope_dim"] = g.int_(g.int_in(2 if rope else 0, 6))
+        if g.flag(0.5):
+            args["v_dim"] = g.int_(g.int_in(1, 9))
+        handled |= {"kv_rank", "q_rank", "rope_dim", "v_dim", "qk_norm", "qk_norm_scope", "qk_eps"}
     args.update(g.free_args(kind, handled | set(args), 0.25))
     return g.call(kind, args)
 
@@ -543,7 +556,7 @@ def position(g: Gen, env: Env, kind: str) -> str:
         if g.flag(0.3):
             args["fraction"] = g.float_(g.draw(st.sampled_from([0.25, 0.5, 1.0])))
         if g.flag(0.3):
-            scaling = g.draw(st.sampled_from(["none", "linear", "llama3"]))
+            scaling = g.draw(st.sampled_from(["none", "linear", "llama3", "yarn"]))
             args["scaling"] = g.word(scaling)
             if scaling != "none" and g.flag(0.6):
                 args["factor"] = g.float_(g.draw(st.sampled_from([1.0, 2.0, 8.0])))
@@ -551,6 +564,10 @@ def position(g: Gen, env: Env, kind: str) -> str:
                 args["low_freq_factor"] = g.float_(g.draw(st.sampled_from([1.0, 2.0])))
                 args["high_freq_factor"] = g.float_(g.draw(st.sampled_from([4.0, 8.0])))
                 args["original_max_len"] = g.int_(g.int_in(1, 64))
+            if scaling == "yarn" and g.flag(0.5):
+                args["original_max_len"] = g.int_(g.int_in(8, 64))
+                args["mscale"] = g.float_(g.draw(st.sampled_from([0.707, 1.0])))
+                args["mscale_all_dim"] = g.float_(g.draw(st.sampled_from([0.0, 0.707, 1.0])))
         handled = {
             "max_len",
             "theta",
@@ -560,6 +577,8 @@ def position(g: Gen, env: Env, kind: str) -> str:
             "low_freq_factor",
             "high_freq_factor",
             "original_max_len",
+            "mscale",
+            "mscale_all_dim",
         }
     elif kind == "t5":
         bid = env.stack == "encoder"

@@ -21,6 +21,7 @@ _NONZERO_MOE = (
     "gather the k experts' weights per token as gpt-fast's MOEFeedForward)"
 )
 GRAPH_BREAKS = {
+    "deepseek_v2_lite": _NONZERO_MOE,
     "mixtral_8x7b": _NONZERO_MOE,
     "moe_1t": _NONZERO_MOE,
     "moe_first_dense": _NONZERO_MOE,

@@ -19,7 +19,7 @@ NO_CACHE = {"reformer"}  # LSH attention: refused, see test_refused
 def cache_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """What decoding allocates: attention's KV caches and recurrent mixers' states (by class name, so
     the classes of an emitted file count too)."""
-    names = ("KVCache", "RecurrentState")
+    names = ("KVCache", "LatentCache", "RecurrentState")
     return [m for m in model.modules() if any(c.__name__ in names for c in type(m).__mro__)]
 
 
@@ -124,6 +124,9 @@ ATTENTIONS = {
     "fixed": "sparse(heads = 4, pattern = fixed, stride = 4, summary = 2)",
     "elu": "linear(heads = 3, chunk = 4)",
     "favor": "linear(heads = 3, feature_map = favor, features = 16, chunk = 4)",
+    # the latent cache, with the up-projections absorbed: values narrower, then wider than q·k
+    "mla": "mla(heads = 3, head_dim = 5, rope_dim = 4, v_dim = 3, kv_rank = 6, softcap = 5.0)",
+    "mla_q": "mla(heads = 2, head_dim = 3, rope_dim = 2, v_dim = 7, kv_rank = 5, q_rank = 4, bias = false)",
 }
 # recurrent sequence mixers: no positional scheme (they know order without one)
 MIXERS = {

@@ -150,7 +150,10 @@ def run_valid(gs: GeneratedSpec, train: bool = True) -> None:
     b = max(2, gs.batch)
     loss = model(*inputs(spec, b, gs.seq_len, gs.src_len, seed=1)).float().square().mean()
     assert torch.isfinite(loss)
-    if any(p.requires_grad for p in params):
+    # LayerDrop may skip every layer between the output and the only weights that train (adapters in
+    # an encoder whose decoder's one layer, the one with cross-attention, sat out): nothing to backward
+    skipped = any(s.layerdrop for s in spec.model.stacks) and not loss.requires_grad
+    if any(p.requires_grad for p in params) and not skipped:
         loss.backward()
 
 

@@ -35,7 +35,10 @@ ATTENTION = {
     "lsh": "lsh(heads = 4, kv_heads = 2, bucket_size = 4, buckets = 2, n_hashes = 1)",
     "linear": "linear(heads = 4, kv_heads = 2)",
     "xl": "xl(heads = 4, mem_len = 3)",
+    "mla": "mla(heads = 4, kv_rank = 5, rope_dim = 2, v_dim = 7, q_rank = 3)",
 }
+# attention kinds whose projections LoRA's names do not address (they stay frozen)
+UNTARGETED_ATTENTION = {"mla"}
 # variants of the shell's core that hold projections of their own shape
 VARIANTS = {
     "mha_bilinear": "mha(heads = 4, score = bilinear)",
@@ -159,7 +162,9 @@ def assert_consistent(spec: archdsl.Spec, batch: int = BATCH, seq: int = SEQ) ->
 def attention_lora(call: str, targets: tuple[str, ...]) -> int:
     """LoRA parameters one attention should hold, counted from the projections' shapes by hand: q
     d -> h hs, k and v d -> kv hs, o h hs -> d; LSH's one shared query-key projection is adapted by
-    either q or k."""
+    either q or k; latent attention's compressed projections are no targets."""
+    if call.startswith(tuple(UNTARGETED_ATTENTION)):
+        return 0
     heads = 4
     kv = 2 if "kv_heads = 2" in call else heads
     hs = D // heads
@@ -187,7 +192,10 @@ ATTENTION_CASES = (
         ("xl", ("o",)),
         ("xl", ALL_ATTENTION),
     ]
-    + [(name, ALL_ATTENTION) for name in [*ATTENTION, *VARIANTS] if name not in ("mha", "lsh", "xl")]
+    + [(name, ALL_ATTENTION) for name in [*ATTENTION, *VARIANTS] if name not in ("mha", "lsh", "xl", "mla")]
+    # frozen under LoRA, with the feed-forward's update training around it (its input needs a gradient
+    # in the second layer, nothing in the first)
+    + [("mla", (*ALL_ATTENTION, "up"))]
 )
 # a dense and a gated mixture with every target; the rest with all of them
 FFN_CASES = [(name, t) for name in ("mlp", "moe_glu_shared") for t in FFN_TARGETS if t != ("down",)] + [

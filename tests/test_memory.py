@@ -259,6 +259,29 @@ ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | Non
         None,
     ),
     ("retention", {"form": "chunkwise", "chunk": 2, "heads": 1}, "decoder", None),
+    # latent attention: values padded to the query-key width, queries and keys padded to the values',
+    # neither (v a view of W_kvb's output), compressed queries, one head, dropout's math path
+    ("mla", {"kv_rank": 5, "rope_dim": 4}, "decoder", ("rope", {"layout": "interleaved"})),
+    ("mla", {"kv_rank": 7, "q_rank": 5, "rope_dim": 2, "v_dim": 9, "bias": False}, "decoder", ROPE),
+    ("mla", {"kv_rank": 6, "rope_dim": 0, "dropout": 0.1, "out_dropout": 0.1}, "encoder", None),
+    (
+        "mla",
+        {"kv_rank": 3, "q_rank": 4, "rope_dim": 2, "heads": 1, "v_dim": 8, "softcap": 2.0},
+        "decoder",
+        ROPE,
+    ),
+    (
+        "mla",
+        {"kv_rank": 4, "rope_dim": 2, "heads": 1, "head_dim": 5, "v_dim": 7, "dropout": 0.1},
+        "decoder",
+        None,
+    ),
+    (
+        "mla",
+        {"kv_rank": 4, "heads": 3, "head_dim": 5, "rope_dim": 3, "v_dim": 8, "out_bias": False},
+        "decoder",
+        None,
+    ),
 ]
 OTHERS: list[tuple[str, dict[str, Any]]] = [
     ("conformer_conv", {"kernel": 5}),
@@ -270,6 +293,20 @@ OTHERS: list[tuple[str, dict[str, Any]]] = [
     ("geglu", {"hidden": 40, "tanh": True, "dropout": 0.1}),
     ("moe", {"experts": 3, "top_k": 1, "hidden": 16, "expert": "glu", "activation": "silu", "shared": 1}),
     ("moe", {"experts": 4, "top_k": 2, "hidden": 16, "activation": "relu", "normalize": False}),
+    (  # DeepSeek-V2: one wider shared expert, unnormalised and scaled routed weights
+        "moe",
+        {
+            "experts": 4,
+            "top_k": 2,
+            "hidden": 8,
+            "expert": "glu",
+            "activation": "silu",
+            "shared": 1,
+            "shared_hidden": 12,
+            "routed_scale": 2.5,
+            "normalize": False,
+        },
+    ),
     ("adapter", {"hidden": 8, "activation": "gelu"}),
     ("rmsnorm", {"offset": True}),
     ("layernorm", {"affine": False}),  # OLMo 1

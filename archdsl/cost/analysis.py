@@ -147,6 +147,8 @@ class ComponentCost:
     recompute_poly: Poly
     kv_cache_poly: Poly  # elements per sequence
     big_o: tuple[str, ...] = ()
+    #: what multi-head attention with the same heads and head sizes would cache, per sequence
+    kv_cache_mha_elements: int = 0
 
     def to_dict(self, sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
         """JSON-ready; with the report's ``sizes``, also whether the polynomial gives the count."""
@@ -331,8 +333,9 @@ def component_costs(
         if key not in cache:
             ins = tuple(concrete(s, sizes.values) for s in p.shapes)
             kv = p.kind.kv_cache(p.node, p.ctx, ins[-1][1]) if p.caches else 0
-            cache[key] = (*_node_costs(p.kind, p.node, p.ctx, ins, nact, selective), kv)
-        fwd, mask, bwd, bwd_mask, rec, kv = cache[key]
+            kv_mha = p.kind.kv_cache_mha(p.node, p.ctx, ins[-1][1]) if p.caches else 0
+            cache[key] = (*_node_costs(p.kind, p.node, p.ctx, ins, nact, selective), kv, kv_mha)
+        fwd, mask, bwd, bwd_mask, rec, kv, kv_mha = cache[key]
         if p.layer in recomputed:  # the whole forward again, and the kernel's own recomputation
             rec, pr = rec + fwd, pr + pf
         out.append(
@@ -358,6 +361,7 @@ def component_costs(
                 recompute_poly=pr,
                 kv_cache_poly=pkv,
                 big_o=growth,
+                kv_cache_mha_elements=int(kv_mha),
             )
         )
     return out

@@ -169,6 +169,11 @@ def summary_lines(r: Report) -> list[str]:
     act = activation_equation(r)
     label = cache_label(r)
     kv = kv_equation(r, f"{label} {human_bytes(m['kv_cache_bytes'])} (batch {s.batch}, context {s.seq_len})")
+    if m["kv_cache_mha_bytes"] != m["kv_cache_bytes"]:  # grouped heads, windows, states, latents
+        kv += f"; multi-head attention with the same heads would cache {human_bytes(m['kv_cache_mha_bytes'])}"
+        if m["kv_cache_bytes"]:
+            ratio = m["kv_cache_mha_ratio"]
+            kv += f" ({ratio:.1%} of it, {1 / ratio:.1f}x smaller)" if ratio < 1 else f" ({ratio:.1%} of it)"
     return [
         f"params       {p['total']:,} total ({human(p['total'])}): {p['embedding']:,} embedding, "
         f"{p['non_embedding']:,} non-embedding, {p['trainable']:,} trainable, "

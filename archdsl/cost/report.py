@@ -446,6 +446,7 @@ def memory_section(
             matrix[policy][attention] = int(sum(lm.saved for lm in layers.values()))
     activations = matrix[s.recompute][s.attention]
     kv = sum(r.kv_cache_bytes for r in rows)
+    kv_mha = sum(c.kv_cache_mha_elements for r in rows for c in r.components) * s.batch * by
     largest = largest_op_bytes(g, sizes, by)
     act_poly = sum((r.activation_poly for r in rows), Poly())
     kv_poly = sum((c.kv_cache_poly for r in rows for c in r.components), Poly()) * by * B
@@ -462,6 +463,8 @@ def memory_section(
         "kv_cache_bytes": kv,
         "kv_cache_poly": kv_poly,
         "kv_cache_poly_exact": kv_poly(**at) == kv,
+        "kv_cache_mha_bytes": kv_mha,
+        "kv_cache_mha_ratio": kv / kv_mha if kv_mha else None,
         "largest_op_bytes": largest,
         "train_peak_bytes": weights + grads + optimizer + activations + largest,
         "infer_peak_bytes": weights + kv + largest,

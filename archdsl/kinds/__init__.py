@@ -14,6 +14,7 @@ from archdsl.kinds import (
     efficient,
     embed,
     ffn,
+    latent,
     local,
     norm,
     peft,
@@ -23,8 +24,23 @@ from archdsl.kinds import (
 )
 from archdsl.kinds.base import ROLES, ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
 
+#: the families in registry order (the order kinds are listed in, per role); one line each
+FAMILIES = (
+    embed,
+    position,
+    relative,
+    norm,
+    attention,
+    local,
+    efficient,
+    latent,
+    retention,
+    ffn,
+    conv,
+    peft,
+)
 REGISTRY: dict[str, Kind] = {}
-for _family in (embed, position, relative, norm, attention, local, efficient, retention, ffn, conv, peft):
+for _family in FAMILIES:
     for _kind in _family.KINDS:
         assert _kind.name not in REGISTRY, _kind.name
         assert _kind.role in ROLES, _kind.role

@@ -93,6 +93,11 @@ class AttentionKind(Kind):
         hs = whole(node["head_dim"]) if node["head_dim"] is not None else ctx.d_model // h
         return h, kv, hs
 
+    def rotary_width(self, node: Node, ctx: Ctx) -> int:
+        """The per-head width a rotary scheme acting in this attention turns (``fraction`` of it): the
+        head size (latent attention: its decoupled rope dims)."""
+        return self.dims(node, ctx)[2]
+
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
         errs = []
         d, h = ctx.d_model, whole(node["heads"])
@@ -261,6 +266,13 @@ class AttentionKind(Kind):
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         _, kv, hs = self.dims(node, ctx)
         return 2 * kv * hs * context
+
+    def kv_cache_mha(self, node: Node, ctx: Ctx, context: Any) -> Any:
+        """What multi-head attention with the same query heads and head sizes would cache: every
+        head's key and value at every position (``kv_cache`` is smaller for grouped heads, windows,
+        recurrent states and latent caches)."""
+        h, _, hs = self.dims(node, ctx)
+        return 2 * h * hs * context
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         if node["cross"]:

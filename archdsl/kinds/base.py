@@ -211,6 +211,11 @@ class Kind:
         values (attention), or a recurrent mixer's state (constant in the context)."""
         return 0
 
+    def kv_cache_mha(self, node: Node, ctx: Ctx, context: Any) -> Any:
+        """Elements multi-head attention with the same heads and head sizes would cache per sequence
+        (the baseline the report compares ``kv_cache`` with): by default ``kv_cache`` itself."""
+        return self.kv_cache(node, ctx, context)
+
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         """The growth terms of this component's time, in n (sequence), d (width) and its own sizes."""
         return ()

@@ -129,17 +129,20 @@ def lora_trainable(kind: Any, node: Node, ctx: Ctx) -> int:
 class MoE(Kind):
     """Sparse mixture of experts (Shazeer et al. 2017; Switch, Fedus et al. 2021; Mixtral, Jiang et al.
     2024; DeepSeekMoE, Dai et al. 2024): a linear router scores ``experts`` feed-forwards per token,
-    softmax, the ``top_k`` best are kept (with ``normalize``, their weights renormalised to sum to 1),
-    and the output is the weighted sum of those experts' outputs, plus ``shared`` always-on experts.
-    Experts are MLPs or GLUs (``expert = glu``: ``activation`` gates, e.g. silu for SwiGLU). After each
+    softmax, the ``top_k`` best are kept (with ``normalize``, their weights renormalised to sum to 1;
+    then scaled by ``routed_scale``, DeepSeek's ``routed_scaling_factor``), and the output is the
+    weighted sum of those experts' outputs, plus ``shared`` always-on experts of width ``shared_hidden``
+    (default ``hidden``; DeepSeek-V2's ``n_shared_experts`` are one expert of ``n_shared_experts *
+    moe_intermediate_size``: ``shared = 1, shared_hidden = 2 * hidden`` for two). Experts are MLPs or
+    GLUs (``expert = glu``: ``activation`` gates, e.g. silu for SwiGLU). After each
     forward the module holds the Switch load-balancing loss ``E * sum_e f_e P_e`` as ``aux_loss``. LoRA's
     ``up``, ``down`` and (GLU experts) ``gate`` adapt every expert, routed and shared, as they adapt a
     dense feed-forward; the router stays frozen.
 
-    Parameters: router ``d E`` + (E + shared) experts. Forward FLOPs for N positions: router ``2 N d E``
-    + each token through k routed and all shared experts — exact whatever the routing, since every
-    token meets exactly k routed experts. Active parameters per token: router + k + shared experts (with
-    their LoRA updates)."""
+    Parameters: router ``d E`` + E experts + the shared ones. Forward FLOPs for N positions: router
+    ``2 N d E`` + each token through k routed and all shared experts — exact whatever the routing, since
+    every token meets exactly k routed experts. Active parameters per token: router + k routed + the
+    shared experts (with their LoRA updates)."""
 
     name = "moe"
     role = "ffn"
@@ -152,6 +155,20 @@ class MoE(Kind):
         Param("bias", "bool", default=False, doc="biases in the experts"),
         Param("normalize", "bool", default=True, doc="renormalise the top-k weights to sum to 1"),
         Param("shared", "int", default=0, min=0, doc="always-active shared experts"),
+        Param(
+            "shared_hidden",
+            "int",
+            default=None,
+            min=1,
+            doc="inner width of each shared expert (default: hidden; DeepSeek-V2: one of 2 * hidden)",
+        ),
+        Param(
+            "routed_scale",
+            "float",
+            default=1.0,
+            gt=0.0,
+            doc="factor on the routed experts' weights (DeepSeek's routed_scaling_factor)",
+        ),
         Param(
             "aux_loss",
             "float",
@@ -173,44 +190,51 @@ class MoE(Kind):
             ]
         return []
 
-    def expert(self, node: Node) -> tuple[Any, Node]:
-        """One expert as a kind of its own and its node: an ``mlp``, or a gated feed-forward with
-        ``activation`` as its gate. Its costs (LoRA updates included) are the expert's, over the tokens
-        it sees."""
+    def expert(self, node: Node, shared: bool = False) -> tuple[Any, Node]:
+        """One expert (routed, or ``shared``) as a kind of its own and its node: an ``mlp``, or a gated
+        feed-forward with ``activation`` as its gate. Its costs (LoRA updates included) are the
+        expert's, over the tokens it sees."""
         h, activation, bias = int(node["hidden"]), str(node["activation"]), node["bias"]
+        if shared and node["shared_hidden"] is not None:
+            h = int(node["shared_hidden"])
         if node["expert"] == "glu":
             return GLU("glu", activation, ""), Node("glu", (("hidden", h), ("bias", bias), ("dropout", 0.0)))
         return MLP(), Node(
             "mlp", (("hidden", h), ("activation", activation), ("bias", bias), ("dropout", 0.0))
         )
 
-    def expert_params(self, node: Node, ctx: Ctx) -> int:
-        kind, expert = self.expert(node)
+    def expert_params(self, node: Node, ctx: Ctx, shared: bool = False) -> int:
+        kind, expert = self.expert(node, shared)
         return int(kind.n_params(expert, ctx))
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
-        e = int(node["experts"]) + int(node["shared"])
-        return ctx.d_model * int(node["experts"]) + e * self.expert_params(node, ctx)
+        routed = int(node["experts"]) * self.expert_params(node, ctx)
+        shared = int(node["shared"]) * self.expert_params(node, ctx, shared=True)
+        return ctx.d_model * int(node["experts"]) + routed + shared
 
     def active_params(self, node: Node, ctx: Ctx) -> int:
-        e = int(node["top_k"]) + int(node["shared"])
-        return ctx.d_model * int(node["experts"]) + e * self.expert_params(node, ctx)
+        routed = int(node["top_k"]) * self.expert_params(node, ctx)
+        shared = int(node["shared"]) * self.expert_params(node, ctx, shared=True)
+        return ctx.d_model * int(node["experts"]) + routed + shared
 
     def trainable_params(self, node: Node, ctx: Ctx) -> int:
         """All of them; in a frozen base, the experts' LoRA updates (the router stays frozen)."""
         if not ctx.frozen:
             return self.n_params(node, ctx)
         kind, expert = self.expert(node)
-        return (int(node["experts"]) + int(node["shared"])) * int(kind.trainable_params(expert, ctx))
-
-    def expert_tokens(self, node: Node, n: Any) -> Any:
-        """Tokens the experts see in all: each of n through k routed and every shared one."""
-        return n * (node["top_k"] + node["shared"])
+        shared_kind, shared = self.expert(node, shared=True)
+        routed = int(node["experts"]) * int(kind.trainable_params(expert, ctx))
+        return routed + int(node["shared"]) * int(shared_kind.trainable_params(shared, ctx))
 
     def flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
+        """The router, each token through its k routed experts and every shared one."""
         n, d = tokens(ins[0]), ctx.d_model
         kind, expert = self.expert(node)
-        return 2 * n * d * node["experts"] + kind.flops(expert, ctx, ((self.expert_tokens(node, n), d),))
+        total = 2 * n * d * node["experts"] + kind.flops(expert, ctx, ((n * node["top_k"], d),))
+        if node["shared"]:
+            kind, shared = self.expert(node, shared=True)
+            total += kind.flops(shared, ctx, ((n * node["shared"], d),))
+        return total
 
     def backward_flops(
         self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
@@ -220,7 +244,11 @@ class MoE(Kind):
         n, d = tokens(ins[0]), ctx.d_model
         kind, expert = self.expert(node)
         router = 2 * n * d * node["experts"] * (int(act.input_grad) + int(act.weight_grad))
-        return router + kind.backward_flops(expert, ctx, ((self.expert_tokens(node, n), d),), act)
+        total = router + kind.backward_flops(expert, ctx, ((n * node["top_k"], d),), act)
+        if node["shared"]:
+            kind, shared = self.expert(node, shared=True)
+            total += kind.backward_flops(shared, ctx, ((n * node["shared"], d),), act)
+        return total
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("n·k·d·h", "n·d·E")
@@ -247,7 +275,8 @@ class MoE(Kind):
         internal = routed.internal + (n * k * d * by if routed.inputs[0] else 0)  # gathered inputs
         keeps_x = act.weight_grad  # the router's input
         if shared:
-            s = kind.saved(expert, ctx, ((n * shared, d),), act)
+            shared_kind, shared_expert = self.expert(node, shared=True)
+            s = shared_kind.saved(shared_expert, ctx, ((n * shared, d),), act)
             internal += s.internal
             keeps_x = keeps_x or s.inputs[0]
         if routing:
@@ -259,25 +288,31 @@ class MoE(Kind):
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         act = ACTIVATIONS[str(node["activation"])]
-        expert = ours(
-            NN,
-            "GatedMLP" if node["expert"] == "glu" else "MLP",
-            d_model=ctx.d_model,
-            hidden=node["hidden"],
-            act=act,
-            bias=node["bias"],
-            **lora_arg(ctx),
-        )
+
+        def expert(hidden: Any) -> Ctor:
+            return ours(
+                NN,
+                "GatedMLP" if node["expert"] == "glu" else "MLP",
+                d_model=ctx.d_model,
+                hidden=hidden,
+                act=act,
+                bias=node["bias"],
+                **lora_arg(ctx),
+            )
+
+        shared_hidden = node["hidden"] if node["shared_hidden"] is None else node["shared_hidden"]
+        extra = {"routed_scale": node["routed_scale"]} if node["routed_scale"] != 1.0 else {}
         return ours(
             NN,
             "MoE",
             d_model=ctx.d_model,
             n_experts=node["experts"],
             top_k=node["top_k"],
-            experts=[expert] * int(node["experts"]),
-            shared=[expert] * int(node["shared"]),
+            experts=[expert(node["hidden"])] * int(node["experts"]),
+            shared=[expert(shared_hidden)] * int(node["shared"]),
             normalize=node["normalize"],
             aux_coef=node["aux_loss"],
+            **extra,
         )
 
 

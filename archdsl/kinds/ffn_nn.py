@@ -29,9 +29,10 @@ class MLP(nn.Module):
 
 
 class MoE(nn.Module):
-    """Top-k mixture of experts with a linear router (softmax, top-k, optionally renormalised), plus
-    always-active shared experts. ``aux_loss`` holds the Switch load-balancing loss of the last forward;
-    the model adds ``aux_coef`` times it to the training loss."""
+    """Top-k mixture of experts with a linear router (softmax, top-k, optionally renormalised), the
+    routed experts' sum scaled by ``routed_scale``, plus always-active shared experts. ``aux_loss``
+    holds the Switch load-balancing loss of the last forward; the model adds ``aux_coef`` times it to
+    the training loss."""
 
     def __init__(
         self,
@@ -42,9 +43,10 @@ class MoE(nn.Module):
         shared: list[nn.Module],
         normalize: bool = True,
         aux_coef: float = 0.0,
+        routed_scale: float = 1.0,
     ):
         super().__init__()
-        self.aux_coef = aux_coef
+        self.aux_coef, self.routed_scale = aux_coef, routed_scale
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.experts = nn.ModuleList(experts)
         self.shared = nn.ModuleList(shared)
@@ -63,6 +65,8 @@ class MoE(nn.Module):
         for e, expert in enumerate(self.experts):  # a loop over experts, never over tokens
             token, slot = (chosen == e).nonzero(as_tuple=True)
             y.index_add_(0, token, expert(x[token]) * weight[token, slot, None])
+        if self.routed_scale != 1.0:
+            y = y * self.routed_scale  # DeepSeek's routed_scaling_factor
         for expert in self.shared:
             y = y + expert(x)
         routed = torch.zeros_like(probs).scatter_(1, chosen, 1.0).mean(dim=0)  # f_e: share of assignments

@@ -72,8 +72,18 @@ def definition_source(module: str, name: str) -> str:
 #: archdsl's modules of nn classes: what an emitted file copies definitions from
 NN_MODULES = (
     "archdsl.lower.model_nn",
-    *(f"archdsl.kinds.{f}_nn" for f in ("attention", "conv", "efficient", "embed", "ffn", "local")),
-    *(f"archdsl.kinds.{f}_nn" for f in ("norm", "peft", "position", "relative", "retention")),
+    "archdsl.kinds.attention_nn",
+    "archdsl.kinds.conv_nn",
+    "archdsl.kinds.efficient_nn",
+    "archdsl.kinds.embed_nn",
+    "archdsl.kinds.ffn_nn",
+    "archdsl.kinds.latent_nn",
+    "archdsl.kinds.local_nn",
+    "archdsl.kinds.norm_nn",
+    "archdsl.kinds.peft_nn",
+    "archdsl.kinds.position_nn",
+    "archdsl.kinds.relative_nn",
+    "archdsl.kinds.retention_nn",
 )
 
 

@@ -319,6 +319,7 @@ def signature(spec: Spec) -> dict[str, Any] | None:
         or pos.kind != "rope"
         or pos["fraction"] != 1.0
         or pos["layout"] != "half"
+        or pos["scaling"] == "yarn"  # rope_config writes no YaRN parameters
         or fin is None
         or st.embedding_norm is not None
         or len(placements) != 1
@@ -372,8 +373,22 @@ def claims_mistral(spec: Spec) -> bool:
 
 
 def claims_mixtral(spec: Spec) -> bool:
-    return _is(spec, ffn="moe", bias=False, out_bias=False) or _is(
+    ok = _is(spec, ffn="moe", bias=False, out_bias=False) or _is(
         spec, ffn="moe", windowed=True, bias=False, out_bias=False
+    )
+    return ok and all(_mixtral_moe(dict(b.sublayers)["mlp"]) for b in spec.model.stacks[0].layers)
+
+
+def _mixtral_moe(moe: Any) -> bool:
+    """A mixture Mixtral's config holds: SwiGLU experts without biases, renormalised top-k weights,
+    no shared experts, no routed scaling (DeepSeek's)."""
+    return (
+        moe["expert"] == "glu"
+        and moe["activation"] == "silu"
+        and not moe["bias"]
+        and moe["normalize"]
+        and not moe["shared"]
+        and moe["routed_scale"] == 1.0
     )
 
 

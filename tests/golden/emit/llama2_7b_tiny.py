@@ -56,6 +56,9 @@ class RotaryEmbedding(nn.Module):
         low_freq_factor: float = 1.0,
         high_freq_factor: float = 4.0,
         original_max_len: int = 8192,
+        beta_fast: float = 32.0,
+        beta_slow: float = 1.0,
+        attention_factor: float = 1.0,
     ):
         super().__init__()
         self.max_len = max_len  # positions 0 .. max_len - 1 (the tables' rows)
@@ -71,13 +74,31 @@ class RotaryEmbedding(nn.Module):
             smooth = (original_max_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
             blended = (1 - smooth) * scaled / factor + smooth * scaled
             inv_freq = torch.where((wavelen >= high) & (wavelen <= low), blended, scaled)
+        elif scaling == "yarn":  # YaRN (Peng et al. 2023): interpolate low frequencies, keep high ones
+            inv_freq = self.yarn(inv_freq, theta, factor, original_max_len, beta_fast, beta_slow)
         angles = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq[None, :]  # (max_len, rot/2)
         if interleaved:
             angles = angles.repeat_interleave(2, dim=-1)  # pairs of neighbours share an angle
         else:
             angles = torch.cat([angles, angles], dim=-1)  # the two halves share an angle
-        self.register_buffer("cos", angles.cos(), persistent=False)  # (max_len, rot)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        # YaRN's attention factor scales cos and sin (1 otherwise)
+        self.register_buffer("cos", angles.cos() * attention_factor, persistent=False)  # (max_len, rot)
+        self.register_buffer("sin", angles.sin() * attention_factor, persistent=False)
+
+    def yarn(
+        self, inv_freq: torch.Tensor, theta: float, factor: float, original: int, fast: float, slow: float
+    ) -> torch.Tensor:
+        """Frequencies blended between extrapolation (pairs that turn more than ``fast`` times over the
+        original context) and interpolation by ``factor`` (those that turn fewer than ``slow`` times),
+        linearly in the pair's index between (Hugging Face's ``_compute_yarn_parameters``)."""
+
+        def pair(turns: float) -> float:  # the dimension that turns `turns` times over the context
+            return self.rot * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(theta))
+
+        lo, hi = max(math.floor(pair(fast)), 0), min(math.ceil(pair(slow)), self.rot - 1)
+        ramp = (torch.arange(self.rot // 2, dtype=torch.float32) - lo) / ((hi - lo) or 0.001)
+        kept = 1 - ramp.clamp(0, 1)  # 1: extrapolated (as trained), 0: interpolated
+        return inv_freq / factor * (1 - kept) + inv_freq * kept
 
     def rotate(
         self,
