@@ -102,7 +102,7 @@ model v {{
     placement = pre
     norm = layernorm()
     attention = {attention}
-    ffn = mlp(hidden = 32)
+    ffn = {ffn}
   }}
   final_norm = layernorm()
   head = lm_head(tied = false)
@@ -124,7 +124,10 @@ ATTENTIONS = {
     "fixed": "sparse(heads = 4, pattern = fixed, stride = 4, summary = 2)",
     "elu": "linear(heads = 3, chunk = 4)",
     "favor": "linear(heads = 3, feature_map = favor, features = 16, chunk = 4)",
+    "rwkv": "rwkv_time_mix(hidden = 20, chunk = 4)",
 }
+#: feed-forwards other than the plain MLP, by attention case: those that keep a decoding state
+FFNS = {"rwkv": "rwkv_channel_mix(hidden = 33)"}
 POSITIONS = {
     "learned": "learned(max_len = 32)",
     "sinusoidal": "sinusoidal(max_len = 32)",
@@ -136,13 +139,16 @@ POSITIONS = {
     "none": "none",  # recurrent mixers know order without positions
 }
 CASES = (
-    [(a, "rope") for a in ATTENTIONS] + [("gqa", p) for p in POSITIONS] + [("prefix", "alibi"), ("mqa", "t5")]
+    [(a, "rope") for a in ATTENTIONS if a != "rwkv"]
+    + [("gqa", p) for p in POSITIONS]
+    + [("prefix", "alibi"), ("mqa", "t5"), ("rwkv", "none")]
 )
 
 
 @pytest.mark.parametrize(("attention", "position"), CASES, ids=[f"{a}-{p}" for a, p in CASES])
 def test_incremental_equals_full_per_kind(attention: str, position: str, write_spec) -> None:  # type: ignore[no-untyped-def]
-    text = VARIANT.format(attention=ATTENTIONS[attention], position=POSITIONS[position])
+    ffn = FFNS.get(attention, "mlp(hidden = 32)")
+    text = VARIANT.format(attention=ATTENTIONS[attention], position=POSITIONS[position], ffn=ffn)
     spec = archdsl.load(write_spec("v.arch", text))
     model = archdsl.build(spec, seed=0).eval()
     with torch.no_grad():  # away from the initialisation (identity bilinear maps, zero biases)

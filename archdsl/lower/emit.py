@@ -74,6 +74,7 @@ NN_MODULES = (
     "archdsl.lower.model_nn",
     *(f"archdsl.kinds.{f}_nn" for f in ("attention", "conv", "efficient", "embed", "ffn", "local")),
     *(f"archdsl.kinds.{f}_nn" for f in ("norm", "peft", "position", "relative")),
+    "archdsl.kinds.rwkv_nn",
 )
 
 
