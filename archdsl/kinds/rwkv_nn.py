@@ -25,13 +25,18 @@ from archdsl.kinds.attention_nn import RecurrentState
 NEG = -1e30
 
 
+def wide(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the WKV operator runs in: float32, or the activations' when wider (float64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def wkv_pairs(w: torch.Tensor, u: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The exponents a chunk of c positions adds to its keys: (A, c, c) for the outputs — ``(t-1-s) w``
     below the diagonal, ``u`` on it, NEG above — and (A, c) for the chunk's state at its last position,
     ``(c-1-s) w``."""
-    at = torch.arange(c, device=w.device, dtype=torch.float32)
+    at = torch.arange(c, device=w.device, dtype=w.dtype)
     dist = (at[:, None] - 1 - at[None, :]).tril(-1)  # (c, c): t - 1 - s below the diagonal
-    above = torch.full((c, c), NEG, device=w.device).triu(1)  # (c, c): NEG where s > t
+    above = torch.full((c, c), NEG, device=w.device, dtype=w.dtype).triu(1)  # (c, c): NEG where s > t
     pairs = dist * w[:, None, None] + torch.diag_embed(u[:, None].expand(-1, c)) + above  # (A, c, c)
     last = (c - 1 - at) * w[:, None]  # (A, c)
     return pairs, last
@@ -45,10 +50,10 @@ def wkv(
     chunk: int,
     state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
-    """WKV of (B, T, A) keys and values in float32, chunk by chunk -> (B, A, Tp) outputs (Tp: T padded to
-    whole chunks; the outputs are the first T) and, when ``state`` is given (max exponent p, scaled
-    numerator a and denominator b, each (B, A): the state after the positions before), the state after
-    the last position.
+    """WKV of (B, T, A) keys and values, chunk by chunk, in w's dtype (float32 at least: :func:`wide`)
+    -> (B, A, Tp) outputs (Tp: T padded to whole chunks; the outputs are the first T) and, when
+    ``state`` is given (max exponent p, scaled numerator a and denominator b, each (B, A): the state
+    after the positions before), the state after the last position.
 
     Per chunk of c positions (c = min(chunk, T)): E = pairs + k_s (B, A, n, c, c), its rows' maxima
     r = max(max_s E, p + t w) (detached: the output does not depend on them), G = exp(E - r), and
@@ -66,8 +71,9 @@ def wkv(
     n = -(-T // c)  # chunks
     pad = n * c - T
     # channels first, time padded to whole chunks (keys that weigh nothing): (B, A, n, c), contiguous
-    kc = F.pad(k.transpose(1, 2).float(), (0, pad), value=NEG).contiguous().view(B, A, n, c)
-    vc = F.pad(v.transpose(1, 2).float(), (0, pad)).contiguous().view(B, A, n, c)
+    dt = w.dtype
+    kc = F.pad(k.transpose(1, 2).to(dt), (0, pad), value=NEG).contiguous().view(B, A, n, c)
+    vc = F.pad(v.transpose(1, 2).to(dt), (0, pad)).contiguous().view(B, A, n, c)
     pairs, last = wkv_pairs(w, u, c)
 
     # each chunk's state at its last position, exponents (c-1-s) w + k_s against their max: for the
@@ -75,7 +81,7 @@ def wkv(
     used = n if state is not None else n - 1
     f = last[None, :, None, :] + kc[:, :, :used]  # (B, A, used, c)
     if state is not None and pad:  # the last chunk's at the last real position (no decays over padding)
-        at = torch.arange(c, device=k.device, dtype=torch.float32)
+        at = torch.arange(c, device=k.device, dtype=dt)
         end = (c - 1 - pad - at) * w[:, None] + kc[..., -1, :]  # (B, A, c)
         f = torch.cat([f[..., :-1, :], end[..., None, :]], dim=2)
     q = f.detach().amax(dim=-1)  # (B, A, used)
@@ -85,10 +91,10 @@ def wkv(
 
     # the state before each chunk: a loop over chunks, starting from the state given (or none)
     if state is None:
-        p = torch.full((B, A), NEG, device=k.device)
-        a, b = torch.zeros(B, A, device=k.device), torch.zeros(B, A, device=k.device)
+        p = torch.full((B, A), NEG, device=k.device, dtype=dt)
+        a, b = torch.zeros(B, A, device=k.device, dtype=dt), torch.zeros(B, A, device=k.device, dtype=dt)
     else:
-        p, a, b = (s.float() for s in state)
+        p, a, b = (s.to(dt) for s in state)
     before: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for j in range(n):
         before.append((p, a, b))
@@ -103,7 +109,7 @@ def wkv(
 
     # outputs: the chunk's pairs (the bonus on the diagonal) and the state before it
     e = pairs[None, :, None] + kc[..., None, :]  # (B, A, n, c, c)
-    at = torch.arange(c, device=k.device, dtype=torch.float32)
+    at = torch.arange(c, device=k.device, dtype=dt)
     decayed = p0[..., None] + at * w[:, None, None]  # (B, A, n, c): the state at each position
     r = torch.maximum(e.detach().amax(dim=-1), decayed.detach())  # (B, A, n, c)
     g = torch.exp(e - r[..., None])  # (B, A, n, c, c)
@@ -120,10 +126,10 @@ def wkv_step(
     v: torch.Tensor,
     state: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One position (B, A) of the recurrence, in float32, as Hugging Face's ``rwkv_linear_attention_cpu``
+    """One position (B, A) of the recurrence, in w's dtype, as Hugging Face's ``rwkv_linear_attention_cpu``
     steps it: the output from the state and the bonus, then the state one position on."""
-    p, a, b = (s.float() for s in state)
-    k, v = k.float(), v.float()
+    p, a, b = (s.to(w.dtype) for s in state)
+    k, v = k.to(w.dtype), v.to(w.dtype)
     top = torch.maximum(p, u + k)
     e_old, e_new = torch.exp(p - top), torch.exp(u + k - top)
     y = (e_old * a + e_new * v) / (e_old * b + e_new)
@@ -199,8 +205,9 @@ class RwkvTimeMix(nn.Module):
         k = self.key(shifted + dx * self.time_mix_key)  # (B, T, A)
         v = self.value(shifted + dx * self.time_mix_value)  # (B, T, A)
         r = torch.sigmoid(self.receptance(shifted + dx * self.time_mix_receptance))  # (B, T, A)
-        w, u = -torch.exp(self.time_decay.float()), self.time_first.float()  # (A,)
-        k = k.float()
+        dt = wide(k.dtype)
+        w, u = -torch.exp(self.time_decay.to(dt)), self.time_first.to(dt)  # (A,)
+        k = k.to(dt)
         if mask is not None:  # padding: a key that weighs nothing
             k = k.masked_fill(~mask.bool()[..., None], NEG)
         if self.cache is None:
@@ -226,7 +233,7 @@ class RwkvTimeMix(nn.Module):
         cache = self.cache
         assert cache is not None
         kept = p.to(cache.p.dtype)
-        fix = torch.exp(p - kept.float())
+        fix = torch.exp(p - kept.to(p.dtype))
         cache.p.copy_(kept)
         cache.a.copy_(a * fix)
         cache.b.copy_(b * fix)
