@@ -20,9 +20,12 @@ from torch.nn import functional as F
 
 from archdsl.kinds.attention_nn import RecurrentState
 
-#: an exponent that stands for "no term" (padding, the empty state, pairs a chunk does not keep): far
-#: below any real exponent, finite (no inf - inf), and twice it still finite in float32
-NEG = -1e30
+
+def no_term() -> float:
+    """An exponent that stands for "no term" (padding, the empty state, pairs a chunk does not keep): far
+    below any real exponent, finite (no inf - inf), and twice it still finite in float32. (A function,
+    not a module constant, so that an emitted model file copies it with the code that reads it.)"""
+    return -1e30
 
 
 def wide(dtype: torch.dtype) -> torch.dtype:
@@ -32,11 +35,11 @@ def wide(dtype: torch.dtype) -> torch.dtype:
 
 def wkv_pairs(w: torch.Tensor, u: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The exponents a chunk of c positions adds to its keys: (A, c, c) for the outputs — ``(t-1-s) w``
-    below the diagonal, ``u`` on it, NEG above — and (A, c) for the chunk's state at its last position,
-    ``(c-1-s) w``."""
+    below the diagonal, ``u`` on it, :func:`no_term` above — and (A, c) for the chunk's state at its
+    last position, ``(c-1-s) w``."""
     at = torch.arange(c, device=w.device, dtype=w.dtype)
     dist = (at[:, None] - 1 - at[None, :]).tril(-1)  # (c, c): t - 1 - s below the diagonal
-    above = torch.full((c, c), NEG, device=w.device, dtype=w.dtype).triu(1)  # (c, c): NEG where s > t
+    above = torch.full((c, c), no_term(), device=w.device, dtype=w.dtype).triu(1)  # (c, c): s > t
     pairs = dist * w[:, None, None] + torch.diag_embed(u[:, None].expand(-1, c)) + above  # (A, c, c)
     last = (c - 1 - at) * w[:, None]  # (A, c)
     return pairs, last
@@ -64,15 +67,15 @@ def wkv(
     ``(c-1-s) w + k_s``, against their max) joins the states in a loop over chunks (not tokens):
     p' = max(p + c w, q), a' = a e^{p + c w - p'} + a_c e^{q - p'}, likewise b. Every maximum is detached
     (numerator and denominator share it); the decays ``t w`` carry gradients to ``time_decay``.
-    Matmul work: ``2 B A Tp c`` (G v; the chunk states are elementwise). A fused kernel (RWKV's CUDA WKV) runs
-    the recurrence sequentially per channel instead: no pair products, O(T A) memory."""
+    Matmul work: ``2 B A Tp c`` (G v; the chunk states are elementwise). A fused kernel (RWKV's CUDA
+    WKV) runs the recurrence sequentially per channel instead: no pair products, O(T A) memory."""
     B, T, A = k.shape
     c = min(chunk, T)
     n = -(-T // c)  # chunks
     pad = n * c - T
     # channels first, time padded to whole chunks (keys that weigh nothing): (B, A, n, c), contiguous
     dt = w.dtype
-    kc = F.pad(k.transpose(1, 2).to(dt), (0, pad), value=NEG).contiguous().view(B, A, n, c)
+    kc = F.pad(k.transpose(1, 2).to(dt), (0, pad), value=no_term()).contiguous().view(B, A, n, c)
     vc = F.pad(v.transpose(1, 2).to(dt), (0, pad)).contiguous().view(B, A, n, c)
     pairs, last = wkv_pairs(w, u, c)
 
@@ -91,7 +94,7 @@ def wkv(
 
     # the state before each chunk: a loop over chunks, starting from the state given (or none)
     if state is None:
-        p = torch.full((B, A), NEG, device=k.device, dtype=dt)
+        p = torch.full((B, A), no_term(), device=k.device, dtype=dt)
         a, b = torch.zeros(B, A, device=k.device, dtype=dt), torch.zeros(B, A, device=k.device, dtype=dt)
     else:
         p, a, b = (s.to(dt) for s in state)
@@ -209,7 +212,7 @@ class RwkvTimeMix(nn.Module):
         w, u = -torch.exp(self.time_decay.to(dt)), self.time_first.to(dt)  # (A,)
         k = k.to(dt)
         if mask is not None:  # padding: a key that weighs nothing
-            k = k.masked_fill(~mask.bool()[..., None], NEG)
+            k = k.masked_fill(~mask.bool()[..., None], no_term())
         if self.cache is None:
             y, _ = wkv(w, u, k, v, self.chunk)
             y = y[:, :, :T].transpose(1, 2)  # (B, T, A)
@@ -244,7 +247,7 @@ class RwkvTimeMix(nn.Module):
         C, A = self.time_mix_key.numel(), self.hidden
         shapes = {"x": (batch, C), "p": (batch, A), "a": (batch, A), "b": (batch, A)}
         self.cache = RecurrentState(shapes, dtype=dtype, device=device)
-        self.cache.p.fill_(max(NEG, torch.finfo(dtype).min))  # the empty state
+        self.cache.p.fill_(max(no_term(), torch.finfo(dtype).min))  # the empty state
 
 
 class RwkvChannelMix(nn.Module):
