@@ -41,28 +41,39 @@ def chunking(node: Node, n: Any) -> tuple[Any, Any, Any]:
 
 
 class RwkvTimeMix(MixerKind):
-    """RWKV-4 time mixing (Peng et al. 2023, §3.2): token shift ``x̃ = μ x + (1 - μ) x_{t-1}`` (learned
-    μ per channel for k, v and r), ``k = W_k x̃_k``, ``v = W_v x̃_v``, ``r = σ(W_r x̃_r)`` (d -> a, no
-    bias), then ``W_o (r ⊙ wkv)`` with, per channel, decay ``w = -exp(time_decay)`` and bonus ``u =
-    time_first``:
+    """RWKV-4 time mixing (Peng et al. 2023, §3.2; Hugging Face ``RwkvSelfAttention``), a sequence mixer:
+    token shift ``x̃ = μ x + (1 - μ) x_{t-1}`` (learned μ per channel for k, v and r), ``k = W_k x̃_k``,
+    ``v = W_v x̃_v``, ``r = σ(W_r x̃_r)`` (d -> a, no bias), output ``W_o (r ⊙ wkv)`` with, per channel,
+    decay ``w = -exp(time_decay)`` and bonus ``u = time_first``: ``wkv_t = (Σ_{s<t} e^{(t-1-s) w + k_s}
+    v_s + e^{u + k_t} v_t) / (Σ_{s<t} e^{(t-1-s) w + k_s} + e^{u + k_t})``. ``hidden`` is a (HF's
+    ``attention_hidden_size``, default d). Parameters ``4 d a + 3 d + 2 a``. Training runs the WKV in
+    chunks of c = ``chunk`` (c = n when shorter): each chunk's pairs (c x c per channel, exponentiated
+    against their row's exact maximum, so any magnitude of keys and decays is stable) and the state of
+    the chunks before, carried in a loop over chunks. FLOPs: the projections ``8 b n d a`` and the pair
+    products ``2 b a n_p c`` (n_p = n padded to whole chunks; the rest is elementwise). O(n) time and
+    memory in the length. Decoding keeps ``d + 3 a`` numbers per sequence (the last input; the WKV
+    numerator, denominator and their max exponent), whatever the context.
 
-        wkv_t = (Σ_{s<t} e^{(t-1-s) w + k_s} v_s + e^{u + k_t} v_t)
-                / (Σ_{s<t} e^{(t-1-s) w + k_s} + e^{u + k_t})
-
-    ``hidden`` is a (Hugging Face's ``attention_hidden_size``, default d). Parameters ``4 d a + 3 d +
-    2 a``. Training runs the WKV in chunks of c = ``chunk`` (c = n when shorter): each chunk's pairs
-    (c x c per channel, exponentiated against their row's exact maximum, so any magnitude of keys and
-    decays is stable) and the state of the chunks before, carried in a loop over chunks. FLOPs: the
-    projections ``8 b n d a`` and the pair products ``2 b a n_p c`` (n_p = n padded to whole chunks; the
-    rest is elementwise). O(n) time and memory in the length. Decoding keeps ``d + 3 a`` numbers per
-    sequence (the last input; the WKV numerator, denominator and their max exponent), whatever the
-    context. A fused kernel (RWKV's CUDA WKV) scans sequentially instead: no pair products, and only
-    k, v and the output kept for backward."""
+    A fused kernel (RWKV's CUDA WKV) scans sequentially per channel instead: no pair products, and only
+    k, v and the output kept for backward. The chunk length changes only the cost, not the function
+    (tests/test_kinds_rwkv.py)."""
 
     name = "rwkv_time_mix"
     params = (
-        Param("hidden", "int", default=None, min=1, doc="width a of k, v, r (attention_hidden_size; d)"),
-        Param("chunk", "int", default=16, min=1, doc="chunk length c of the training form"),
+        Param(
+            "hidden",
+            "int",
+            default=None,
+            min=1,
+            doc="width a of k, v and r (HF's attention_hidden_size; default: d_model)",
+        ),
+        Param(
+            "chunk",
+            "int",
+            default=16,
+            min=1,
+            doc="chunk length c of the training form (the function is the same)",
+        ),
     )
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Any]:
@@ -161,7 +172,15 @@ class RwkvChannelMix(Kind):
     role = "ffn"
     recurrent = True
     reads_mask = True
-    params = (Param("hidden", "int", default=None, min=1, doc="inner width h (intermediate_size; 4d)"),)
+    params = (
+        Param(
+            "hidden",
+            "int",
+            default=None,
+            min=1,
+            doc="inner width h (HF's intermediate_size; default: 4 d_model)",
+        ),
+    )
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Any]:
         return {"hidden": 4 * ctx.d_model}
