@@ -186,3 +186,37 @@ def test_half_precision_state_keeps_its_value() -> None:
     scale = torch.exp(m.cache.p.float() - p)
     torch.testing.assert_close(m.cache.a.float() * scale, a, atol=0, rtol=1e-2)
     torch.testing.assert_close(m.cache.b.float() * scale, b, atol=0, rtol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize(("input_grad", "weight_grad"), [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("rwkv_time_mix", {"hidden": 10, "chunk": 4}),
+        ("rwkv_time_mix", {"chunk": 16}),
+        ("rwkv_channel_mix", {}),
+    ],
+)
+def test_saved_activations_in_every_dtype_and_frozen(
+    name: str, params: dict, input_grad: bool, weight_grad: bool, dtype: torch.dtype
+) -> None:
+    """What autograd keeps equals the kind's ``saved`` exactly: with trainable weights and without (a
+    frozen base), in half precision (the WKV still in float32) and in float64 (the WKV in float64)."""
+    from archdsl.ir import Node
+    from archdsl.kinds import REGISTRY, ActCfg, Ctx
+    from archdsl.lower.build import build_module
+    from archdsl.measure import saved_bytes
+
+    kind, ctx = REGISTRY[name], Ctx(d_model=24, vocab=37)
+    values = {p.name: p.default for p in kind.params}
+    values.update(kind.defaults(ctx, 1))
+    values.update(params)
+    node = Node(name, tuple(values.items()))
+    for batch, n in [(2, 13), (3, 5), (1, 17)]:
+        module = build_module(kind.ctor(node, ctx), seed=0).to(dtype).train()
+        module.requires_grad_(weight_grad)
+        x = torch.randn(batch, n, 24, dtype=dtype, requires_grad=input_grad)
+        measured, _ = saved_bytes(module, x)
+        act = ActCfg(bytes=torch.finfo(dtype).bits // 8, input_grad=input_grad, weight_grad=weight_grad)
+        assert kind.saved(node, ctx, [(batch, n, 24)], act).internal == measured

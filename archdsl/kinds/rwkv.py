@@ -20,7 +20,10 @@ from archdsl.lower.ctor import Ctor, ours
 
 NN = "archdsl.kinds.rwkv_nn"
 
-F32 = 4  # the WKV operator runs in float32 whatever the activations' dtype
+
+def wkv_bytes(act: ActCfg) -> int:
+    """Bytes per number of the WKV operator: float32, or the activations' dtype when wider."""
+    return max(4, act.bytes)
 
 
 def lengths(ins: Sequence[Shape]) -> tuple[Any, Any]:
@@ -119,14 +122,14 @@ class RwkvTimeMix(MixerKind):
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
         """With weights that train: the token shift's difference ``x - x_{t-1}`` (for the μ's) and the
         three mixed inputs of k, v, r (for W_k, W_v, W_r); r (σ's output), wkv and ``r ⊙ wkv`` (W_o's
-        input); in float32, over n_p positions: the padded values, the pairs' exponentials (c per
-        position), the state's weights, and the numerators and denominators; over n_p - c (the chunks a
-        later one reads): the chunk states' exponentials; per chunk: the state before it (numerator,
-        denominator) and, in the loop, two weights and the two running sums; and the constants of the
-        decays (c² + 2c, c fewer with one chunk) and exp(time_decay). Without trainable weights (a
-        frozen base) only what the input's gradient needs: r, wkv, the padded values, the pairs'
-        exponentials, the numerators, denominators and the state's weights (two chunks or more), the
-        chunk states' exponentials and the loop's weights."""
+        input); in float32 (the activations' dtype when wider), over n_p positions: the padded values,
+        the pairs' exponentials (c per position), the state's weights, and the numerators and
+        denominators; over n_p - c (the chunks a later one reads): the chunk states' exponentials; per
+        chunk: the state before it (numerator, denominator) and, in the loop, two weights and the two
+        running sums; and the constants of the decays (c² + 2c, c fewer with one chunk) and
+        exp(time_decay). Without trainable weights (a frozen base) only what the input's gradient
+        needs: r, wkv, the padded values, the pairs' exponentials, the numerators, denominators and the
+        state's weights (two chunks or more), the chunk states' exponentials and the loop's weights."""
         if not (act.input_grad or act.weight_grad):
             return Saved()
         b, n = lengths(ins)
@@ -137,12 +140,12 @@ class RwkvTimeMix(MixerKind):
             ours = b * n * (4 * d + 3 * a) * by
             wkv = b * a * n_p * (c + 4) + b * a * (n_p - c) + 4 * b * a * (chunks - 1) + 2 * b * a * chunks
             consts = c * c + c + (c if several else 0) + a
-            return Saved(internal=ours + (wkv + consts) * F32)
+            return Saved(internal=ours + (wkv + consts) * wkv_bytes(act))
         ours = 2 * b * n * a * by
         wkv = b * a * n_p * (c + 3) + b * a * (n_p - c) + b * a * (chunks - 1)
         if several:
             wkv += b * a * n_p + b * a * (chunks - 2)
-        return Saved(internal=ours + wkv * F32)
+        return Saved(internal=ours + wkv * wkv_bytes(act))
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         """The last input (token shift) and the WKV state (numerator, denominator, max exponent)."""
