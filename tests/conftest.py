@@ -136,6 +136,7 @@ TINY["deepseek_v2_lite"] = {
     "vocab": 50,
     "context": 64,
 }
+TINY["rwkv_169m"] = {"n_layers": 2, "d_model": 24, "d_att": 10, "d_ff": 40, "vocab": 37, "chunk": 4}
 TINY["transformer_xl"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50, "mem_len": 6}
 
 

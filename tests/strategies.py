@@ -313,6 +313,8 @@ ATTN_TRAITS: dict[str, AttnTraits] = {
     "xl": AttnTraits(positions=frozenset(), cross=False, causal_only=True, stateful=True, even_d=True),
     "retention": AttnTraits(positions=frozenset(), cross=False, even_d=True),
     "mla": AttnTraits(positions=ROPE_ONLY, cross=False),
+    # sequence mixers: no positional scheme acts in them (a stack of them takes none acting in attention)
+    "rwkv_time_mix": AttnTraits(positions=frozenset(), cross=False),
 }
 #: an attention kind registered after these strategies were written: assumed self-attention only, with
 #: no attention-acting position (the test that lists uncovered kinds fails for it anyway)
@@ -388,7 +390,10 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
     if kind == "retention":
         return retention(g, env)
     if not REGISTRY[kind].attends:  # a recurrent sequence mixer: only its own parameters, schema-drawn
-        return g.call(kind, g.free_args(kind, set(), 0.3))
+        args: dict[str, str] = {}
+        if kind == "rwkv_time_mix" and g.flag(0.6):
+            args["hidden"] = g.int_(g.int_in(1, 24))  # k, v, r any width (a context default otherwise)
+        return g.call(kind, {**args, **g.free_args(kind, set(args), 0.3)})
     t = attn_traits(kind)
     args = _attn_heads(g, env, kind, cross)
     causal = env.stack == "decoder" and not cross
@@ -717,23 +722,29 @@ def flow_block(g: Gen, env: Env) -> BlockDraw:
     n_stmts = g.int_in(1, 4)
     need_cross = env.memory
 
-    # a required kind of a sublayer role is applied first (as self-attention, for attention kinds)
-    forced = REGISTRY[g.need].role if g.need in REGISTRY else None
-    forced = forced if forced in ("norm", "attention", "ffn", "adapter") else None
+    # a required kind of a sublayer role is applied first (as self-attention, for attention kinds); a
+    # positional scheme acting in attention needs some self-attention to act in (E016): one is applied
+    role_needed = REGISTRY[g.need].role if g.need in REGISTRY else None
+    forced = [r for r in [role_needed] if r in ("norm", "attention", "ffn", "adapter")]
+    if (
+        env.position is not None
+        and REGISTRY[env.position].applies == "attention"
+        and "attention" not in forced
+    ):
+        forced.append("attention")
 
     def apply_chain(inner: str) -> str:
-        nonlocal need_cross, forced
-        depth = g.int_in(1, 3)
+        nonlocal need_cross
+        depth = max(g.int_in(1, 3), len(forced))  # the forced roles, in the first chain
         out = inner
         for _ in range(depth):
             roles = ["norm", "attention", "ffn", "adapter"]
             if g.flag(0.05) and env.d_model % 2 == 0:
                 roles = ["position"]  # a positional table as a sublayer (it adds to its input)
-            role = forced or str(g.draw(st.sampled_from(roles)))
             if forced:
-                forced = None
-                out = f"{new_sub(role)}({out})"
+                out = f"{new_sub(forced.pop(0))}({out})"
                 continue
+            role = str(g.draw(st.sampled_from(roles)))
             if role == "attention" and env.memory and (need_cross or g.flag(0.3)):
                 out = f"{new_sub('attention', 2)}({out}, memory)"
                 need_cross = False
@@ -1146,6 +1157,7 @@ COVERED_KINDS = frozenset(
         "geglu",
         "reglu",
         "conformer_conv",
+        "rwkv_channel_mix",  # a feed-forward of `hidden`, as `ffn` draws it
         "adapter",
         "learned",
         "sinusoidal",

@@ -102,7 +102,7 @@ model v {{
     placement = pre
     norm = layernorm()
     attention = {attention}
-    ffn = mlp(hidden = 32)
+    ffn = {ffn}
   }}
   final_norm = layernorm()
   head = lm_head(tied = false)
@@ -132,7 +132,10 @@ ATTENTIONS = {
 MIXERS = {
     "retention": "retention(heads = 3)",
     "retention_chunks": "retention(heads = 3, form = chunkwise, chunk = 4, norm = rmsnorm, bias = false)",
+    "rwkv": "rwkv_time_mix(hidden = 20, chunk = 4)",
 }
+#: feed-forwards other than the plain MLP, by attention case: those that keep a decoding state
+FFNS = {"rwkv": "rwkv_channel_mix(hidden = 33)"}
 POSITIONS = {
     "learned": "learned(max_len = 32)",
     "sinusoidal": "sinusoidal(max_len = 32)",
@@ -153,7 +156,10 @@ CASES = (
 
 @pytest.mark.parametrize(("attention", "position"), CASES, ids=[f"{a}-{p}" for a, p in CASES])
 def test_incremental_equals_full_per_kind(attention: str, position: str, write_spec) -> None:  # type: ignore[no-untyped-def]
-    text = VARIANT.format(attention={**ATTENTIONS, **MIXERS}[attention], position=POSITIONS[position])
+    ffn = FFNS.get(attention, "mlp(hidden = 32)")
+    text = VARIANT.format(
+        attention={**ATTENTIONS, **MIXERS}[attention], position=POSITIONS[position], ffn=ffn
+    )
     spec = archdsl.load(write_spec("v.arch", text))
     model = archdsl.build(spec, seed=0).eval()
     with torch.no_grad():  # away from the initialisation (identity bilinear maps, zero biases)

@@ -316,6 +316,10 @@ OTHERS: list[tuple[str, dict[str, Any]]] = [
     ("classifier", {"classes": 5, "pool": "mean"}),
     ("pooler", {}),
     ("mlm_head", {}),
+    ("rwkv_time_mix", {"hidden": 10, "chunk": 4}),
+    ("rwkv_time_mix", {"chunk": 5}),
+    ("rwkv_time_mix", {"hidden": 7, "chunk": 1}),
+    ("rwkv_channel_mix", {"hidden": 40}),
 ]
 
 

@@ -21,6 +21,7 @@ from archdsl.kinds import (
     position,
     relative,
     retention,
+    rwkv,
 )
 from archdsl.kinds.base import ROLES, ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
 
@@ -37,6 +38,7 @@ FAMILIES = (
     retention,
     ffn,
     conv,
+    rwkv,
     peft,
 )
 REGISTRY: dict[str, Kind] = {}

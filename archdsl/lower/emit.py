@@ -84,6 +84,7 @@ NN_MODULES = (
     "archdsl.kinds.position_nn",
     "archdsl.kinds.relative_nn",
     "archdsl.kinds.retention_nn",
+    "archdsl.kinds.rwkv_nn",
 )
 
 

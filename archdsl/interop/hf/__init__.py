@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # the family modules register themselves on import
-from archdsl.interop.hf import albert, bert, bloom, gpt2, llama, opt, parallel, roberta, t5, vit  # noqa: F401
+from archdsl.interop.hf import albert, bert, bloom, gpt2, llama, opt, parallel, roberta, rwkv, t5, vit  # noqa: F401
 from archdsl.interop.hf.base import (
     FAMILIES,
     Family,
@@ -194,7 +194,7 @@ def load_hf_weights(model: nn.Module, source: Any) -> dict[str, Tensor]:
         for o, t in zip(r.ours, r.fwd([hf[h] for h in r.hf]), strict=True):
             ours[o] = t
     head_tied = "lm_head.weight" in aliases
-    if "lm_head.weight" in own and not head_tied:
+    if "lm_head.weight" in own and not head_tied and "lm_head.weight" not in ours:  # (RWKV's `head`: a rule)
         if "lm_head.weight" in hf:
             ours["lm_head.weight"] = hf["lm_head.weight"]
             used.add("lm_head.weight")
@@ -277,7 +277,7 @@ def export_hf(model: nn.Module, spec: Spec, directory: str | Path) -> Path:
         done.update(r.ours)  # the first rule for a tensor wins (a masked-LM head before a pooler)
         for h, t in zip(r.hf, r.back([own[o] for o in r.ours]), strict=True):
             out[h] = t.contiguous().clone()
-    if "lm_head.weight" in own and "lm_head.weight" not in aliases:
+    if "lm_head.weight" in own and "lm_head.weight" not in aliases and "lm_head.weight" not in done:
         out["lm_head.weight"] = own["lm_head.weight"].contiguous().clone()
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)

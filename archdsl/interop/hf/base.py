@@ -490,7 +490,7 @@ def placement_of(block: Any) -> str | None:
     from archdsl.placements import PLACEMENTS
 
     names = [n for n, _ in block.sublayers]
-    subs = [(n, n == "cross") for n in ("attn", "cross", "mlp") if n in names]
+    subs = [(n, n == "cross") for n in ("attn", "mixer", "cross", "mlp") if n in names]
     body = list(block.body)
     for name in ("pre", "post", "sandwich", "parallel"):
         if PLACEMENTS[name].expand(subs, {})[1] == body:
