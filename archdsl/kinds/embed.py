@@ -208,6 +208,11 @@ class PatchEmbedding(Kind):
     def input_shape(self, node: Node, ctx: Ctx, seq: str) -> Shape:
         return ("B", node["channels"], node["image"], node["image"])
 
+    def out_grid(self, node: Node, ctx: Ctx) -> tuple[int, int] | None:
+        """The patches' grid, when no class token stands outside it."""
+        side = int(node["image"]) // int(node["patch"])
+        return None if node["cls_token"] else (side, side)
+
     def fixed_length(self, node: Node) -> tuple[int, str] | None:
         img, p, n = int(node["image"]), int(node["patch"]), self.n_patches(node)
         cls = " and the class token" if node["cls_token"] else ""
