@@ -694,7 +694,9 @@ class Elaborator:
             span=where,
         )
 
-    def model_slot(self, name: str, attrs: dict[str, S.Attr], where: Span | None, ctx: Ctx | None) -> Node | None:
+    def model_slot(
+        self, name: str, attrs: dict[str, S.Attr], where: Span | None, ctx: Ctx | None
+    ) -> Node | None:
         """The model's embedding or head (required)."""
         slot = MODEL_SLOTS[name]
         if name not in attrs:
@@ -852,7 +854,9 @@ class Elaborator:
         for ssec in subs["stage"]:
             label = ssec.label.name if ssec.label else ""
             where = ssec.label.span if ssec.label else ssec.keyword.span
-            s_attrs, s_subs = self.split(ssec, [*(p.name for p in STAGE_SETTINGS), *STAGE_SLOTS, "layers"], STACK_SECTIONS)
+            s_attrs, s_subs = self.split(
+                ssec, [*(p.name for p in STAGE_SETTINGS), *STAGE_SLOTS, "layers"], STACK_SECTIONS
+            )
             width = self.value(STAGE_SETTINGS[0], s_attrs["d_model"].value) if "d_model" in s_attrs else None
             stage_plan = self.plan(ssec, s_attrs, s_subs, what="stage")
             if stage_plan is None or isinstance(width, _Poison):
@@ -868,19 +872,24 @@ class Elaborator:
             tctx = prev.entering(d)
             t_expr = _val(s_attrs.get("transition"))
             transition = self.optional("transition", STAGE_SLOTS["transition"], t_expr, tctx)
-            if t_expr is not None and transition is None and not (
-                isinstance(t_expr, S.Name) and t_expr.name == "none"
+            if (
+                t_expr is not None
+                and transition is None
+                and not (isinstance(t_expr, S.Name) and t_expr.name == "none")
             ):
                 ok = False
                 continue
-            grid = REGISTRY[transition.kind].out_grid(transition, tctx) if transition is not None else prev.grid
+            grid = (
+                REGISTRY[transition.kind].out_grid(transition, tctx) if transition is not None else prev.grid
+            )
             if transition is None and d != prev.d_model:
                 source = f"stage `{stages[-1].label}`" if stages else "the embedding"
                 self.error(
                     "E011",
                     f"stage `{label}` is {d} wide, but {source} gives {prev.d_model}",
                     s_attrs["d_model"].value.span,
-                    help="a stage changes the width through its `transition`, e.g. transition = patch_merging()",
+                    help="a stage changes the width through its `transition`, "
+                    "e.g. transition = patch_merging()",
                 )
                 ok = False
                 continue
@@ -1317,7 +1326,11 @@ def _per_layer(blk: Block, index: int) -> Block:
     """The block as layer ``index`` of its stage: each sublayer's kind resolves what depends on the
     layer (``Kind.per_layer``: Swin's shifted windows on every other layer)."""
     subs = tuple((name, REGISTRY[n.kind].per_layer(n, index)) for name, n in blk.sublayers)
-    return blk if all(a[1] is b[1] for a, b in zip(subs, blk.sublayers, strict=True)) else replace(blk, sublayers=subs)
+    return (
+        blk
+        if all(a[1] is b[1] for a, b in zip(subs, blk.sublayers, strict=True))
+        else replace(blk, sublayers=subs)
+    )
 
 
 def _adapt(t: TExpr, wrapped: Mapping[str, str]) -> TExpr:

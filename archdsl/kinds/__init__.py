@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import functools
 
-from archdsl.kinds import attention, conv, efficient, embed, ffn, local, norm, peft, position, relative, vision
+from archdsl.kinds import (
+    attention,
+    conv,
+    efficient,
+    embed,
+    ffn,
+    local,
+    norm,
+    peft,
+    position,
+    relative,
+    vision,
+)
 from archdsl.kinds.base import ROLES, ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
 
 REGISTRY: dict[str, Kind] = {}

@@ -141,6 +141,9 @@ class Kind:
     token_table: ClassVar[bool] = False
     #: it mixes positions (a convolution over time): its forward takes the padding mask
     reads_mask: ClassVar[bool] = False
+    #: it reads the 2-D grid its tokens lie on (``Ctx.grid``): it needs an image model without a class
+    #: token (Swin's window attention, a transition between stages)
+    reads_grid: ClassVar[bool] = False
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
         """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""

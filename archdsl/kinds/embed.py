@@ -9,6 +9,7 @@ from archdsl.ir import Node
 from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward, prod
 from archdsl.kinds.ffn import tokens
 from archdsl.lower.ctor import Ctor, ours, torch_nn
+from archdsl.trace import whole
 
 #: the training loss's setting on every head that gives logits
 LABEL_SMOOTHING = Param(
@@ -210,7 +211,7 @@ class PatchEmbedding(Kind):
 
     def out_grid(self, node: Node, ctx: Ctx) -> tuple[int, int] | None:
         """The patches' grid, when no class token stands outside it."""
-        side = int(node["image"]) // int(node["patch"])
+        side = whole(node["image"]) // whole(node["patch"])  # traced sizes stay traced (archdsl.trace)
         return None if node["cls_token"] else (side, side)
 
     def fixed_length(self, node: Node) -> tuple[int, str] | None:

@@ -16,6 +16,7 @@ from typing import Any
 from archdsl.ir import Node, Value
 from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward, divisors
 from archdsl.lower.ctor import Ctor, ours
+from archdsl.trace import whole
 
 NN = "archdsl.kinds.vision_nn"
 
@@ -26,7 +27,9 @@ NEEDS_GRID = (
 
 
 def _no_grid(kind: str) -> ShapeError:
-    return ShapeError(f"`{kind}` reads a grid of tokens, but this model has none", help=NEEDS_GRID, code="E016")
+    return ShapeError(
+        f"`{kind}` reads a grid of tokens, but this model has none", help=NEEDS_GRID, code="E016"
+    )
 
 
 def _grid_length(kind: str, ctx: Ctx, ins: Sequence[Shape]) -> tuple[int, int]:
@@ -113,6 +116,7 @@ class WindowAttention(Kind):
 
     name = "swin"
     role = "attention"
+    reads_grid = True
     params = (
         Param("heads", "int", min=1, doc="number of heads"),
         Param("head_dim", "int", default=None, min=1, doc="size of each head (default: d_model / heads)"),
@@ -141,13 +145,13 @@ class WindowAttention(Kind):
 
     def dims(self, node: Node, ctx: Ctx) -> tuple[int, int]:
         """(heads, head size)."""
-        h = int(node["heads"])
-        return h, int(node["head_dim"]) if node["head_dim"] is not None else ctx.d_model // h
+        h = whole(node["heads"])
+        return h, whole(node["head_dim"]) if node["head_dim"] is not None else ctx.d_model // h
 
     def windows(self, node: Node, ctx: Ctx) -> Windows:
         assert ctx.grid is not None
         rows, cols = ctx.grid
-        m = int(node["window"])
+        m = whole(node["window"])  # traced sizes stay traced: an emitted file follows its config
         if min(rows, cols) <= m:  # one window holds the grid's short side: no shift (Liu et al.)
             m, shift = min(rows, cols), 0
         else:
@@ -322,6 +326,7 @@ class PatchMerging(Kind):
 
     name = "patch_merging"
     role = "transition"
+    reads_grid = True
     params = (
         Param("eps", "float", default=1e-5, gt=0.0, doc="eps of the LayerNorm over the merged 4 C channels"),
         Param("bias", "bool", default=False, doc="a bias on the reduction (Swin: none)"),
@@ -373,7 +378,9 @@ class PatchMerging(Kind):
         merging's input does or the norm's gains train."""
         n, c_in, c_out = self._sizes(ctx)
         grad = act.input_grad or act.weight_grad
-        return chain_backward(None, [[("reduction", ins[0][0] * n, 4 * c_in, c_out)]], grad, act.weight_grad)[0]
+        return chain_backward(None, [[("reduction", ins[0][0] * n, 4 * c_in, c_out)]], grad, act.weight_grad)[
+            0
+        ]
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
         """The merged tensor (the norm's input, a new one: the concatenation), the norm's mean and
@@ -393,9 +400,7 @@ class PatchMerging(Kind):
         assert ctx.grid is not None
         rows, cols = ctx.grid
         _, c_in, c_out = self._sizes(ctx)
-        args: dict[str, Any] = {"rows": rows, "cols": cols, "d_in": c_in, "d_out": c_out}
-        if node["eps"] != 1e-5:
-            args["eps"] = node["eps"]
+        args: dict[str, Any] = {"rows": rows, "cols": cols, "d_in": c_in, "d_out": c_out, "eps": node["eps"]}
         if node["bias"]:
             args["bias"] = True
         return ours(NN, "PatchMerging", **args)
@@ -452,7 +457,7 @@ class ConvStem(Kind):
 
     def resolve(self, params: dict[str, Value]) -> dict[str, Value]:
         if params.get("padding") is None:
-            params["padding"] = int(params["kernel"]) // 2
+            params["padding"] = whole(params["kernel"]) // 2
         if params.get("bias") is None:
             params["bias"] = params["norm"] != "batchnorm"
         return params
@@ -460,8 +465,8 @@ class ConvStem(Kind):
     def sides(self, node: Node) -> list[int]:
         """The grid's side before the first convolution (the image) and after each (below 1 where the
         image is too small for them)."""
-        k, s, p = int(node["kernel"]), int(node["stride"]), int(node["padding"])
-        out = [int(node["image"])]
+        k, s, p = whole(node["kernel"]), whole(node["stride"]), whole(node["padding"])
+        out = [whole(node["image"])]
         for _ in range(int(node["layers"])):
             out.append((out[-1] + 2 * p - k) // s + 1)
         return out
@@ -469,8 +474,8 @@ class ConvStem(Kind):
     def stem(self, node: Node, d_model: int) -> list[StemLayer]:
         """The convolutions, in order: the last gives d_model channels, each before 1 / growth of the
         next's."""
-        n, g, sides = int(node["layers"]), int(node["growth"]), self.sides(node)
-        widths = [int(node["channels"]), *(d_model // g ** (n - 1 - i) for i in range(n))]
+        n, g, sides = int(node["layers"]), whole(node["growth"]), self.sides(node)
+        widths = [whole(node["channels"]), *(d_model // g ** (n - 1 - i) for i in range(n))]
         return [StemLayer(widths[i], widths[i + 1], sides[i], sides[i + 1]) for i in range(n)]
 
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
@@ -508,7 +513,10 @@ class ConvStem(Kind):
     def fixed_length(self, node: Node) -> tuple[int, str] | None:
         img, side, n = int(node["image"]), self.sides(node)[-1], int(node["layers"])
         convs = f"{n} convolution{'s' if n > 1 else ''}"
-        return side * side, f"the {img} x {img} image gives {side * side} positions (a {side} x {side} grid after {convs})"
+        return (
+            side * side,
+            f"the {img} x {img} image gives {side * side} positions (a {side} x {side} grid after {convs})",
+        )
 
     def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
         side = self.sides(node)[-1]

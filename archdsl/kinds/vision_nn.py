@@ -23,7 +23,9 @@ def shift_mask(rows: int, cols: int, window: int, shift: int) -> torch.Tensor:
     r_region = (r >= rows - window).long() + (r >= rows - shift).long()
     c_region = (c >= cols - window).long() + (c >= cols - shift).long()
     region = (r_region[:, None] * 3 + c_region[None, :]).float()  # (rows, cols)
-    windows = region.view(rows // window, window, cols // window, window).transpose(1, 2).reshape(-1, window**2)
+    windows = (
+        region.view(rows // window, window, cols // window, window).transpose(1, 2).reshape(-1, window**2)
+    )
     same = windows[:, None, :] == windows[:, :, None]  # (windows, M², M²)
     return torch.zeros(same.shape).masked_fill(~same, -100.0)
 
@@ -59,7 +61,9 @@ class WindowAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, inner, bias=bias)
         self.o_proj = nn.Linear(inner, d_model, bias=out_bias)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, n_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window).flatten(), persistent=False)
+        self.register_buffer(
+            "relative_position_index", relative_position_index(window).flatten(), persistent=False
+        )
         mask = shift_mask(rows + self.pad_rows, cols + self.pad_cols, window, shift) if shift else None
         self.register_buffer("mask", mask, persistent=False)  # (windows, M², M²), or None
         self.scale = scale if scale is not None else head_dim**-0.5
@@ -79,9 +83,9 @@ class WindowAttention(nn.Module):
         x = x.view(B, H // M, M, W // M, M, C).transpose(2, 3)  # (B, H/M, W/M, M, M, C)
         return x.reshape(-1, M * M, C)
 
-    def merge(self, windows: torch.Tensor, B: int) -> torch.Tensor:
+    def merge(self, windows: torch.Tensor, batch: int) -> torch.Tensor:
         """(B * windows, M², C) -> (B, rows * cols, C): the inverse of ``partition``."""
-        M, C = self.window, windows.size(-1)
+        B, M, C = batch, self.window, windows.size(-1)
         H, W = self.rows + self.pad_rows, self.cols + self.pad_cols
         x = windows.view(B, H // M, W // M, M, M, C).transpose(2, 3).reshape(B, H, W, C)
         if self.shift:
@@ -91,7 +95,11 @@ class WindowAttention(nn.Module):
     def heads(self, t: torch.Tensor) -> torch.Tensor:
         """(b, M², h * hs) -> (b * h, M², hs)."""
         b, n, _ = t.shape
-        return t.view(b, n, self.n_heads, self.head_dim).transpose(1, 2).reshape(b * self.n_heads, n, self.head_dim)
+        return (
+            t.view(b, n, self.n_heads, self.head_dim)
+            .transpose(1, 2)
+            .reshape(b * self.n_heads, n, self.head_dim)
+        )
 
     def forward(
         self, x: torch.Tensor, *, mask: torch.Tensor | None = None, pos: torch.Tensor | None = None
@@ -153,7 +161,7 @@ class ConvStem(nn.Module):
         bias: bool = False,
     ):
         super().__init__()
-        pairs = list(zip(widths[:-1], widths[1:], strict=True))
+        pairs = [(widths[i], widths[i + 1]) for i in range(len(widths) - 1)]
         self.convs = nn.ModuleList(nn.Conv2d(a, b, kernel, stride, padding, bias=bias) for a, b in pairs)
         norms = {"batchnorm": nn.BatchNorm2d, "layernorm": nn.LayerNorm}
         self.norms = nn.ModuleList(norms[norm](b) if norm in norms else nn.Identity() for _, b in pairs)

@@ -78,7 +78,8 @@ def _block(blk: Block, ctx: Ctx, classes: _Classes, transition: tuple[Node, Ctx]
         (Stmt("x", Apply(name, (Ref("x"),))), *blk.body),
         blk.inputs,
         f"Stage{blk.name}",
-        (blk.doc or "A transformer block.") + " It begins a stage: its input passes the stage's transition first.",
+        (blk.doc or "A transformer block.")
+        + " It begins a stage: its input passes the stage's transition first.",
     )
     return Ctor(classes.get(entry), (), ((name, _comp(transition[0], transition[1])), *subs))
 
