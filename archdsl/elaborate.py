@@ -15,7 +15,7 @@ from archdsl import syntax as S
 from archdsl.compose import merge
 from archdsl.diagnostics import Diagnostic, Span, SpecError, did_you_mean
 from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Stage, Stmt, Sum, TExpr, Value
-from archdsl.kinds import REGISTRY, Ctx, Param, kinds_for
+from archdsl.kinds import REGISTRY, Ctx, Kind, Param, kinds_for
 from archdsl.kinds.peft import LORA_SETTINGS, LORA_TARGETS, LoraConfig
 from archdsl.limits import MAX_DIAGNOSTICS, MAX_INT, MAX_LAYERS
 from archdsl.names import identifier, name_problem, rename_hint
@@ -597,6 +597,8 @@ class Elaborator:
         emb = comps["embedding"]
         # an image embedding lays its tokens on a grid (no class token): the stacks' components know it
         grid = REGISTRY[emb.kind].out_grid(emb, base) if emb is not None and base is not None else None
+        if emb is None and _gives_grid(attrs.get("embedding")):
+            base = None  # its grid is unknown: no follow-on errors about it in the stacks
 
         def ctx(stack: str) -> Ctx | None:
             return replace(base, stack=stack, grid=grid) if base is not None else None
@@ -635,7 +637,8 @@ class Elaborator:
                         st.keyword.span,
                         help="the decoder of an encoder_decoder reads the encoder's output at d_model",
                     )
-                parts.append((role, got[0], s_attrs, self.plan(got[0], s_attrs, s_subs)))
+                plan = None if "stage" in s_subs else self.plan(got[0], s_attrs, s_subs)
+                parts.append((role, got[0], s_attrs, plan))
             self.depths = tuple(len(p[3] or ()) if p else 0 for p in parts)  # type: ignore[assignment]
             if not self.layers_fit(where):
                 return None
@@ -950,6 +953,15 @@ class Elaborator:
             label = key.replace(" ", "_") if key != "inline" else ""
             layers.append(replace(_per_layer(blk, i - starts[k]), label=label) if blk is not None else None)
             if self.setting(bsec, "shared") is True and not key.startswith("layer "):
+                if stages and i == starts[k] and stages[k].transition is not None:
+                    self.error(
+                        "E016",
+                        f"layer {i} begins stage `{stages[k].label}` through its transition, so it cannot "
+                        "share its module with other layers",
+                        bsec.label.span if bsec.label else bsec.keyword.span,
+                        help="drop `shared`, or begin the stage with a block that is not shared",
+                    )
+                    return None
                 instances.append(keys.setdefault((k, key), i))  # shared within a stage (one width)
             else:
                 instances.append(i)
@@ -1320,6 +1332,13 @@ class Elaborator:
             e.span,
             help="e.g. h = x + attn(ln_1(x))",
         )
+
+
+def _gives_grid(attr: S.Attr | None) -> bool:
+    """Whether a model's embedding names a kind that lays its tokens on a grid (an image embedding)."""
+    e = attr.value if attr is not None else None
+    kind = REGISTRY.get(e.func.name) if isinstance(e, S.Call) else None
+    return kind is not None and type(kind).out_grid is not Kind.out_grid
 
 
 def _per_layer(blk: Block, index: int) -> Block:

@@ -177,6 +177,15 @@ class WindowAttention(Kind):
                     code="E016",
                 )
             )
+        if ctx.position is not None:
+            errs.append(
+                ShapeError(
+                    f"`swin` biases its scores by its own relative positions; the stack's "
+                    f"`{ctx.position.kind}` would not act in it",
+                    help="drop the stack's `position` (Swin has none), or use `mha` with it",
+                    code="E016",
+                )
+            )
         if ctx.grid is None:
             errs.append(_no_grid(self.name))
         elif not node["pad"]:
@@ -486,7 +495,7 @@ class ConvStem(Kind):
                     f"d_model ({ctx.d_model}) is not divisible by growth ** (layers - 1) ({g} ** {n - 1})",
                     help=f"the first of {n} convolutions is d_model / {g} ** {n - 1} wide: choose d_model, "
                     "growth or layers so that it divides",
-                    param="growth" if g > 1 else "layers",
+                    param="growth" if any(k == "growth" for k, _ in node.param_spans) else "layers",
                 )
             ]
         k, p = int(node["kernel"]), int(node["padding"])
