@@ -1002,7 +1002,8 @@ class Elaborator:
             layerdrop=float(st["layerdrop"]),  # type: ignore[arg-type]
             checkpoint=tuple(checkpoint),
             repeats=self.segments.get(id(plan), ()),
-            stages=tuple(stages or ()),
+            # stages without a transition change nothing: the stack is then one of one width
+            stages=tuple(stages) if stages and any(st.transition is not None for st in stages) else (),
             span=where,
         )
 

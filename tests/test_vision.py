@@ -258,3 +258,171 @@ def test_conv_stem_equals_cvt_embeddings() -> None:
         got = ours(pixels)  # (B, H * W, C)
     assert want.shape[-2:] == (7, 7)
     torch.testing.assert_close(got, want.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+# -- the language: stages -------------------------------------------------------------------------------
+
+SWIN_BLOCK = "norm = layernorm()  attention = swin(heads = 3{extra})  ffn = mlp(hidden = 24)"
+
+
+def staged(stages: str, embedding: str = "patch_embedding(image = 16, patch = 2, cls_token = false)") -> str:
+    return f"""
+model m {{
+  type      = encoder
+  d_model   = 12
+  embedding = {embedding}
+{stages}
+  head      = classifier(classes = 3, pool = mean)
+}}
+"""
+
+
+def load_spec(tmp_path: Path, text: str, name: str = "m.arch") -> archdsl.Spec:
+    path = tmp_path / name
+    path.write_text(text)
+    return archdsl.load(path)
+
+
+def test_shift_alternates_within_each_stage(tmp_path: Path) -> None:
+    """Layers 1, 3, … of each stage shift their windows unless told; the count restarts per stage."""
+    block = "block {{ repeat = {n}  " + SWIN_BLOCK.format(extra=", window = 2") + " }}"
+    text = staged(
+        f"  stage a {{ {block.format(n=3)} }}\n"
+        f"  stage b {{ d_model = 24  transition = patch_merging()  {block.format(n=2)}\n"
+        "    layer 0 { attention = swin(heads = 3, window = 2, shift = true) } }"
+    )
+    stack = load_spec(tmp_path, text).model.stacks[0]
+    shifts = [dict(b.sublayers)["attn"]["shift"] for b in stack.layers]
+    assert shifts == [False, True, False, True, True]
+    assert [st.start for st in stack.stages] == [0, 3]
+    assert [(st.d_model, st.grid) for st in stack.stages] == [(12, (8, 8)), (24, (4, 4))]
+
+
+def test_stages_without_a_transition_are_the_plain_stack(tmp_path: Path) -> None:
+    """A stack of one width written in stages elaborates to the IR (and the modules) of its layers
+    written without them."""
+    layers = "block { repeat = 2  " + SWIN_BLOCK.format(extra="") + " }"
+    flat = load_spec(tmp_path, staged("  " + layers), "flat.arch")
+    one = load_spec(tmp_path, staged(f"  stage s1 {{ {layers} }}"), "one.arch")
+    two = load_spec(
+        tmp_path,
+        staged(
+            "  stage s1 { block { repeat = 1  " + SWIN_BLOCK.format(extra="") + " } }\n"
+            "  stage s2 { layers = [odd] }\n",
+        ).replace("model m", "block odd { " + SWIN_BLOCK.format(extra=", shift = true") + " }\nmodel m"),
+        "two.arch",
+    )
+    assert one.model == flat.model and one.model.stacks[0].stages == ()
+    assert [b.sublayers for b in two.model.stacks[0].layers] == [
+        b.sublayers for b in flat.model.stacks[0].layers
+    ]
+    from archdsl.lower.lowering import lower
+
+    assert lower(one.model) == lower(flat.model)
+
+
+def test_stages_in_the_yaml_form_and_with_set(tmp_path: Path) -> None:
+    from archdsl.fmt import to_text, to_yaml
+    from archdsl.frontend import parse_source
+
+    text = (SPECS / "swin_t.arch").read_text()
+    yaml_text = to_yaml(parse_source(text, "swin_t.arch"))
+    assert "  stage:\n    s1:\n" in yaml_text
+    (tmp_path / "swin_t.yaml").write_text(yaml_text)
+    assert archdsl.load(tmp_path / "swin_t.yaml").model == archdsl.load(SPECS / "swin_t.arch").model
+    assert to_text(parse_source(yaml_text, "swin_t.yaml")) == text
+    swin_s = archdsl.load(SPECS / "swin_t.arch", {"model.stage.s3.block.repeat": "18"})
+    assert len(swin_s.model.stacks[0].layers) == 24
+    # Swin-S (Liu et al. 2021, Table 1; Hugging Face's microsoft/swin-small-patch4-window7-224)
+    assert archdsl.analyze(swin_s).params_total == 49_606_258
+    (tmp_path / "swin_s.arch").write_text(
+        'extends "swin_t.arch"\n\nmodel swin_s {\n  stage s3 {\n    block { repeat = 18 }\n  }\n}\n'
+    )
+    (tmp_path / "swin_t.arch").write_text(text)
+    assert archdsl.load(tmp_path / "swin_s.arch").model.stacks[0].layers == swin_s.model.stacks[0].layers
+
+
+def test_swin_s_parameter_count_equals_hugging_face() -> None:
+    with torch.device("meta"):
+        hf = transformers.SwinForImageClassification(
+            transformers.SwinConfig(depths=[2, 2, 18, 2], num_labels=1000)
+        )
+    assert sum(p.numel() for p in hf.parameters()) == 49_606_258
+
+
+BAD = {
+    # (stages, embedding or None, expected code, words of the message)
+    "width without a transition": (
+        "  stage a { block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) } }\n"
+        "  stage b { d_model = 24  block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  "
+        "ffn = mlp(hidden = 4) } }",
+        None,
+        "E011",
+        "stage `b` is 24 wide, but stage `a` gives 12",
+    ),
+    "heads do not divide the stage's width": (
+        "  stage a { block { repeat = 1  norm = layernorm()  attention = swin(heads = 3)  ffn = mlp(hidden = 4) } }\n"
+        "  stage b { d_model = 20  transition = patch_merging()  block { repeat = 1  norm = layernorm()  "
+        "attention = swin(heads = 3)  ffn = mlp(hidden = 4) } }",
+        None,
+        "E011",
+        "d_model (20) is not divisible by heads (3)",
+    ),
+    "windows that do not tile": (
+        "  stage a { block { repeat = 1  norm = layernorm()  attention = swin(heads = 3, window = 3, pad = false)  "
+        "ffn = mlp(hidden = 4) } }",
+        None,
+        "E011",
+        "the 8 x 8 grid is not tiled by 3 x 3 windows",
+    ),
+    "an odd grid merged without padding": (
+        "  stage a { block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) } }\n"
+        "  stage b { transition = patch_merging(pad = false)  block { repeat = 1  norm = layernorm()  "
+        "attention = mha(heads = 3)  ffn = mlp(hidden = 4) } }",
+        "patch_embedding(image = 18, patch = 2, cls_token = false)",
+        "E011",
+        "patch merging halves the grid, but it is 9 x 9",
+    ),
+    "no grid for the windows": (
+        "  block { repeat = 1  norm = layernorm()  attention = swin(heads = 3)  ffn = mlp(hidden = 4) }",
+        "patch_embedding(image = 16, patch = 2)",
+        "E016",
+        "`swin` reads a grid of tokens, but this model has none",
+    ),
+    "layers beside the stages": (
+        "  block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) }\n"
+        "  stage a { block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) } }",
+        None,
+        "E016",
+        "with stages, `block` belongs in a `stage { }`",
+    ),
+    "a stage without layers": (
+        "  stage a { d_model = 12 }",
+        None,
+        "E007",
+        "a stage needs its layers",
+    ),
+    "a stem too deep for its width": (
+        "  block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) }",
+        "conv_stem(image = 32, layers = 4, growth = 3)",
+        "E011",
+        "d_model (12) is not divisible by growth ** (layers - 1) (3 ** 3)",
+    ),
+    "a stem larger than its image": (
+        "  block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) }",
+        "conv_stem(image = 4, layers = 2, kernel = 5, stride = 1, padding = 0)",
+        "E011",
+        "convolution 1 of the stem reads a 4 x 4 grid, smaller than its 5 x 5 kernel",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_stage_and_grid_diagnostics(case: str, tmp_path: Path) -> None:
+    stages, embedding, code, words = BAD[case]
+    text = staged(stages, embedding) if embedding else staged(stages)
+    with pytest.raises(archdsl.SpecError) as err:
+        archdsl.check(load_spec(tmp_path, text))
+    first = err.value.diagnostics[0]
+    assert (first.code, first.message.startswith(words)) == (code, True), first
+    assert first.span is not None and first.span.line > 1

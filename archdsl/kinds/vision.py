@@ -105,9 +105,9 @@ class WindowAttention(Kind):
     mask keeps each window's tokens from attending across the regions the shift brought together
     (-100 on the scores, as Hugging Face's ``SwinLayer``). A grid the window does not tile is padded with
     zeros on the bottom and right (``pad = true``, Hugging Face); a grid no larger than the window takes
-    a window of its size, unshifted (Liu et al.'s code; the table is then sized for that window).
-
-    q, k, v and the output are separate linear maps (Hugging Face's ``q_proj``, …), over every padded
+    a window of its size, unshifted (Liu et al.'s code; the table is then sized for that window;
+    transformers 5 fails on a grid smaller than its window). q, k, v and the output are separate linear
+    maps (Hugging Face's ``q_proj``, …), over every padded
     position. With ``q = heads · hs`` and ``T = B H_p W_p`` positions: parameters ``4 d q + 3 q + d``
     (biases as set) ``+ (2M - 1)² heads``; FLOPs ``2 T (3 d q + q d)`` for the projections and
     ``4 T M² q`` for scores and values. The scores carry the bias, which SDPA's fused kernel does not
@@ -438,9 +438,8 @@ class ConvStem(Kind):
     stride = 2, padding = 1, norm = batchnorm, activation = hardswish)``, d / 8 -> d / 4 -> d / 2 -> d;
     CvT's convolutional token embedding (Wu et al. 2021, §3.1; ``CvtEmbeddings``) is ``conv_stem(kernel
     = 7, stride = 4, padding = 2, norm = layernorm)``. The output tokens lie on the grid the last
-    convolution gives (``side' = (side + 2 p - k) // s + 1`` each), row-major.
-
-    Parameters ``sum c_in k² c_out`` (+ ``c_out`` biases, + ``2 c_out`` for each norm); FLOPs ``2 B
+    convolution gives (``side' = (side + 2 p - k) // s + 1`` each), row-major. Parameters ``sum c_in k²
+    c_out`` (+ ``c_out`` biases, + ``2 c_out`` for each norm); FLOPs ``2 B
     side'² c_out c_in k²`` per convolution (FlopCounterMode's count: every output position and tap)."""
 
     name = "conv_stem"

@@ -74,7 +74,7 @@ class WindowAttention(nn.Module):
         """(B, rows * cols, C) -> (B * windows, M², C): padded, shifted, cut into windows."""
         B, _, C = x.shape
         M = self.window
-        x = x.view(B, self.rows, self.cols, C)
+        x = x.reshape(B, self.rows, self.cols, C)  # a view of a token-major input
         if self.pad_rows or self.pad_cols:
             x = F.pad(x, (0, 0, 0, self.pad_cols, 0, self.pad_rows))  # zeros below and to the right
         if self.shift:
@@ -137,7 +137,7 @@ class PatchMerging(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, rows * cols, C) -> (B, ceil(rows / 2) * ceil(cols / 2), d_out)."""
         B, _, C = x.shape
-        x = x.view(B, self.rows, self.cols, C)
+        x = x.reshape(B, self.rows, self.cols, C)  # a view of a token-major input
         if self.rows % 2 or self.cols % 2:
             x = F.pad(x, (0, 0, 0, self.cols % 2, 0, self.rows % 2))
         # Hugging Face's order: (0, 0), (1, 0), (0, 1), (1, 1) -> (B, rows / 2, cols / 2, 4 C)
