@@ -855,8 +855,16 @@ class Elaborator:
         ok = True
         prev = ctx
         for ssec in subs["stage"]:
-            label = ssec.label.name if ssec.label else ""
-            where = ssec.label.span if ssec.label else ssec.keyword.span
+            if ssec.label is None:
+                self.error(
+                    "E007",
+                    "a stage needs a name: `stage NAME { … }`",
+                    ssec.keyword.span,
+                    help="stages are named (`stage s1 { }`, or numbered: `stage 1 { }`) and run in order",
+                )
+                ok = False
+                continue
+            label, where = ssec.label.name, ssec.label.span
             s_attrs, s_subs = self.split(
                 ssec, [*(p.name for p in STAGE_SETTINGS), *STAGE_SLOTS, "layers"], STACK_SECTIONS
             )

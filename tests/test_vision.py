@@ -396,6 +396,12 @@ BAD = {
         "E016",
         "with stages, `block` belongs in a `stage { }`",
     ),
+    "a stage without a name": (
+        "  stage { block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) } }",
+        None,
+        "E007",
+        "a stage needs a name",
+    ),
     "a stage without layers": (
         "  stage a { d_model = 12 }",
         None,
