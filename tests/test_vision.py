@@ -350,72 +350,60 @@ def test_swin_s_parameter_count_equals_hugging_face() -> None:
     assert sum(p.numel() for p in hf.parameters()) == 49_606_258
 
 
+def one(attention: str = "mha(heads = 3)") -> str:
+    """An inline block of one layer."""
+    return f"block {{ repeat = 1  norm = layernorm()  attention = {attention}  ffn = mlp(hidden = 4) }}"
+
+
 BAD = {
-    # (stages, embedding or None, expected code, words of the message)
+    # (stages, embedding or None, expected code, how the message begins)
     "width without a transition": (
-        "  stage a { block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) } }\n"
-        "  stage b { d_model = 24  block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  "
-        "ffn = mlp(hidden = 4) } }",
+        f"  stage a {{ {one()} }}\n  stage b {{ d_model = 24  {one()} }}",
         None,
         "E011",
         "stage `b` is 24 wide, but stage `a` gives 12",
     ),
     "heads do not divide the stage's width": (
-        "  stage a { block { repeat = 1  norm = layernorm()  attention = swin(heads = 3)  ffn = mlp(hidden = 4) } }\n"
-        "  stage b { d_model = 20  transition = patch_merging()  block { repeat = 1  norm = layernorm()  "
-        "attention = swin(heads = 3)  ffn = mlp(hidden = 4) } }",
+        f"  stage a {{ {one('swin(heads = 3)')} }}\n"
+        f"  stage b {{ d_model = 20  transition = patch_merging()  {one('swin(heads = 3)')} }}",
         None,
         "E011",
         "d_model (20) is not divisible by heads (3)",
     ),
     "windows that do not tile": (
-        "  stage a { block { repeat = 1  norm = layernorm()  attention = swin(heads = 3, window = 3, pad = false)  "
-        "ffn = mlp(hidden = 4) } }",
+        f"  stage a {{ {one('swin(heads = 3, window = 3, pad = false)')} }}",
         None,
         "E011",
         "the 8 x 8 grid is not tiled by 3 x 3 windows",
     ),
     "an odd grid merged without padding": (
-        "  stage a { block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) } }\n"
-        "  stage b { transition = patch_merging(pad = false)  block { repeat = 1  norm = layernorm()  "
-        "attention = mha(heads = 3)  ffn = mlp(hidden = 4) } }",
+        f"  stage a {{ {one()} }}\n  stage b {{ transition = patch_merging(pad = false)  {one()} }}",
         "patch_embedding(image = 18, patch = 2, cls_token = false)",
         "E011",
         "patch merging halves the grid, but it is 9 x 9",
     ),
     "no grid for the windows": (
-        "  block { repeat = 1  norm = layernorm()  attention = swin(heads = 3)  ffn = mlp(hidden = 4) }",
+        f"  {one('swin(heads = 3)')}",
         "patch_embedding(image = 16, patch = 2)",
         "E016",
         "`swin` reads a grid of tokens, but this model has none",
     ),
     "layers beside the stages": (
-        "  block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) }\n"
-        "  stage a { block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) } }",
+        f"  {one()}\n  stage a {{ {one()} }}",
         None,
         "E016",
         "with stages, `block` belongs in a `stage { }`",
     ),
-    "a stage without a name": (
-        "  stage { block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) } }",
-        None,
-        "E007",
-        "a stage needs a name",
-    ),
-    "a stage without layers": (
-        "  stage a { d_model = 12 }",
-        None,
-        "E007",
-        "a stage needs its layers",
-    ),
+    "a stage without a name": (f"  stage {{ {one()} }}", None, "E007", "a stage needs a name"),
+    "a stage without layers": ("  stage a { d_model = 12 }", None, "E007", "a stage needs its layers"),
     "a stem too deep for its width": (
-        "  block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) }",
+        f"  {one()}",
         "conv_stem(image = 32, layers = 4, growth = 3)",
         "E011",
         "d_model (12) is not divisible by growth ** (layers - 1) (3 ** 3)",
     ),
     "a stem larger than its image": (
-        "  block { repeat = 1  norm = layernorm()  attention = mha(heads = 3)  ffn = mlp(hidden = 4) }",
+        f"  {one()}",
         "conv_stem(image = 4, layers = 2, kernel = 5, stride = 1, padding = 0)",
         "E011",
         "convolution 1 of the stem reads a 4 x 4 grid, smaller than its 5 x 5 kernel",
