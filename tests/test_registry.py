@@ -43,6 +43,7 @@ def spec_text(slots: dict[str, str], model_type: str = "decoder", placement: str
       attention = {c["attention"]}
       {"cross_attention = " + c["cross_attention"] if "cross_attention" in c else ""}
       ffn = {c["ffn"]}
+      {"adapter = " + c["adapter"] if "adapter" in c else ""}
     }}
     final_norm = {c["norm"]}
 """

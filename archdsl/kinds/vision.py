@@ -15,6 +15,7 @@ from typing import Any
 
 from archdsl.ir import Node, Value
 from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward, divisors
+from archdsl.kinds.peft import lora_on, lora_reads_input, lora_saved
 from archdsl.lower.ctor import Ctor, ours
 from archdsl.trace import whole
 
@@ -111,8 +112,8 @@ class WindowAttention(Kind):
     position. With ``q = heads · hs`` and ``T = B H_p W_p`` positions: parameters ``4 d q + 3 q + d``
     (biases as set) ``+ (2M - 1)² heads``; FLOPs ``2 T (3 d q + q d)`` for the projections and
     ``4 T M² q`` for scores and values. The scores carry the bias, which SDPA's fused kernel does not
-    take: they are always materialised. Bidirectional (an encoder's), no LoRA targets, no decoding.
-    O(n d² + n M² d): linear in the grid."""
+    take: they are always materialised. Bidirectional (an encoder's), no decoding; LoRA adapts ``q``,
+    ``k``, ``v`` and ``o``, as in every attention kind. O(n d² + n M² d): linear in the grid."""
 
     name = "swin"
     role = "attention"
@@ -207,18 +208,38 @@ class WindowAttention(Kind):
             raise ShapeError(f"`swin` reads width {ctx.d_model}, but its input is {ins[0][-1]} wide")
         return ins[0]
 
+    def lora_parts(
+        self, node: Node, ctx: Ctx
+    ) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+        """LoRA-targetable projections as (name, d_in, d_out): those reading the windows (q, k, v)
+        and the output's (o)."""
+        d = ctx.d_model
+        h, hs = self.dims(node, ctx)
+        return [("q", d, h * hs), ("k", d, h * hs), ("v", d, h * hs)], [("o", h * hs, d)]
+
+    def all_parts(self, node: Node, ctx: Ctx) -> list[tuple[str, int, int]]:
+        windows, out = self.lora_parts(node, ctx)
+        return [*windows, *out]
+
     def n_params(self, node: Node, ctx: Ctx) -> int:
         d = ctx.d_model
         h, hs = self.dims(node, ctx)
         q = h * hs
         m = self.windows(node, ctx).size if ctx.grid is not None else int(node["window"])
         biases = (3 * q if node["bias"] else 0) + (d if node["out_bias"] else 0)
-        return 4 * d * q + biases + (2 * m - 1) ** 2 * h
+        lora = ctx.lora.params(self.all_parts(node, ctx)) if ctx.lora is not None else 0
+        return 4 * d * q + biases + (2 * m - 1) ** 2 * h + lora
+
+    def trainable_params(self, node: Node, ctx: Ctx) -> int:
+        if not ctx.frozen:
+            return self.n_params(node, ctx)
+        return ctx.lora.params(self.all_parts(node, ctx)) if ctx.lora is not None else 0
 
     def projection_flops(self, node: Node, ctx: Ctx, b: Any) -> Any:
         h, hs = self.dims(node, ctx)
         t = b * self.windows(node, ctx).tokens
-        return 2 * t * 4 * ctx.d_model * h * hs
+        lora = ctx.lora.flops(self.all_parts(node, ctx), t) if ctx.lora is not None else 0
+        return 2 * t * 4 * ctx.d_model * h * hs + lora
 
     def core_flops(self, node: Node, ctx: Ctx, b: Any) -> Any:
         """``Q Kᵀ`` and ``P V`` in every window: ``4 T M² q``."""
@@ -236,27 +257,35 @@ class WindowAttention(Kind):
         h, hs = self.dims(node, ctx)
         return self.projection_flops(node, ctx, b) + 4 * b * h * hs * self.windows(node, ctx).kept_pairs()
 
+    def projection_backward(self, node: Node, ctx: Ctx, b: Any, act: ActCfg) -> tuple[Any, bool]:
+        """Backward FLOPs of the Q, K, V and output projections (and their LoRA updates), and whether
+        the core runs on gradients (``chain_backward``)."""
+        d = ctx.d_model
+        h, hs = self.dims(node, ctx)
+        t, q = b * self.windows(node, ctx).tokens, h * hs
+        stage = [("q", t, d, q), ("k", t, d, q), ("v", t, d, q)]
+        qkv, inner = chain_backward(ctx.lora, [stage], act.input_grad, act.weight_grad)
+        out, _ = chain_backward(ctx.lora, [[("o", t, q, d)]], inner, act.weight_grad)
+        return qkv + out, inner
+
     def backward_flops(
         self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
     ) -> Any:
-        """The projections as linear maps (``chain_backward``); the core's products, both operands
-        activations, 2 x once gradients flow inside. Gathering the bias is no matmul."""
-        b, d = ins[0][0], ctx.d_model
-        h, hs = self.dims(node, ctx)
-        t, q = b * self.windows(node, ctx).tokens, h * hs
-        qkv, inner = chain_backward(None, [[("q", t, d, q), ("k", t, d, q), ("v", t, d, q)]], *_grads(act))
-        out, _ = chain_backward(None, [[("o", t, q, d)]], inner, act.weight_grad)
+        """The projections as linear maps (with their LoRA updates); the core's products, both
+        operands activations, 2 x once gradients flow inside. Gathering the bias is no matmul."""
+        b = ins[0][0]
+        proj, inner = self.projection_backward(node, ctx, b, act)
         if not inner:
-            return qkv + out
+            return proj
         fwd = (self.flops_mask_aware if mask_aware else self.flops)(node, ctx, ins)
-        return qkv + out + 2 * (fwd - self.projection_flops(node, ctx, b))
+        return proj + 2 * (fwd - self.projection_flops(node, ctx, b))
 
     def recompute_flops(
         self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, selective: bool
     ) -> Any:
         """Selective recomputation drops the probabilities and redoes the core (Korthikanti et al.
         2022, §4.2); there is no fused kernel to recompute anything otherwise."""
-        if selective and (act.input_grad or act.weight_grad):
+        if selective and self.projection_backward(node, ctx, ins[0][0], act)[1]:
             return self.core_flops(node, ctx, ins[0][0])
         return 0
 
@@ -266,27 +295,35 @@ class WindowAttention(Kind):
         value products keep them (copies of the heads' views, or the views: the same bytes), the
         probabilities (softmax keeps them; with dropout also its noise and the dropped ones: the
         recomputable core); the output projection's input when its weights train; the output dropout's
-        mask. The bias gather keeps only its index (a buffer), the mask and the shift nothing."""
-        if not (act.input_grad or act.weight_grad):
+        mask. The bias gather keeps only its index (a buffer), the mask and the shift nothing. LoRA
+        updates keep their rank-r activations (and, with dropout, their dropped inputs); a map's input
+        stays for its update's gradient too."""
+        qkv = ["q", "k", "v"]
+        if not (act.input_grad or act.weight_grad or lora_on(ctx, [*qkv, "o"])):
             return Saved()
         w = self.windows(node, ctx)
         b, by, d = ins[0][0], act.bytes, ctx.d_model
         h, hs = self.dims(node, ctx)
         t, q = b * w.tokens, h * hs
+        core_grad = self.projection_backward(node, ctx, b, act)[1]
         internal: Any = 0
-        keep_input = act.weight_grad and not w.copies
-        if act.weight_grad and w.copies:
+        keep_windows = act.weight_grad or lora_reads_input(ctx, qkv)
+        if keep_windows and w.copies:
             internal += t * d * by  # the windows
-        scores = t * h * w.size * w.size  # probabilities: (B nW, h, M², M²)
-        core = scores * by
-        if node["dropout"] and act.training:
-            core += 2 * scores * by  # dropout's noise and the dropped probabilities
-        internal += 3 * t * q * by + core
-        if act.weight_grad:
+        core: Any = 0
+        if core_grad:
+            scores = t * h * w.size * w.size  # probabilities: (B nW, h, M², M²)
+            core = scores * by
+            if node["dropout"] and act.training:
+                core += 2 * scores * by  # dropout's noise and the dropped probabilities
+            internal += 3 * t * q * by + core
+        if act.weight_grad or lora_reads_input(ctx, ["o"]):
             internal += t * q * by  # the output projection's input
-        if node["out_dropout"] and act.training:
+        if node["out_dropout"] and act.training and (core_grad or lora_on(ctx, ["o"])):
             internal += b * w.rows * w.cols * d * by  # dropout's mask
-        return Saved(inputs=(keep_input,), internal=internal, core=core)
+        internal += lora_saved(ctx, [(d, [name]) for name in qkv], t, act)  # three maps, three updates
+        internal += lora_saved(ctx, [(q, ["o"])], t, act, input_grad=core_grad)
+        return Saved(inputs=(keep_windows and not w.copies,), internal=internal, core=core)
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("n·d²", "n·M²·d")
@@ -313,11 +350,9 @@ class WindowAttention(Kind):
             args["dropout"] = node["dropout"]
         if node["out_dropout"]:
             args["out_dropout"] = node["out_dropout"]
+        if ctx.lora is not None:
+            args["lora"] = ctx.lora.ctor_arg()
         return ours(NN, "WindowAttention", **args)
-
-
-def _grads(act: ActCfg) -> tuple[bool, bool]:
-    return act.input_grad, act.weight_grad
 
 
 def _merged(grid: tuple[int, int] | None) -> tuple[int, int] | None:

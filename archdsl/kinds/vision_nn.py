@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from archdsl.kinds.peft_nn import linear
+
 
 def relative_position_index(window: int) -> torch.Tensor:
     """(M², M²) index into the (2M - 1)² x heads bias table: the relative (row, column) offset of key j
@@ -50,16 +52,17 @@ class WindowAttention(nn.Module):
         scale: float | None = None,
         dropout: float = 0.0,
         out_dropout: float = 0.0,
+        lora: dict | None = None,
     ):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim
         self.rows, self.cols, self.window, self.shift = rows, cols, window, shift
         self.pad_rows, self.pad_cols = -rows % window, -cols % window
         inner = n_heads * head_dim
-        self.q_proj = nn.Linear(d_model, inner, bias=bias)
-        self.k_proj = nn.Linear(d_model, inner, bias=bias)
-        self.v_proj = nn.Linear(d_model, inner, bias=bias)
-        self.o_proj = nn.Linear(inner, d_model, bias=out_bias)
+        self.q_proj = linear(d_model, inner, bias, [("q", inner)], lora)  # Hugging Face's layout
+        self.k_proj = linear(d_model, inner, bias, [("k", inner)], lora)
+        self.v_proj = linear(d_model, inner, bias, [("v", inner)], lora)
+        self.o_proj = linear(inner, d_model, out_bias, [("o", d_model)], lora)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, n_heads))
         self.register_buffer(
             "relative_position_index", relative_position_index(window).flatten(), persistent=False
