@@ -108,9 +108,9 @@ class WindowAttention(Kind):
     zeros on the bottom and right (``pad = true``, Hugging Face); a grid no larger than the window takes
     a window of its size, unshifted (Liu et al.'s code; the table is then sized for that window;
     transformers 5 fails on a grid smaller than its window). q, k, v and the output are separate linear
-    maps (Hugging Face's ``q_proj``, …), over every padded
-    position. With ``q = heads · hs`` and ``T = B H_p W_p`` positions: parameters ``4 d q + 3 q + d``
-    (biases as set) ``+ (2M - 1)² heads``; FLOPs ``2 T (3 d q + q d)`` for the projections and
+    maps (Hugging Face's ``q_proj``, …), over every padded position. With ``q = heads · hs`` and
+    ``T = B H_p W_p`` positions: parameters ``4 d q + 3 q + d`` (biases as set) ``+ (2M - 1)² heads``;
+    FLOPs ``2 T (3 d q + q d)`` for the projections and
     ``4 T M² q`` for scores and values. The scores carry the bias, which SDPA's fused kernel does not
     take: they are always materialised. Bidirectional (an encoder's), no decoding; LoRA adapts ``q``,
     ``k``, ``v`` and ``o``, as in every attention kind. O(n d² + n M² d): linear in the grid."""
