@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from archdsl import syntax as S
 from archdsl.compose import merge
 from archdsl.diagnostics import Diagnostic, Span, SpecError, did_you_mean
-from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Stmt, Sum, TExpr, Value
-from archdsl.kinds import REGISTRY, Ctx, Param, kinds_for
+from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Stage, Stmt, Sum, TExpr, Value
+from archdsl.kinds import REGISTRY, Ctx, Kind, Param, kinds_for
 from archdsl.kinds.peft import LORA_SETTINGS, LORA_TARGETS, LoraConfig
 from archdsl.limits import MAX_DIAGNOSTICS, MAX_INT, MAX_LAYERS
 from archdsl.names import identifier, name_problem, rename_hint
@@ -293,6 +293,17 @@ STACK_SETTINGS = (
     ),
 )
 STACK_SECTIONS = ("block", "layer")
+#: a stage of a hierarchical stack (Swin, PVT): its width, the transition into it, its layers
+STAGE_SETTINGS = (
+    Param("d_model", "int", default=None, min=1, doc="the stage's width (default: the stage before's)"),
+)
+STAGE_SLOTS = {
+    "transition": Slot(
+        "transition",
+        False,
+        "maps the tokens of the stage before to this stage's width and grid (Swin's patch merging)",
+    ),
+}
 BLOCK_SETTINGS = (
     Param("repeat", "int", default=None, min=1, max=MAX_LAYERS, doc="number of layers (inline block)"),
     Param("placement", "placement", default="pre", doc="where the norms sit: a preset"),
@@ -333,7 +344,7 @@ class Elaborator:
         self.env: dict[str, Value] = {}
         self.blocks: dict[str, S.Section] = {}
         self._resolved: dict[str, S.Section] = {}
-        self._cache: dict[tuple[int, str, int], Block | None] = {}
+        self._cache: dict[tuple[int, str, int, Ctx | None], Block | None] = {}
         self.depths: tuple[int, int] = (0, 0)  # layers in the encoder and the decoder
 
     def error(self, code: str, message: str, span: Span | None, help: str | None = None) -> None:
@@ -572,7 +583,9 @@ class Elaborator:
         settings = [p.name for p in MODEL_SETTINGS]
         stack_keys = [*STACK_SLOTS, *(p.name for p in STACK_SETTINGS), "layers"]
         attrs, subs = self.split(
-            sec, [*settings, *MODEL_SLOTS, *stack_keys], (*STACK_SECTIONS, "encoder", "decoder", "lora")
+            sec,
+            [*settings, *MODEL_SLOTS, *stack_keys],
+            (*STACK_SECTIONS, "stage", "encoder", "decoder", "lora"),
         )
         st = {
             p.name: (self.value(p, attrs[p.name].value) if p.name in attrs else p.default)
@@ -588,21 +601,21 @@ class Elaborator:
 
         lora = self.lora(subs["lora"][0]) if "lora" in subs else None
 
-        def ctx(stack: str) -> Ctx | None:
-            return Ctx(d_model=d_model, vocab=vocab, stack=stack, lora=lora) if ctx_ok else None
-
         top_stack = "encoder" if mtype == "encoder" else "decoder"
-        comps = {}
-        for name, slot in MODEL_SLOTS.items():
-            if name not in attrs:
-                eg = kinds_for(slot.role)[0]
-                self.error(
-                    "E007", f"model needs `{name}`", where, help=f"add `{name} = {eg}(…)` ({slot.doc})"
-                )
-                comps[name] = None
-            else:
-                comps[name] = self.component(name, slot.role, attrs[name].value, ctx(top_stack))
+        base = Ctx(d_model=d_model, vocab=vocab, stack=top_stack, lora=lora) if ctx_ok else None
+        comps: dict[str, Node | None] = {"embedding": self.model_slot("embedding", attrs, where, base)}
+        emb = comps["embedding"]
+        # an image embedding lays its tokens on a grid (no class token): the stacks' components know it
+        grid = REGISTRY[emb.kind].out_grid(emb, base) if emb is not None and base is not None else None
+        if emb is None and _gives_grid(attrs.get("embedding")):
+            base = None  # its grid is unknown: no follow-on errors about it in the stacks
 
+        def ctx(stack: str) -> Ctx | None:
+            return replace(base, stack=stack, grid=grid) if base is not None else None
+
+        staged = "stage" in subs and mtype != "encoder_decoder"
+        if not staged:  # otherwise the head is elaborated at the last stage's width, below
+            comps["head"] = self.model_slot("head", attrs, where, ctx(top_stack))
         stacks: list[Stack | None] = []
         if mtype == "encoder_decoder":
             for k in (*STACK_SLOTS, *(p.name for p in STACK_SETTINGS), "layers"):
@@ -612,7 +625,7 @@ class Elaborator:
                         f"in an encoder_decoder, `{k}` belongs in `encoder {{ }}` or `decoder {{ }}`",
                         attrs[k].key.span,
                     )
-            for k in STACK_SECTIONS:
+            for k in (*STACK_SECTIONS, "stage"):
                 for s in subs.get(k, []):
                     self.error(
                         "E016",
@@ -626,8 +639,16 @@ class Elaborator:
                     self.error("E007", f"an encoder_decoder needs an `{role} {{ … }}` section", where)
                     parts.append(None)
                     continue
-                s_attrs, s_subs = self.split(got[0], stack_keys, STACK_SECTIONS)
-                parts.append((role, got[0], s_attrs, self.plan(got[0], s_attrs, s_subs)))
+                s_attrs, s_subs = self.split(got[0], stack_keys, (*STACK_SECTIONS, "stage"))
+                for st in s_subs.get("stage", []):
+                    self.error(
+                        "E016",
+                        "stages (a stack whose width changes) belong to encoder and decoder models",
+                        st.keyword.span,
+                        help="the decoder of an encoder_decoder reads the encoder's output at d_model",
+                    )
+                plan = None if "stage" in s_subs else self.plan(got[0], s_attrs, s_subs)
+                parts.append((role, got[0], s_attrs, plan))
             self.depths = tuple(len(p[3] or ()) if p else 0 for p in parts)  # type: ignore[assignment]
             if not self.layers_fit(where):
                 return None
@@ -647,11 +668,21 @@ class Elaborator:
                         help="put the stack's entries directly in the model",
                     )
             if not isinstance(mtype, _Poison):
-                plan = self.plan(sec, attrs, subs)
+                if staged:
+                    plan, stages = self.staged_plan(sec, attrs, subs, ctx(top_stack))
+                else:
+                    plan, stages = self.plan(sec, attrs, subs), None
                 self.depths = (len(plan or ()), 0) if top_stack == "encoder" else (0, len(plan or ()))
                 if not self.layers_fit(where):
                     return None
-                stacks.append(self.stack(top_stack, sec, attrs, plan, ctx(top_stack), memory=False))
+                stacks.append(
+                    self.stack(top_stack, sec, attrs, plan, ctx(top_stack), memory=False, stages=stages)
+                )
+        if staged:  # the head reads the stack's output: at its last stage's width and grid
+            last, out = stacks[-1] if stacks else None, ctx(top_stack)
+            if out is not None and last is not None and last.stages:
+                out = out.stage(last.stages[-1].d_model, last.stages[-1].grid)
+            comps["head"] = self.model_slot("head", attrs, where, out if last is not None else None)
         if not ctx_ok or any(s is None for s in stacks) or any(c is None for c in comps.values()):
             return None
         head, emb = comps["head"], comps["embedding"]
@@ -675,6 +706,17 @@ class Elaborator:
             head=comps["head"],  # type: ignore[arg-type]
             span=where,
         )
+
+    def model_slot(
+        self, name: str, attrs: dict[str, S.Attr], where: Span | None, ctx: Ctx | None
+    ) -> Node | None:
+        """The model's embedding or head (required)."""
+        slot = MODEL_SLOTS[name]
+        if name not in attrs:
+            eg = kinds_for(slot.role)[0]
+            self.error("E007", f"model needs `{name}`", where, help=f"add `{name} = {eg}(…)` ({slot.doc})")
+            return None
+        return self.component(name, slot.role, attrs[name].value, ctx)
 
     def layers_fit(self, where: Span | None) -> bool:
         """The model's layers (both stacks) are within MAX_LAYERS; else say so."""
@@ -723,10 +765,11 @@ class Elaborator:
     # -- stacks ------------------------------------------------------------------------------------
 
     def plan(
-        self, sec: S.Section, attrs: dict[str, S.Attr], subs: dict[str, list[S.Section]]
+        self, sec: S.Section, attrs: dict[str, S.Attr], subs: dict[str, list[S.Section]], what: str = "stack"
     ) -> list[tuple[str, S.Section]] | None:
         """The block syntax of each layer, with per-layer overrides applied; the key names the
-        definition a layer uses (layers of one shared definition share weights)."""
+        definition a layer uses (layers of one shared definition share weights). ``what``: the stack,
+        or one of its stages (whose layers are numbered from 0 too)."""
         where = sec.label.span if sec.label else sec.keyword.span
         inline = subs.get("block", [])
         pattern = attrs.get("layers")
@@ -775,7 +818,7 @@ class Elaborator:
         else:
             self.error(
                 "E007",
-                "a stack needs its layers: an inline `block { repeat = … }` or `layers = [name, …] * N`",
+                f"a {what} needs its layers: an inline `block {{ repeat = … }}` or `layers = [name, …] * N`",
                 where,
             )
             return None
@@ -784,7 +827,7 @@ class Elaborator:
             if not label.isdigit() or int(label) >= len(plan):
                 self.error(
                     "E009",
-                    f"`layer {label}`: the stack has layers 0 to {len(plan) - 1}",
+                    f"`layer {label}`: the {what} has layers 0 to {len(plan) - 1}",
                     ov.label.span if ov.label else ov.keyword.span,
                     help="layers are numbered from 0",
                 )
@@ -795,6 +838,89 @@ class Elaborator:
             plan[i] = (f"layer {i}", S.Section(base_sec.keyword, base_sec.label, merged, ov.span))
         return plan
 
+    def staged_plan(
+        self, sec: S.Section, attrs: dict[str, S.Attr], subs: dict[str, list[S.Section]], ctx: Ctx | None
+    ) -> tuple[list[tuple[str, S.Section]] | None, list[Stage] | None]:
+        """A stack in stages (``stage NAME { d_model = …  transition = …  block { … } }``): every
+        stage's layers in order (each stage lists its own, as a stack does) and the stages, each with
+        its width, its grid (what its transition makes of the one before's) and its first layer."""
+        for k, found in (("block", subs.get("block")), ("layer", subs.get("layer"))):
+            for s in found or []:
+                self.error(
+                    "E016",
+                    f"with stages, `{k}` belongs in a `stage {{ }}`",
+                    s.keyword.span,
+                    help="every layer of a stack in stages is listed by its stage",
+                )
+        if "layers" in attrs:
+            self.error(
+                "E016",
+                "with stages, `layers` belongs in a `stage { }`",
+                attrs["layers"].key.span,
+                help="every layer of a stack in stages is listed by its stage",
+            )
+        plan: list[tuple[str, S.Section]] = []
+        stages: list[Stage] = []
+        segments: list[tuple[int, object]] = []
+        ok = True
+        prev = ctx
+        for ssec in subs["stage"]:
+            if ssec.label is None:
+                self.error(
+                    "E007",
+                    "a stage needs a name: `stage NAME { … }`",
+                    ssec.keyword.span,
+                    help="stages are named (`stage s1 { }`, or numbered: `stage 1 { }`) and run in order",
+                )
+                ok = False
+                continue
+            label, where = ssec.label.name, ssec.label.span
+            s_attrs, s_subs = self.split(
+                ssec, [*(p.name for p in STAGE_SETTINGS), *STAGE_SLOTS, "layers"], STACK_SECTIONS
+            )
+            width = self.value(STAGE_SETTINGS[0], s_attrs["d_model"].value) if "d_model" in s_attrs else None
+            stage_plan = self.plan(ssec, s_attrs, s_subs, what="stage")
+            if stage_plan is None or isinstance(width, _Poison):
+                ok = False
+                continue
+            segments.extend(self.segments.get(id(stage_plan), ()))
+            start = len(plan)
+            plan.extend(stage_plan)
+            if prev is None:
+                stages.append(Stage(start, 0, None, None, label, where))
+                continue
+            d = whole(width) if width is not None else prev.d_model
+            tctx = prev.entering(d)
+            t_expr = _val(s_attrs.get("transition"))
+            transition = self.optional("transition", STAGE_SLOTS["transition"], t_expr, tctx)
+            if (
+                t_expr is not None
+                and transition is None
+                and not (isinstance(t_expr, S.Name) and t_expr.name == "none")
+            ):
+                ok = False
+                continue
+            grid = (
+                REGISTRY[transition.kind].out_grid(transition, tctx) if transition is not None else prev.grid
+            )
+            if transition is None and d != prev.d_model:
+                source = f"stage `{stages[-1].label}`" if stages else "the embedding"
+                self.error(
+                    "E011",
+                    f"stage `{label}` is {d} wide, but {source} gives {prev.d_model}",
+                    s_attrs["d_model"].value.span,
+                    help="a stage changes the width through its `transition`, "
+                    "e.g. transition = patch_merging()",
+                )
+                ok = False
+                continue
+            stages.append(Stage(start, d, grid, transition, label, where))
+            prev = prev.stage(d, grid)
+        if not ok:
+            return None, None
+        self.segments[id(plan)] = tuple(segments)
+        return plan, stages
+
     def stack(
         self,
         role: str,
@@ -803,13 +929,15 @@ class Elaborator:
         plan: list[tuple[str, S.Section]] | None,
         ctx: Ctx | None,
         memory: bool,
+        stages: list[Stage] | None = None,
     ) -> Stack | None:
         where = sec.label.span if sec.label else sec.keyword.span
         position = self.optional("position", STACK_SLOTS["position"], _val(attrs.get("position")), ctx)
         if position is not None and ctx is not None and REGISTRY[position.kind].applies == "attention":
             ctx = replace(ctx, position=position)  # RoPE, ALiBi, relative biases act in every self-attention
+        out = ctx if ctx is None or not stages else ctx.stage(stages[-1].d_model, stages[-1].grid)
         final_norm = self.optional(
-            "final_norm", STACK_SLOTS["final_norm"], _val(attrs.get("final_norm")), ctx
+            "final_norm", STACK_SLOTS["final_norm"], _val(attrs.get("final_norm")), out
         )
         emb_norm = self.optional(
             "embedding_norm", STACK_SLOTS["embedding_norm"], _val(attrs.get("embedding_norm")), ctx
@@ -823,10 +951,13 @@ class Elaborator:
         layers: list[Block | None] = []
         instances: list[int] = []
         checkpoint: list[bool] = []
-        keys: dict[str, int] = {}
+        keys: dict[tuple[int, str], int] = {}
+        starts = [stage.start for stage in stages or ()] or [0]
         for i, (key, bsec) in enumerate(plan):
+            k = max(j for j, start in enumerate(starts) if start <= i)  # the stage layer i is in
+            lctx = ctx if ctx is None or not stages else ctx.stage(stages[k].d_model, stages[k].grid)
             checkpoint.append(self.setting(bsec, "checkpoint") is True)
-            if checkpoint[-1] and (blk_ir := self.block(bsec, ctx, role, memory)) is not None:
+            if checkpoint[-1] and (blk_ir := self.block(bsec, lctx, role, memory)) is not None:
                 for _, n in blk_ir.sublayers:
                     if REGISTRY[n.kind].stateful:
                         self.error(
@@ -836,13 +967,30 @@ class Elaborator:
                             help="recomputing it would move its memory on again; drop `checkpoint`",
                         )
                         return None
-            blk = self.block(bsec, ctx, role, memory)
+            blk = self.block(bsec, lctx, role, memory)
             label = key.replace(" ", "_") if key != "inline" else ""
-            layers.append(replace(blk, label=label) if blk is not None else None)
+            layers.append(replace(_per_layer(blk, i - starts[k]), label=label) if blk is not None else None)
             if self.setting(bsec, "shared") is True and not key.startswith("layer "):
-                instances.append(keys.setdefault(key, i))
+                if stages and i == starts[k] and stages[k].transition is not None:
+                    self.error(
+                        "E016",
+                        f"layer {i} begins stage `{stages[k].label}` through its transition, so it cannot "
+                        "share its module with other layers",
+                        bsec.label.span if bsec.label else bsec.keyword.span,
+                        help="drop `shared`, or begin the stage with a block that is not shared",
+                    )
+                    return None
+                instances.append(keys.setdefault((k, key), i))  # shared within a stage (one width)
             else:
                 instances.append(i)
+        if stages and st["layerdrop"] and any(stage.transition is not None for stage in stages):
+            self.error(
+                "E016",
+                "LayerDrop would skip the first layer of a stage, and with it the stage's transition",
+                attrs["layerdrop"].key.span,
+                help="drop `layerdrop` in a stack whose stages change its width or grid",
+            )
+            return None
         if any(b is None for b in layers) or ctx is None or any(isinstance(v, _Poison) for v in st.values()):
             return None
         mixing = [
@@ -867,7 +1015,7 @@ class Elaborator:
                 int(n["heads"])
                 for b in layers
                 for _, n in b.sublayers  # type: ignore[union-attr]
-                if REGISTRY[n.kind].attends and not n["cross"]
+                if REGISTRY[n.kind].attends and not n.get("cross", False)
             }
             if len(heads) > 1:
                 self.error(
@@ -889,6 +1037,8 @@ class Elaborator:
             layerdrop=float(st["layerdrop"]),  # type: ignore[arg-type]
             checkpoint=tuple(checkpoint),
             repeats=self.segments.get(id(plan), ()),
+            # stages without a transition change nothing: the stack is then one of one width
+            stages=tuple(stages) if stages and any(st.transition is not None for st in stages) else (),
             span=where,
         )
 
@@ -1004,7 +1154,7 @@ class Elaborator:
         return self.value(p, attr.value)
 
     def block(self, sec: S.Section, ctx: Ctx | None, stack: str, memory: bool) -> Block | None:
-        key = (id(sec), stack, int(memory))
+        key = (id(sec), stack, int(memory), ctx)  # a block definition used in two stages: two blocks
         if key not in self._cache:
             self._cache[key] = self._block(sec, ctx, stack, memory)
         return self._cache[key]
@@ -1259,6 +1409,24 @@ class Elaborator:
             e.span,
             help="e.g. h = x + attn(ln_1(x))",
         )
+
+
+def _gives_grid(attr: S.Attr | None) -> bool:
+    """Whether a model's embedding names a kind that lays its tokens on a grid (an image embedding)."""
+    e = attr.value if attr is not None else None
+    kind = REGISTRY.get(e.func.name) if isinstance(e, S.Call) else None
+    return kind is not None and type(kind).out_grid is not Kind.out_grid
+
+
+def _per_layer(blk: Block, index: int) -> Block:
+    """The block as layer ``index`` of its stage: each sublayer's kind resolves what depends on the
+    layer (``Kind.per_layer``: Swin's shifted windows on every other layer)."""
+    subs = tuple((name, REGISTRY[n.kind].per_layer(n, index)) for name, n in blk.sublayers)
+    return (
+        blk
+        if all(a[1] is b[1] for a, b in zip(subs, blk.sublayers, strict=True))
+        else replace(blk, sublayers=subs)
+    )
 
 
 def _adapt(t: TExpr, wrapped: Mapping[str, str]) -> TExpr:

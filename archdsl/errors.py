@@ -105,8 +105,9 @@ ERRORS: dict[str, ErrorDoc] = {
     "E011": ErrorDoc(
         "shape error",
         "Sizes that do not fit together: `d_model` not divisible by the number of heads, an odd "
-        "`d_model` under sinusoidal positions, an image size the patch does not divide. The caret points "
-        "at the argument to change.",
+        "`d_model` under sinusoidal positions, an image size the patch does not divide, a stage whose "
+        "width differs from the stage before's without a `transition`, a grid that windows or patch "
+        "merging do not tile with `pad = false`. The caret points at the argument to change.",
         "d_model = 768\nattention = mha(heads = 10)",
         "attention = mha(heads = 12)",
     ),
@@ -142,7 +143,9 @@ ERRORS: dict[str, ErrorDoc] = {
         "wrong section or component in this place",
         "A component of one role in another role's slot (`attention = mlp(…)`), a component inside "
         "arithmetic, cross-attention outside the decoder of an encoder-decoder, a block with both a "
-        "placement and a flow, or an unknown top-level section.",
+        "placement and a flow, an unknown top-level section, a kind that reads a token grid (`swin`, "
+        "`patch_merging`) in a model without one, or stages where they cannot be (an encoder_decoder, "
+        "beside `block` or `layers`).",
         "attention = mlp(hidden = 3072)",
         "attention = mha(heads = 12)",
     ),

@@ -23,7 +23,7 @@ from archdsl import syntax as S
 
 INDENT = "  "
 WIDTH = 100
-LABELLED = ("block", "layer")
+LABELLED = ("block", "layer", "stage")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,19 +15,20 @@ from dataclasses import replace
 
 import networkx as nx
 
-from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Sum, TExpr
+from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Stage, Sum, TExpr
 from archdsl.kinds import REGISTRY, Ctx, Kind
 from archdsl.kinds.embed import EMBEDDING_PROJECTION
 
 
 def ctx_of(model: Model, stack: str | None = None) -> Ctx:
-    """The context components of one stack were elaborated in."""
+    """The context components of one stack were elaborated in (of its first stage, in a stack of
+    stages: the embedding's width and grid)."""
     if stack is None:
         stack = "encoder" if model.type == "encoder" else "decoder"
     s = next((x for x in model.stacks if x.role == stack), None)
     pos = s.position if s is not None else None
     inside = pos is not None and REGISTRY[pos.kind].applies == "attention"
-    return Ctx(
+    ctx = Ctx(
         d_model=model.d_model,
         vocab=model.vocab,
         stack=stack,
@@ -36,6 +37,40 @@ def ctx_of(model: Model, stack: str | None = None) -> Ctx:
         frozen=model.frozen,
         width=embedding_width(model),
     )
+    grid = REGISTRY[model.embedding.kind].out_grid(model.embedding, ctx)
+    return replace(ctx, grid=grid) if grid is not None else ctx
+
+
+def stage_contexts(model: Model, stack: Stack) -> list[tuple[Stage, Ctx, Ctx | None]]:
+    """Each stage of a stack with the context of its layers and of its transition (None without one):
+    a transition reads the stage before (the embedding, for the first). A stack without stages is one
+    stage, at the embedding's width and grid."""
+    ctx = ctx_of(model, stack.role)
+    if not stack.stages:
+        return [(Stage(0, ctx.d_model, ctx.grid), ctx, None)]
+    out = []
+    for st in stack.stages:
+        tctx = ctx.entering(st.d_model) if st.transition is not None else None
+        ctx = ctx.stage(st.d_model, st.grid)
+        out.append((st, ctx, tctx))
+    return out
+
+
+def output_ctx(model: Model, stack: Stack | None = None) -> Ctx:
+    """The context of what a stack gives (its last stage's width and grid): its final norm's, and the
+    head's (of the model's last stack)."""
+    stack = stack or model.stacks[-1]
+    return stage_contexts(model, stack)[-1][1]
+
+
+def transition_name(blk: Block) -> str:
+    """The name a stage's transition takes in the stage's first block (``h.4.transition``): one the
+    block's sublayers do not use."""
+    names, name, k = {n for n, _ in blk.sublayers}, "transition", 1
+    while name in names:
+        k += 1
+        name = f"transition_{k}"
+    return name
 
 
 def embedding_width(model: Model) -> int | None:
@@ -156,19 +191,26 @@ class _Builder:
         if late_projection(self.model):  # ALBERT: the table's width, then d_model
             emb, path = self.model.embedding, f"{prefix}proj_emb"
             x = self.comp(path, path, emb, ctx, emb_layer, [x], kind=EMBEDDING_PROJECTION)
+        stages = {st.start: (st, lctx, tctx) for st, lctx, tctx in stage_contexts(self.model, stack)}
         seen_instances: set[int] = set()
         for i, (blk, inst) in enumerate(zip(stack.layers, stack.instances, strict=True)):
             p = f"{prefix}h.{i}"
+            if i in stages:  # a stage begins: its width and grid, entered through its transition
+                st, ctx, tctx = stages[i]
+                if st.transition is not None:
+                    path = f"{p}.{transition_name(blk)}"
+                    x = self.comp(path, path, st.transition, tctx, p, [x])  # type: ignore[arg-type]
             owner = inst not in seen_instances
             seen_instances.add(inst)
             env = {"x": x}
             if memory is not None:
                 env["memory"] = memory
-            for st in blk.body:
-                env[st.target] = self.texpr(st.value, env, p, blk, ctx, owner)
+            for st_ in blk.body:
+                env[st_.target] = self.texpr(st_.value, env, p, blk, ctx, owner)
             x = env[blk.output]
         if stack.final_norm is not None:
-            x = self.comp(f"{prefix}ln_f", f"{prefix}ln_f", stack.final_norm, ctx, f"{prefix}ln_f", [x])
+            fctx = output_ctx(self.model, stack)
+            x = self.comp(f"{prefix}ln_f", f"{prefix}ln_f", stack.final_norm, fctx, f"{prefix}ln_f", [x])
         return x
 
 
@@ -200,7 +242,7 @@ def build_graph(model: Model) -> nx.DiGraph:
     else:
         x = b.comp("wte", "wte", emb, ctx_of(model), "embedding", ["idx"])
         x = b.stack(model.stacks[0], x, None, "")
-    x = b.comp("lm_head", "lm_head", model.head, ctx_of(model), "lm_head", [x])
+    x = b.comp("lm_head", "lm_head", model.head, output_ctx(model), "lm_head", [x])
     b.op("output", "output", "output", [x])
     return b.g
 

@@ -9,7 +9,8 @@ written as an explicit ``flow``.
 * A block is a small dataflow program: named sublayers (``Node``s) and statements over tensors
   (:class:`Stmt` with :class:`Ref` / :class:`Apply` / :class:`Sum` / :class:`Scale` expressions).
 * A :class:`Stack` is the layers of an encoder or a decoder; a :class:`Model` is one or two stacks with
-  an embedding and a head.
+  an embedding and a head. A stack of a hierarchical model (Swin, PVT) runs its layers in stages
+  (:class:`Stage`), each at its own width and token grid, entered through a transition.
 """
 
 from __future__ import annotations
@@ -122,9 +123,26 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A run of a stack's layers at one width over one grid of tokens (hierarchical vision models:
+    Swin, PVT): layers ``start`` up to the next stage's start. ``transition`` maps the tokens of the
+    stage before (or the embedding's) to this stage's width and grid before its first layer (Swin's
+    patch merging); a stage without one keeps the width and grid it is handed."""
+
+    start: int
+    d_model: int
+    grid: tuple[int, int] | None = None
+    transition: Node | None = None
+    label: str = field(default="", compare=False)  # the spec's name for it (`stage s2 { }`)
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class Stack:
     """The layers of an encoder or a decoder. ``instances[i]`` says which module layer ``i`` uses:
-    layers with the same instance share their weights (ALBERT); by default every layer is its own."""
+    layers with the same instance share their weights (ALBERT); by default every layer is its own.
+    ``stages`` is empty for a stack of one width; otherwise its stages in order, the first starting
+    at layer 0."""
 
     role: str  # "encoder" | "decoder"
     layers: tuple[Block, ...]
@@ -137,6 +155,7 @@ class Stack:
     checkpoint: tuple[bool, ...] = ()  # per layer: recompute activations in backward
     # how the spec repeats its layers, as runs (period, count): ((1, n_layers),) for `repeat = n_layers`
     repeats: tuple[tuple[int, Any], ...] = field(default=(), compare=False, repr=False)
+    stages: tuple[Stage, ...] = ()
     span: Span | None = field(default=None, compare=False, repr=False)
 
 
@@ -174,6 +193,7 @@ class Model:
         for s in self.stacks:
             if s.position is not None:
                 yield s.position
+            yield from (st.transition for st in s.stages if st.transition is not None)
             for blk in s.layers:
                 yield from (n for _, n in blk.sublayers)
             if s.final_norm is not None:

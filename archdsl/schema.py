@@ -19,6 +19,8 @@ from archdsl.elaborate import (
     MODEL_SETTINGS,
     MODEL_SLOTS,
     STACK_SLOTS,
+    STAGE_SETTINGS,
+    STAGE_SLOTS,
     Slot,
 )
 from archdsl.kinds import REGISTRY, Param, kinds_for
@@ -127,13 +129,35 @@ def stack_schema() -> dict[str, Any]:
     }
 
 
+def stage_schema(stack: dict[str, Any]) -> dict[str, Any]:
+    """A stage of a stack: its width, its transition and its layers (as a stack lists them)."""
+    return {
+        "type": "object",
+        "properties": {
+            **{p.name: param_schema(p) for p in STAGE_SETTINGS},
+            **{name: slot_schema(s) for name, s in STAGE_SLOTS.items()},
+            **{k: stack[k] for k in ("layers", "block", "layer")},
+        },
+        "additionalProperties": False,
+    }
+
+
 def schema() -> dict[str, Any]:
     stack = stack_schema()
+    stages = {
+        "stage": {
+            "type": "object",
+            "description": "the stack's stages in order, by name (each at its own width and grid)",
+            "patternProperties": {"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)$": {"$ref": "#/$defs/stage"}},
+            "additionalProperties": False,
+        }
+    }
     model_props = {
         "name": {"type": "string", "pattern": IDENT},
         **{p.name: param_schema(p) for p in MODEL_SETTINGS},
         **{name: slot_schema(s) for name, s in MODEL_SLOTS.items()},
         **stack,
+        **stages,
         "encoder": {"$ref": "#/$defs/stack"},
         "decoder": {"$ref": "#/$defs/stack"},
         "lora": {
@@ -154,6 +178,7 @@ def schema() -> dict[str, Any]:
         {
             "model": {"type": "object", "properties": model_props, "additionalProperties": False},
             "stack": {"type": "object", "properties": stack, "additionalProperties": False},
+            "stage": stage_schema(stack),
             "block": block_schema(inline=False),
             "inline_block": block_schema(inline=True),
             "partial_block": block_schema(inline=False),

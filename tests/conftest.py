@@ -138,6 +138,9 @@ TINY["deepseek_v2_lite"] = {
 }
 TINY["rwkv_169m"] = {"n_layers": 2, "d_model": 24, "d_att": 10, "d_ff": 40, "vocab": 37, "chunk": 4}
 TINY["transformer_xl"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50, "mem_len": 6}
+# 20 x 20 patches in 4 x 4 windows (shifted), merged to 10 x 10 (padded to 12 for the windows), the odd
+# 5 x 5 (padded to 8) merged to 3 x 3, smaller than the window (one window of 3 x 3, unshifted)
+TINY["swin_t"] = {"image": 40, "patch": 2, "C": 12, "window": 4, "depth3": 2, "classes": 10}
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -74,6 +74,7 @@ FEATURES = (
     "adapter",
     "checkpoint",
     "constants",
+    "stages",
 )
 
 # Plain names for flow sublayers and tensors, and for blocks and models.
@@ -274,7 +275,8 @@ class Env:
     """What a component's generator knows of its place: the model's width and vocabulary, the stack
     (``decoder`` / ``encoder``), the longest length that stack is run at, the stack's positional scheme,
     the head count every self-attention must have (T5's shared table), whether the stack reads an
-    encoder's output (``memory``), whether the block is checkpointed."""
+    encoder's output (``memory``), whether the block is checkpointed, and the grid its tokens lie on
+    (an image without a class token; a stage's own)."""
 
     d_model: int
     vocab: int
@@ -284,6 +286,7 @@ class Env:
     heads: int | None = None
     memory: bool = False
     checkpoint: bool = False
+    grid: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,7 @@ class AttnTraits:
     """The constraints an attention kind puts on its surroundings. ``positions``: the attention-acting
     positional schemes it takes (``None``: all); ``cross``: usable as cross-attention; ``causal_only``;
     ``stateful``: keeps state across forwards (cannot be checkpointed); ``even_d``: needs an even width;
-    ``min_heads``."""
+    ``min_heads``; ``grid``: reads the token grid (an image without a class token); ``encoder_only``."""
 
     positions: frozenset[str] | None = None
     cross: bool = True
@@ -299,9 +302,12 @@ class AttnTraits:
     stateful: bool = False
     even_d: bool = False
     min_heads: int = 1
+    grid: bool = False
+    encoder_only: bool = False
 
 
 ROPE_ONLY = frozenset({"rope"})
+IMAGE_EMBEDDINGS = ("patch_embedding", "conv_stem")
 ATTN_TRAITS: dict[str, AttnTraits] = {
     "mha": AttnTraits(),
     "sliding_window": AttnTraits(positions=ROPE_ONLY, cross=False),
@@ -315,6 +321,7 @@ ATTN_TRAITS: dict[str, AttnTraits] = {
     "mla": AttnTraits(positions=ROPE_ONLY, cross=False),
     # sequence mixers: no positional scheme acts in them (a stack of them takes none acting in attention)
     "rwkv_time_mix": AttnTraits(positions=frozenset(), cross=False),
+    "swin": AttnTraits(positions=frozenset(), cross=False, grid=True, encoder_only=True),
 }
 #: an attention kind registered after these strategies were written: assumed self-attention only, with
 #: no attention-acting position (the test that lists uncovered kinds fails for it anyway)
@@ -337,6 +344,8 @@ def attn_fits(kind: str, env: Env, cross: bool = False) -> bool:
     if t.stateful and env.checkpoint:
         return False
     if t.even_d and env.d_model % 2:
+        return False
+    if (t.grid and env.grid is None) or (t.encoder_only and env.stack != "encoder"):
         return False
     return not (env.heads is not None and env.heads < t.min_heads)
 
@@ -394,6 +403,8 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
         if kind == "rwkv_time_mix" and g.flag(0.6):
             args["hidden"] = g.int_(g.int_in(1, 24))  # k, v, r any width (a context default otherwise)
         return g.call(kind, {**args, **g.free_args(kind, set(args), 0.3)})
+    if kind == "swin":
+        return swin(g, env)
     t = attn_traits(kind)
     args = _attn_heads(g, env, kind, cross)
     causal = env.stack == "decoder" and not cross
@@ -492,6 +503,97 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
         handled |= {"kv_rank", "q_rank", "rope_dim", "v_dim", "qk_norm", "qk_norm_scope", "qk_eps"}
     args.update(g.free_args(kind, handled | set(args), 0.25))
     return g.call(kind, args)
+
+
+def swin(g: Gen, env: Env) -> str:
+    """Window attention on the stack's grid: heads dividing the width (or an explicit head size, and
+    with a T5-like fixed head count none: it takes no attention-acting position), a window from 1 to
+    past the grid, ``pad = false`` only where the windows tile it; the shift as the layer decides, or
+    set."""
+    assert env.grid is not None
+    d, (rows, cols) = env.d_model, env.grid
+    args: dict[str, str] = {}
+    divs = _divisors(d, 8)
+    if g.flag(0.8):
+        args["heads"] = g.int_(g.draw(st.sampled_from(divs)))
+    else:
+        args["heads"] = g.int_(g.int_in(1, 4))
+        args["head_dim"] = g.int_(g.draw(st.sampled_from([2, 4, 8])))
+    window = g.int_in(1, max(rows, cols) + 2)
+    if window != 7 or g.flag(0.5):
+        args["window"] = g.int_(window)
+    m = min(rows, cols, window)
+    if rows % m == 0 and cols % m == 0 and g.flag(0.3):
+        args["pad"] = "false"
+    if g.flag(0.3):
+        args["shift"] = g.bool_(g.flag())
+    for name in ("bias", "out_bias"):
+        if g.flag(0.2):
+            args[name] = g.bool_(g.flag())
+    if g.flag(0.15):
+        args["scale"] = g.float_(g.draw(st.sampled_from([0.125, 0.5, 1.0])))
+    for name in ("dropout", "out_dropout"):
+        if g.flag(0.15):
+            args[name] = g.float_(g.draw(st.sampled_from([0.0, 0.1])))
+    return g.call("swin", args)
+
+
+def transition(g: Gen, env: Env) -> str:
+    """A transition between stages on ``env``'s grid: patch merging (``pad = false`` only on an even
+    grid), or any transition kind registered later, with schema-drawn arguments."""
+    kind = g.choose(kinds_for("transition"))
+    assert env.grid is not None
+    args: dict[str, str] = {}
+    handled = {"pad"}
+    if kind == "patch_merging" and env.grid[0] % 2 == 0 and env.grid[1] % 2 == 0 and g.flag(0.3):
+        args["pad"] = "false"
+    args.update(g.free_args(kind, handled | set(args), 0.3))
+    return g.call(kind, args)
+
+
+def merged(grid: tuple[int, int]) -> tuple[int, int]:
+    return (grid[0] + 1) // 2, (grid[1] + 1) // 2
+
+
+def conv_stem(g: Gen, d: int) -> tuple[str, int]:
+    """A convolutional stem and the side of the grid it gives (1 to 4): 1 to 3 convolutions whose
+    widths (d / growth ** k) divide, an image the kernels, strides and paddings fit."""
+    layers = g.int_in(1, 3)
+    growths = [k for k in (1, 2, 3) if d % k ** (layers - 1) == 0]
+    growth = g.draw(st.sampled_from(growths))
+    kernel, stride = g.int_in(1, 4), g.int_in(1, 3)
+    padding = g.int_in(0, 2) if g.flag(0.5) else None
+    p = kernel // 2 if padding is None else padding
+
+    def side(image: int) -> int:
+        for _ in range(layers):
+            image = (image + 2 * p - kernel) // stride + 1
+        return image
+
+    images = [i for i in range(1, 33) if 1 <= side(i) <= 4]
+    if not images:  # no image fits these convolutions: one 1 x 1 convolution, stride 1
+        layers, kernel, stride, padding, p, growth = 1, 1, 1, None, 0, 1
+        images = [1, 2, 3, 4]
+    image = g.draw(st.sampled_from(images))
+    args = {
+        "image": g.int_(image),
+        "layers": g.int_(layers),
+        "kernel": g.int_(kernel),
+        "stride": g.int_(stride),
+    }
+    if padding is not None:
+        args["padding"] = g.int_(padding)
+    if growth != 2 or g.flag(0.3):
+        args["growth"] = g.int_(growth)
+    if g.flag(0.5):
+        args["channels"] = g.int_(g.int_in(1, 3))
+    if g.flag(0.6):
+        args["norm"] = g.word(g.draw(st.sampled_from(["batchnorm", "layernorm", "none"])))
+    if g.flag(0.5):
+        args["activation"] = g.word(g.draw(st.sampled_from(["none", "hardswish", "relu", "gelu", "silu"])))
+    if g.flag(0.3):
+        args["bias"] = g.bool_(g.flag())
+    return g.call("conv_stem", args), side(image)
 
 
 # -- the other roles -------------------------------------------------------------------------------------
@@ -859,10 +961,11 @@ def _pattern_text(g: Gen, names: list[str]) -> str:
     return " + ".join(parts)
 
 
-def stack(g: Gen, env: Env, indent: int, prefix: str) -> list[str]:
+def stack(g: Gen, env: Env, indent: int, prefix: str, staged: bool = False) -> list[str]:
     """The entries of one stack: position, embedding/final norms, stack dropout settings, the layers
     (an inline ``block { repeat = N }`` or ``layers = pattern`` over 1..3 top-level block definitions,
-    one maybe ``base = `` another), per-layer overrides.
+    one maybe ``base = `` another), per-layer overrides — or, ``staged``, 1..3 stages each with its
+    layers (``stages``); ``env`` is then left at the last stage's width, grid and length.
 
     The positional scheme is chosen first and the attention kinds fitted to it (or, when a kind is
     required, the scheme fitted to the kind)."""
@@ -899,11 +1002,50 @@ def stack(g: Gen, env: Env, indent: int, prefix: str) -> list[str]:
         entries.append("final_norm = none")
     if g.flag(0.15):
         entries.append(f"dropout = {g.float_(g.draw(st.sampled_from([0.0, 0.1])))}")
-    if g.flag(0.1):
+    if g.flag(0.1) and not staged:  # LayerDrop could skip a stage's transition
         entries.append(f"layerdrop = {g.float_(g.draw(st.sampled_from([0.0, 0.1])))}")
+    if staged:
+        return entries + stages(g, env, indent, prefix)
+    return entries + layer_entries(g, env, indent, prefix)
 
+
+def stages(g: Gen, env: Env, indent: int, prefix: str) -> list[str]:
+    """1..3 stages (two at least for a required transition kind): after the first, each may enter
+    through a transition (merging the grid) at the same or twice the width — twice only where it stays
+    within MAX_D; every stage lists its own layers (at most 2) for its width and grid."""
+    g.features.add("stages")
+    assert env.grid is not None
+    out = []
+    need_t = g.need in REGISTRY and REGISTRY[g.need].role == "transition"
+    for k in range(g.int_in(2 if need_t else 1, 3)):
+        ents: list[str] = []
+        if k > 0:
+            width = env.d_model
+            if need_t or g.flag(0.7):
+                ents.append(f"transition = {transition(g, env)}")
+                need_t = False
+                env.grid = merged(env.grid)
+                env.seq_len = env.grid[0] * env.grid[1]
+                if 2 * width <= MAX_D and g.flag(0.6):
+                    width *= 2
+            if width != env.d_model or g.flag(0.3):
+                ents.append(f"d_model = {g.int_(width)}")
+            env.d_model = width
+        # the first layer of a stage with a transition has a module of its own: no shared blocks
+        shareable = not any(e.startswith("transition") for e in ents)
+        ents += layer_entries(g, env, indent + 1, f"{prefix}s{k}_", most=2, shareable=shareable)
+        label = f"s{k}" if g.flag(0.7) else str(k)
+        out.append(section(g, f"stage {label}", ents, indent))
+    return out
+
+
+def layer_entries(
+    g: Gen, env: Env, indent: int, prefix: str, most: int = MAX_LAYERS, shareable: bool = True
+) -> list[str]:
+    """A stack's (or a stage's) layers: an inline block or a pattern, and maybe a per-layer override."""
+    entries: list[str] = []
     stateful_needed = g.need in REGISTRY and attn_traits(g.need).stateful
-    n_layers = g.int_in(2 if g.wants("base") else 1, MAX_LAYERS)
+    n_layers = g.int_in(2 if g.wants("base") else 1, most)
     use_pattern = g.take("pattern") or g.wants("base") or g.flag(0.35)
     layer_blocks: list[BlockDraw] = []
 
@@ -917,7 +1059,7 @@ def stack(g: Gen, env: Env, indent: int, prefix: str) -> list[str]:
 
     def settings(ckpt: bool) -> list[str]:
         out = ["checkpoint = true"] if ckpt else []
-        if g.take("shared") or g.flag(0.15):
+        if shareable and (g.take("shared") or g.flag(0.15)):
             out.append("shared = true")
             g.features.add("shared")
         return out
@@ -1064,29 +1206,48 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
     g = Gen(draw, require)
     g.sep = " " if g.flag(0.15) else "\n"
     g.tricky = g.flag(0.25)
-    image = g.take("image") or g.wants("patch_embedding") or (not g.wants("token_embedding") and g.flag(0.12))
-    mtype = _model_type(g)
+    need_grid = g.need in ("stages", "conv_stem") or (g.need in REGISTRY and REGISTRY[g.need].reads_grid)
+    image = (
+        g.take("image")
+        or g.wants("patch_embedding")
+        or need_grid
+        or (not g.wants("token_embedding") and g.flag(0.12))
+    )
+    if g.need in ATTN_TRAITS and attn_traits(g.need).encoder_only:
+        mtype = "encoder"
+    elif need_grid and g.need != "conv_stem":  # stages: a stack of one model type
+        mtype = g.choose(["decoder", "encoder"])
+    else:
+        mtype = _model_type(g)
     d = _d_model(g)
     batch = g.int_in(1, 3)
+    grid: tuple[int, int] | None = None
 
     if image:
-        patch = g.int_in(1, 8)
-        k = g.int_in(1, 4)
-        cls = g.flag(0.7)
+        if g.wants("conv_stem") or (not g.wants("patch_embedding") and g.flag(0.25)):
+            if g.need == "conv_stem":
+                g.need = None
+            embedding, k = conv_stem(g, d)
+            cls = False
+        else:
+            patch = g.int_in(1, 8)
+            k = g.int_in(1, 4)
+            cls = g.flag(0.7) and not need_grid
+            emb_args = {"image": g.int_(patch * k), "patch": g.int_(patch)}
+            if g.flag(0.5):
+                emb_args["channels"] = g.int_(g.int_in(1, 3))
+            if not cls or g.flag(0.3):
+                emb_args["cls_token"] = g.bool_(cls)
+            if g.need == "patch_embedding":
+                g.need = None
+            embedding = g.call("patch_embedding", emb_args)
+        grid = None if cls else (k, k)
         length = k * k + int(cls)
-        emb_args = {"image": g.int_(patch * k), "patch": g.int_(patch)}
-        if g.flag(0.5):
-            emb_args["channels"] = g.int_(g.int_in(1, 3))
-        if not cls or g.flag(0.3):
-            emb_args["cls_token"] = g.bool_(cls)
-        if g.need == "patch_embedding":
-            g.need = None
-        embedding = g.call("patch_embedding", emb_args)
         g.features.add("image")
         seq_len = src = length
         vocab = g.int_in(1, MAX_VOCAB) if g.flag(0.3) or g.need in ("lm_head", "mlm_head") else 0
     else:
-        emb_kind = g.choose([k for k in kinds_for("embedding") if k != "patch_embedding"])
+        emb_kind = g.choose([k for k in kinds_for("embedding") if k not in IMAGE_EMBEDDINGS])
         # a table narrower than d_model (width, project, project_bias) constrains the head and the
         # positions at that width: tests/test_kinds_interop.py covers it against Hugging Face
         emb_args = g.free_args(emb_kind, {"width", "project", "project_bias"}, 0.3)
@@ -1110,26 +1271,28 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
     if g.take("lora") or g.flag(0.1):
         model.append(_lora(g))
     if mtype == "encoder_decoder":
-        enc = Env(d, vocab, "encoder", src)
-        dec = Env(d, vocab, "decoder", seq_len, memory=True)
+        enc = Env(d, vocab, "encoder", src, grid=grid)
+        dec = out_env = Env(d, vocab, "decoder", seq_len, memory=True, grid=grid)
         model.append(section(g, "encoder", stack(g, enc, 1, "enc_"), 1))
         model.append(section(g, "decoder", stack(g, dec, 1, "dec_"), 1))
     else:
         role = "encoder" if mtype == "encoder" else "decoder"
-        model.extend(stack(g, Env(d, vocab, role, seq_len), 0, ""))
+        out_env = Env(d, vocab, role, seq_len, grid=grid)
+        staged = grid is not None and (g.take("stages") or need_grid or g.flag(0.3))
+        model.extend(stack(g, out_env, 0, "", staged))
     model.append(f"head = {head}")
     if g.need is not None:
         raise AssertionError(f"strategy bug: could not honour require={g.need!r}")
 
     parts = [*g.consts, *g.blocks, section(g, f"model {name}", model, 0)]
     text = ("\n\n" if g.sep == "\n" else "\n").join(parts) + "\n"
-    out_len = seq_len
+    out_len = out_env.seq_len  # stages may have merged the grid and widened it
     if head_kind in ("lm_head", "mlm_head"):
         out: tuple[int, ...] = (batch, out_len, vocab)
     elif head_kind == "classifier":
         out = (batch, -1)  # classes: read from the spec by the test
     else:
-        out = (batch, d)
+        out = (batch, out_env.d_model)
     return GeneratedSpec(
         text=text,
         name=name,
@@ -1167,6 +1330,8 @@ COVERED_KINDS = frozenset(
         "shaw",
         "token_embedding",
         "patch_embedding",
+        "conv_stem",
+        "patch_merging",
         "lm_head",
         "classifier",
         "pooler",

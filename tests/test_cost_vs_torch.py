@@ -103,7 +103,10 @@ def test_shipped_specs_at_tiny_size(path: Path, batch: int, seq_len: int) -> Non
     assert_train_step_matches(spec, batch, seq_len)
 
 
-@pytest.mark.parametrize("name", ["gpt2_small.arch", "llama3_8b.arch", "vaswani_base.arch", "t5_base.arch"])
+# swin_t: a checkpointed layer that begins a stage recomputes the stage's transition too
+@pytest.mark.parametrize(
+    "name", ["gpt2_small.arch", "llama3_8b.arch", "vaswani_base.arch", "t5_base.arch", "swin_t.arch"]
+)
 def test_full_recompute_flops_match_checkpointing(name: str) -> None:
     path = Path(__file__).parent.parent / "specs" / name
     assert_train_step_matches(archdsl.load(path, tiny_overrides(path)), 2, 9, recompute="full")

@@ -39,6 +39,7 @@ ATTENTION = {
     "linear": "linear(heads = 4)",
     "sliding_window": "sliding_window(heads = 4, window = 3)",
     "lsh": "lsh(heads = 4, bucket_size = 4, buckets = 2, n_hashes = 1)",
+    "swin": "swin(heads = 4, window = 3)",  # the 4 x 4 grid padded to 6 x 6, shifted windows
 }
 
 
@@ -89,10 +90,11 @@ def test_every_ffn_and_norm_kind_is_covered() -> None:
 
 
 def test_producers_hand_on_token_major_tensors() -> None:
-    """The patch embedding and the Conformer convolution make their outputs contiguous themselves:
-    later layers read them as they read token embeddings."""
+    """The patch embedding, the Conformer convolution and the convolutional stem make their outputs
+    contiguous themselves: later layers read them as they read token embeddings."""
     from archdsl.kinds.conv_nn import ConformerConv
     from archdsl.kinds.embed_nn import PatchEmbedding
+    from archdsl.kinds.vision_nn import ConvStem
 
     for cls_token in (False, True):
         x = PatchEmbedding(3, 4, D, cls_token=cls_token)(torch.randn(2, 3, 16, 16))
@@ -100,6 +102,9 @@ def test_producers_hand_on_token_major_tensors() -> None:
     for norm in ("batchnorm", "layernorm"):
         y = ConformerConv(D, 3, norm=norm).train()(x)
         assert y.shape == x.shape and y.is_contiguous()
+    for norm in ("batchnorm", "layernorm", "none"):  # the convolutional stem, as the patch embedding
+        z = ConvStem([3, D // 2, D], 3, 2, 1, norm=norm, activation="relu").train()(torch.randn(2, 3, 16, 16))
+        assert z.shape == (2, 16, D) and z.is_contiguous()
 
 
 # every kind that reads a (B, T, d) activation, with small valid arguments
@@ -125,12 +130,24 @@ MODULES = {
     "lsh": ("lsh", {"heads": 4, "bucket_size": 4, "buckets": 2}),
     "linear": ("linear", {"heads": 4, "kv_heads": 2, "chunk": 3}),
     "linear_favor": ("linear", {"heads": 4, "feature_map": "favor", "causal": False}),
+    "swin": ("swin", {"heads": 4, "window": 2, "shift": True}),
+    "patch_merging": ("patch_merging", {}),
 }
+#: the token grid of the kinds that read one (``Kind.reads_grid``): padded for the windows and merged
+GRID = (3, 4)
+
+
+def _length(name: str) -> int:
+    return GRID[0] * GRID[1] if REGISTRY[name].reads_grid else 7
 
 
 def _module(name: str, params: dict[str, object]) -> torch.nn.Module:
-    ctx = Ctx(d_model=D, vocab=37, stack="decoder")
     kind = REGISTRY[name]
+    ctx = Ctx(d_model=D, vocab=37, stack="decoder")
+    if kind.reads_grid:  # an image encoder's grid; a transition reads and writes D here
+        ctx = Ctx(
+            d_model=D, vocab=37, stack="encoder", grid=GRID, d_in=D if kind.role == "transition" else None
+        )
     values = {p.name: p.default for p in kind.params if not p.required}
     values.update(kind.defaults(ctx, 1))
     values.update(params)
@@ -140,14 +157,14 @@ def _module(name: str, params: dict[str, object]) -> torch.nn.Module:
 
 
 def test_every_module_reading_activations_is_covered() -> None:
-    roles = ("ffn", "norm", "attention", "adapter")
+    roles = ("ffn", "norm", "attention", "adapter", "transition")
     assert {kind for kind, _ in MODULES.values()} == {k.name for k in REGISTRY.values() if k.role in roles}
 
 
 @pytest.mark.parametrize("name", list(MODULES))
 def test_module_takes_a_transposed_input(name: str) -> None:
     mod = _module(*MODULES[name])
-    x = torch.randn(2, D, 7).transpose(1, 2)  # (B, T, d), a transposed view
+    x = torch.randn(2, D, _length(MODULES[name][0])).transpose(1, 2)  # (B, T, d), a transposed view
     assert not x.is_contiguous()
     outs = []
     with torch.no_grad():

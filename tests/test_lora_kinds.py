@@ -36,6 +36,7 @@ ATTENTION = {
     "linear": "linear(heads = 4, kv_heads = 2)",
     "xl": "xl(heads = 4, mem_len = 3)",
     "mla": "mla(heads = 4, kv_rank = 5, rope_dim = 2, v_dim = 7, q_rank = 3)",
+    "swin": "swin(heads = 4, window = 2)",  # on a 6 x 6 grid: nine windows, shifted in the second layer
 }
 # attention kinds whose projections LoRA's names do not address (they stay frozen)
 UNTARGETED_ATTENTION = {"mla"}
@@ -92,6 +93,7 @@ def spec_text(
 ) -> str:
     if position is None:
         position = "none" if attention.startswith(("xl", "lsh")) else "learned(max_len = 64)"
+    grid = REGISTRY[attention.split("(")[0]].reads_grid  # an image encoder around it (Swin)
     block = f"""
     position = {position}
     block {{
@@ -105,7 +107,7 @@ def spec_text(
     final_norm = layernorm()
 """
     body = block
-    kind = "decoder"
+    kind = "encoder" if grid else "decoder"
     if cross:
         kind = "encoder_decoder"
         encoder = block.replace("cross_attention = " + cross, "")
@@ -115,9 +117,9 @@ model probe {{
   type = {kind}
   d_model = {D}
   vocab = 37
-  embedding = token_embedding()
+  embedding = {"patch_embedding(image = 12, patch = 2, cls_token = false)" if grid else "token_embedding()"}
   {body}
-  head = lm_head(tied = false)
+  head = {"classifier(classes = 5, pool = mean)" if grid else "lm_head(tied = false)"}
   lora {{
     r = {R}
     dropout = {dropout}
@@ -280,3 +282,21 @@ def test_lora_where_views_fold(call: str, position: str, batch: int, seq: int, t
     output is token-major already (nothing copied, nothing kept twice)."""
     spec = load(tmp_path, spec_text(call, targets=("q", "o"), position=position))
     assert_consistent(spec, batch, seq)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "pooler()",
+        "mlm_head()",
+        "mlm_head(tied = false)",
+        "classifier(classes = 3)",
+        "classifier(classes = 3, pool = mean)",
+    ],
+)
+def test_frozen_heads_keep_what_their_modules_keep(head: str, tmp_path: Path) -> None:
+    """A head in a frozen base (LoRA on the attention only): its maps' inputs are not kept for weights
+    that do not train; what its activations need is."""
+    text = spec_text(targets=("q", "v")).replace("lm_head(tied = false)", head)
+    text = text.replace("type = decoder", "type = encoder")
+    assert_consistent(load(tmp_path, text))

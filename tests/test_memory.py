@@ -96,7 +96,12 @@ def test_materialised_attention_matches_autograd(name: str, size: tuple[int, int
 
 @pytest.mark.parametrize(
     ("name", "size"),
-    [("gpt2_small.arch", SIZES[0]), ("llama3_8b.arch", SIZES[0]), *(("vaswani_base.arch", s) for s in SIZES)],
+    [
+        ("gpt2_small.arch", SIZES[0]),
+        ("llama3_8b.arch", SIZES[0]),
+        *(("vaswani_base.arch", s) for s in SIZES),
+        ("swin_t.arch", SIZES[0]),  # a layer that begins a stage keeps the transition's input
+    ],
     ids=str,
 )
 def test_full_recompute_keeps_block_inputs(name: str, size: tuple[int, int]) -> None:
@@ -403,9 +408,80 @@ def test_kind_keeps_what_its_module_keeps(name: str, params: dict[str, Any]) -> 
     _symbolic(name, node, ctx, False, True)
 
 
+# kinds that read the token grid (Ctx.grid), and image embeddings: (kind, params, grid, input width)
+GRID: list[tuple[str, dict[str, Any], tuple[int, int], int]] = [
+    ("swin", {"heads": 3, "window": 4, "shift": True}, (10, 10), D),  # padded to 12, shifted
+    ("swin", {"heads": 4, "window": 3, "shift": False}, (6, 9), D),  # windows side by side, no copy else
+    ("swin", {"heads": 2, "window": 8, "shift": True}, (5, 7), D),  # the window shrinks to 5: no shift
+    ("swin", {"heads": 1, "window": 4, "dropout": 0.1, "out_dropout": 0.1}, (4, 4), D),  # one window
+    ("swin", {"heads": 3, "head_dim": 5, "window": 2, "bias": False, "out_bias": False}, (4, 6), D),
+    ("patch_merging", {}, (6, 4), D),
+    ("patch_merging", {"bias": True}, (5, 7), 2 * D),  # odd sides padded; narrower than it reads
+]
+STEMS: list[dict[str, Any]] = [
+    {"image": 32, "layers": 4, "kernel": 3, "stride": 2, "padding": 1, "activation": "hardswish"},  # LeViT
+    {"image": 29, "kernel": 7, "stride": 4, "padding": 2, "norm": "layernorm"},  # CvT
+    {"image": 20, "layers": 3, "kernel": 3, "stride": 2, "norm": "layernorm", "activation": "relu"},
+    {"image": 17, "layers": 2, "kernel": 5, "stride": 3, "norm": "none", "activation": "gelu", "growth": 3},
+    {"image": 12, "layers": 2, "kernel": 2, "stride": 2, "padding": 0, "norm": "none"},
+]
+
+
+def _grid_context(name: str, grid: tuple[int, int], width: int) -> Ctx:
+    """A stage transition reads ``width`` and writes D; the others read and write D."""
+    if REGISTRY[name].role == "transition":
+        return Ctx(d_model=D, vocab=37, stack="encoder", grid=grid, d_in=width)
+    return Ctx(d_model=D, vocab=37, stack="encoder", grid=grid)
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["training", "frozen"])
+@pytest.mark.parametrize(
+    ("name", "params", "grid", "width"), GRID, ids=[f"{k}-{i}" for i, (k, *_) in enumerate(GRID)]
+)
+def test_grid_kind_keeps_what_its_module_keeps(
+    name: str, params: dict[str, Any], grid: tuple[int, int], width: int, frozen: bool
+) -> None:
+    """Window attention and patch merging on their grid, exactly: weights that train, or a frozen
+    module whose input needs a gradient; at two batches, and the same formula on a symbolic batch."""
+    kind = REGISTRY[name]
+    ctx = _grid_context(name, grid, width)
+    node = _node(name, ctx, 1, params)
+    act = ActCfg(weight_grad=not frozen)
+    for batch in (1, 3):
+        module = build_module(kind.ctor(node, ctx), seed=0).train().requires_grad_(not frozen)
+        x = torch.randn(batch, grid[0] * grid[1], width, requires_grad=True)
+        total, _ = saved_bytes(module, x)
+        s = kind.saved(node, ctx, [tuple(x.shape)], act)
+        kept = x.numel() * 4 if s.inputs and s.inputs[0] else 0
+        assert int(s.internal) + kept == total, (batch, s)
+    sym = kind.saved(node, ctx, [(B, grid[0] * grid[1], width)], act)
+    assert Poly.lift(sym.internal)(3) == kind.saved(node, ctx, [(3, grid[0] * grid[1], width)], act).internal
+
+
+@pytest.mark.parametrize("params", STEMS, ids=[f"conv_stem-{i}" for i in range(len(STEMS))])
+def test_conv_stem_keeps_what_its_module_keeps(params: dict[str, Any]) -> None:
+    """The convolutional stem on pixels that need no gradient (a model's input), exactly."""
+    kind = REGISTRY["conv_stem"]
+    ctx = Ctx(d_model=D, vocab=37, stack="encoder")
+    node = _node("conv_stem", ctx, 1, params)
+    act = ActCfg(input_grad=False)
+    for batch in (2, 3):
+        module = build_module(kind.ctor(node, ctx), seed=0).train()
+        pixels = torch.randn(batch, 3, params["image"], params["image"])
+        total, _ = saved_bytes(module, pixels)
+        s = kind.saved(node, ctx, [tuple(pixels.shape)], act)
+        assert int(s.internal) + (pixels.numel() * 4 if s.inputs[0] else 0) == total, batch
+    sym = kind.saved(node, ctx, [(B, 3, params["image"], params["image"])], act)
+    assert (
+        Poly.lift(sym.internal)(3)
+        == kind.saved(node, ctx, [(3, 3, params["image"], params["image"])], act).internal
+    )
+
+
 def test_every_kind_is_held_to_autograd() -> None:
     """Each kind of the registry is measured: in a shipped spec or in the cases above."""
     covered = {name for name, *_ in ATTENTION} | {name for name, _ in OTHERS}
+    covered |= {name for name, *_ in GRID} | {"conv_stem"}
     covered |= {pos[0] for *_, pos in ATTENTION if pos is not None}
     for path in all_specs():
         model = archdsl.load(path).model

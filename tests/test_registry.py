@@ -43,6 +43,7 @@ def spec_text(slots: dict[str, str], model_type: str = "decoder", placement: str
       attention = {c["attention"]}
       {"cross_attention = " + c["cross_attention"] if "cross_attention" in c else ""}
       ffn = {c["ffn"]}
+      {"adapter = " + c["adapter"] if "adapter" in c else ""}
     }}
     final_norm = {c["norm"]}
 """
@@ -59,6 +60,41 @@ model probe {{
   embedding = {c["embedding"]}
   {body}
   head = {c["head"]}
+}}
+"""
+
+
+def reads_images(kind: Kind) -> bool:
+    """An embedding that reads images (B, C, H, W), not token ids: it says so by its input shape."""
+    return type(kind).input_shape is not Kind.input_shape
+
+
+def grid_spec_text(slots: dict[str, str]) -> str:
+    """An image encoder in two stages around a kind that reads the token grid (``Kind.reads_grid``): a
+    9 x 9 grid of patches at width D_MODEL, then (through ``transition``) a 5 x 5 grid at twice it —
+    odd, so windows and merging pad — with ``attention`` in both stages."""
+    c = {"attention": "mha(heads = 4)", "transition": "patch_merging()", **slots}
+    block = f"""block {{
+        repeat = 2
+        norm = layernorm(eps = 1e-5)
+        attention = {c["attention"]}
+        ffn = mlp(hidden = 40)
+      }}"""
+    return f"""
+model probe {{
+  type = encoder
+  d_model = {D_MODEL}
+  embedding = patch_embedding(image = 18, patch = 2, cls_token = false)
+  stage a {{
+      {block}
+  }}
+  stage b {{
+      d_model = {2 * D_MODEL}
+      transition = {c["transition"]}
+      {block}
+  }}
+  final_norm = layernorm()
+  head = classifier(classes = 5, pool = mean)
 }}
 """
 
@@ -141,21 +177,26 @@ def test_kind_cost_equals_its_implementation(name: str) -> None:
     def check(call: str, seq_len: int, batch: int, cross: bool) -> None:
         slots = {slot: call}
         model_type = "decoder"
-        if kind.role == "attention" and cross:  # the same kind as cross-attention in a decoder
+        if kind.role == "attention" and cross and 2 in kind.arities:  # as cross-attention in a decoder
             slots = {"cross_attention": call}
             model_type = "encoder_decoder"
-        if kind.name == "patch_embedding":
+        if reads_images(kind):  # an image model: a classifier, no positional table to fit
             slots["head"] = "classifier(classes = 5)"
             slots["position"] = "none"
-        spec = load_text(spec_text(slots, model_type))
+        text = grid_spec_text(slots) if kind.reads_grid else spec_text(slots, model_type)
+        spec = load_text(text)
         assume(spec is not None)
+        assert any(n.kind == name for n in spec.model.components()), "the probe holds the kind"
         try:
             archdsl.analyze(spec, batch, seq_len)
         except SpecError:
             assume(False)  # e.g. a positional table shorter than seq_len
         assert_costs_match(spec, batch, seq_len)
-        # training needs more than one value per channel (batch norm): two sequences of one token
-        assert_train_step_matches(spec, max(batch, 2) if seq_len == 1 else batch, seq_len)
+        # training needs more than one value per channel (batch norm): two sequences of one token, or
+        # two images (a stem may end on a grid of one position)
+        assert_train_step_matches(
+            spec, max(batch, 2) if seq_len == 1 or reads_images(kind) else batch, seq_len
+        )
         checked.append(call)
 
     check()
@@ -187,7 +228,8 @@ def test_causal_attention_does_not_look_ahead() -> None:
         assert not torch.allclose(enc(idx)[:, :6], enc(idx2)[:, :6])
 
 
-ATTENTION_KINDS = sorted(k.name for k in REGISTRY.values() if k.role == "attention")
+#: attention kinds that can be causal (not Swin's windows over an image, bidirectional by nature)
+ATTENTION_KINDS = sorted(k.name for k in REGISTRY.values() if k.role == "attention" and k.param("causal"))
 
 
 @pytest.mark.parametrize("name", ATTENTION_KINDS)

@@ -34,8 +34,9 @@ class Dims:
 
 
 def dims(model: Model) -> Dims | None:
-    """Headline sizes of a decoder with dense attention; None for other models."""
-    if model.type != "decoder":
+    """Headline sizes of a decoder with dense attention (of one width: no stages); None for other
+    models."""
+    if model.type != "decoder" or model.stacks[0].stages:
         return None
     blk = model.stacks[0].layers[0]
     roles = {name: node for name, node in blk.sublayers}

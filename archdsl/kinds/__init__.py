@@ -22,6 +22,7 @@ from archdsl.kinds import (
     relative,
     retention,
     rwkv,
+    vision,
 )
 from archdsl.kinds.base import ROLES, ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
 
@@ -40,6 +41,7 @@ FAMILIES = (
     conv,
     rwkv,
     peft,
+    vision,
 )
 REGISTRY: dict[str, Kind] = {}
 for _family in FAMILIES:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from archdsl.ir import Node, Value
@@ -20,7 +20,7 @@ from archdsl.lower.ctor import Ctor
 REQUIRED: Any = object()
 
 # The role each kind plays; slots in a model or block accept kinds of one role.
-ROLES = ("embedding", "position", "norm", "attention", "ffn", "head", "adapter")
+ROLES = ("embedding", "position", "norm", "attention", "ffn", "head", "adapter", "transition")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class Param:
 class Ctx:
     """What a component knows of its surroundings: the residual width, the vocabulary size, which
     stack it sits in (``decoder`` or ``encoder``), and the stack's positional scheme when that scheme
-    acts inside attention (RoPE, ALiBi, relative biases)."""
+    acts inside attention (RoPE, ALiBi, relative biases). In a stack of stages (Swin, PVT) the width is
+    the stage's; image models also know the 2-D grid their tokens lie on."""
 
     d_model: int
     vocab: int
@@ -63,6 +64,21 @@ class Ctx:
     #: the token table's width where it is not ``d_model`` (``token_embedding(width = …)``): a
     #: projection joins the two, and heads decode at this width (OPT-350m, ALBERT)
     width: int | None = None
+    #: the (rows, columns) grid the tokens it reads lie on, row-major (an image's patches, and what
+    #: each stage's transition makes of them); None for sequences (and an image with a class token)
+    grid: tuple[int, int] | None = None
+    #: a transition between stages (Swin's patch merging): the width it reads, the stage before's; it
+    #: writes ``d_model``, the width of the stage it enters
+    d_in: int | None = None
+
+    def stage(self, d_model: int, grid: tuple[int, int] | None) -> Ctx:
+        """This context in a stage of another width and grid."""
+        return replace(self, d_model=d_model, grid=grid, d_in=None)
+
+    def entering(self, d_model: int) -> Ctx:
+        """The context of the transition from this stage into one ``d_model`` wide: it reads this
+        stage's width and grid."""
+        return replace(self, d_in=self.d_model, d_model=d_model)
 
 
 Shape = tuple[Any, ...]  # ints and symbols: "B" (batch), "T" (sequence), "S" (encoder sequence)
@@ -135,6 +151,9 @@ class Kind:
     #: what a decoder keeps for it is a recurrent state of fixed size (a mixer's, linear attention's
     #: running sums), not keys and values: reports call it a state
     state_cache: ClassVar[bool] = False
+    #: it reads the 2-D grid its tokens lie on (``Ctx.grid``): it needs an image model without a class
+    #: token (Swin's window attention, a transition between stages)
+    reads_grid: ClassVar[bool] = False
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
         """Defaults that depend on where and how the component is used (e.g. causal in a decoder)."""
@@ -229,6 +248,18 @@ class Kind:
     def max_seq_len(self, node: Node, ctx: Ctx) -> int | None:
         """Longest sequence this component supports, if it has a limit."""
         return None
+
+    def out_grid(self, node: Node, ctx: Ctx) -> tuple[int, int] | None:
+        """The (rows, columns) grid of the tokens it outputs: an image embedding's (its patches, with
+        no class token), a transition's (Swin's patch merging halves it); the rest keep the grid they
+        read (``ctx.grid``)."""
+        return ctx.grid
+
+    def per_layer(self, node: Node, index: int) -> Node:
+        """The node as layer ``index`` of its stage (of its stack, without stages) uses it: a kind whose
+        parameter defaults to "by the layer" resolves it here, at elaboration (Swin shifts its windows
+        on every other layer). Most kinds return the node unchanged."""
+        return node
 
     def fixed_length(self, node: Node) -> tuple[int, str] | None:
         """For embeddings whose input fixes the sequence length (an image's patches): the length, and

@@ -9,6 +9,7 @@ from archdsl.ir import Node
 from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward, prod
 from archdsl.kinds.ffn import tokens
 from archdsl.lower.ctor import Ctor, ours, torch_nn
+from archdsl.trace import whole
 
 #: the training loss's setting on every head that gives logits
 LABEL_SMOOTHING = Param(
@@ -208,6 +209,11 @@ class PatchEmbedding(Kind):
     def input_shape(self, node: Node, ctx: Ctx, seq: str) -> Shape:
         return ("B", node["channels"], node["image"], node["image"])
 
+    def out_grid(self, node: Node, ctx: Ctx) -> tuple[int, int] | None:
+        """The patches' grid, when no class token stands outside it."""
+        side = whole(node["image"]) // whole(node["patch"])  # traced sizes stay traced (archdsl.trace)
+        return None if node["cls_token"] else (side, side)
+
     def fixed_length(self, node: Node) -> tuple[int, str] | None:
         img, p, n = int(node["image"]), int(node["patch"]), self.n_patches(node)
         cls = " and the class token" if node["cls_token"] else ""
@@ -344,7 +350,9 @@ class Classifier(Kind):
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
         """Class-token pooling hands the projection a view of the whole input (kept whole); mean
-        pooling a new (B, d) tensor."""
+        pooling a new (B, d) tensor. A frozen projection (LoRA, adapters) keeps neither."""
+        if not act.weight_grad:
+            return Saved()
         if node["pool"] == "cls":
             return Saved(inputs=(True,))
         return Saved(internal=ins[0][0] * ctx.d_model * act.bytes)
@@ -378,8 +386,9 @@ class Pooler(Kind):
         return 2 * ins[0][0] * ctx.d_model * ctx.d_model
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
-        """The dense map reads a view of the whole input; tanh keeps its output."""
-        return Saved(inputs=(True,), internal=ins[0][0] * ctx.d_model * act.bytes)
+        """The dense map reads a view of the whole input (kept when its weights train); tanh keeps its
+        output."""
+        return Saved(inputs=(act.weight_grad,), internal=ins[0][0] * ctx.d_model * act.bytes)
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         return ours(NN, "Pooler", d_model=ctx.d_model)
@@ -416,9 +425,11 @@ class MLMHead(Kind):
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
         """Its input, the transform's output (GELU's input), GELU's output (the norm's input), the
-        norm's statistics and output (the projection's input)."""
+        norm's statistics and output (the projection's input); a frozen head (LoRA, adapters) keeps
+        neither its input nor the norm's output, which only the weights' gradients read."""
         n, e = tokens(ins[0]), ctx.width or ctx.d_model
-        return Saved(inputs=(True,), internal=3 * n * e * act.bytes + 2 * n * 4)
+        kept = 3 if act.weight_grad else 2
+        return Saved(inputs=(act.weight_grad,), internal=kept * n * e * act.bytes + 2 * n * 4)
 
     def shares_embedding(self, node: Node) -> bool:
         return bool(node["tied"])

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from archdsl.graph import additive_position, ctx_of, embedding_ctx, first_self_attention, late_projection
-from archdsl.ir import Block, Model, Node, Stack
+from archdsl.graph import (
+    additive_position,
+    ctx_of,
+    embedding_ctx,
+    first_self_attention,
+    late_projection,
+    output_ctx,
+    stage_contexts,
+    transition_name,
+)
+from archdsl.ir import Apply, Block, Model, Node, Ref, Stack, Stmt
 from archdsl.kinds import REGISTRY, Ctx
 from archdsl.kinds.embed import EMBEDDING_PROJECTION
 from archdsl.lower.codegen import block_class, structure
@@ -56,13 +65,36 @@ class _Classes:
         return self.by_structure[key]
 
 
-def _block(blk: Block, ctx: Ctx, classes: _Classes) -> Ctor:
-    return Ctor(classes.get(blk), (), tuple((name, _comp(node, ctx)) for name, node in blk.sublayers))
+def _block(blk: Block, ctx: Ctx, classes: _Classes, transition: tuple[Node, Ctx] | None = None) -> Ctor:
+    """A block's constructor. The first block of a stage with a transition applies it first: the
+    block's class gets it as one more sublayer, ``x = self.transition(x)`` (so a checkpointed block
+    recomputes it too), costed in the context of the stage before."""
+    subs = tuple((name, _comp(node, ctx)) for name, node in blk.sublayers)
+    if transition is None:
+        return Ctor(classes.get(blk), (), subs)
+    name = transition_name(blk)
+    entry = Block(
+        ((name, transition[0]), *blk.sublayers),
+        (Stmt("x", Apply(name, (Ref("x"),))), *blk.body),
+        blk.inputs,
+        f"Stage{blk.name}",
+        (blk.doc or "A transformer block.")
+        + " It begins a stage: its input passes the stage's transition first.",
+    )
+    return Ctor(classes.get(entry), (), ((name, _comp(transition[0], transition[1])), *subs))
 
 
-def _layers(stack: Stack, ctx: Ctx, classes: _Classes) -> Layers:
-    ctors = tuple(_block(b, ctx, classes) for b in stack.layers)
-    return Layers(ctors, stack.instances, tuple(b.label for b in stack.layers), stack.repeats)
+def _layers(model: Model, stack: Stack, classes: _Classes) -> Layers:
+    stages = {st.start: (st, ctx, tctx) for st, ctx, tctx in stage_contexts(model, stack)}
+    ctors = []
+    for i, b in enumerate(stack.layers):
+        if i in stages:
+            st, ctx, tctx = stages[i]
+            into = (st.transition, tctx) if st.transition is not None and tctx is not None else None
+            ctors.append(_block(b, ctx, classes, into))
+        else:
+            ctors.append(_block(b, ctx, classes))
+    return Layers(tuple(ctors), stack.instances, tuple(b.label for b in stack.layers), stack.repeats)
 
 
 def _stack_options(model: Model, s: Stack, ctx: Ctx) -> dict[str, object]:
@@ -97,8 +129,8 @@ def lower(model: Model) -> Ctor:
                 MODEL_NN,
                 "Stack",
                 wpe=_optional(additive_position(s), embedding_ctx(model, ctx)),
-                h=_layers(s, ctx, classes),
-                ln_f=_comp(s.final_norm, ctx),
+                h=_layers(model, s, classes),
+                ln_f=_comp(s.final_norm, output_ctx(model, s)),
                 **_stack_options(model, s, ctx),
             )
         ctx = ctx_of(model, "decoder")
@@ -124,9 +156,9 @@ def lower(model: Model) -> Ctor:
             "CausalLM" if model.type == "decoder" else "Transformer",
             wte=_comp(model.embedding, ctx),
             wpe=_optional(additive_position(s), embedding_ctx(model, ctx)),
-            h=_layers(s, ctx, classes),
-            ln_f=_comp(s.final_norm, ctx),
-            lm_head=_comp(model.head, ctx),
+            h=_layers(model, s, classes),
+            ln_f=_comp(s.final_norm, output_ctx(model, s)),
+            lm_head=_comp(model.head, output_ctx(model)),
             tie_weights=tie,
             **_stack_options(model, s, ctx),
             **_loss_options(model.head),
