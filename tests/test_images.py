@@ -33,6 +33,7 @@ FFN = {
     "reglu": "reglu(hidden = 40)",
     "moe": "moe(experts = 3, top_k = 2, hidden = 16, shared = 1)",
     "conformer_conv": "conformer_conv(kernel = 3, norm = layernorm)",
+    "rwkv_channel_mix": "rwkv_channel_mix(hidden = 40)",
 }
 NORMS = {"layernorm": "layernorm()", "rmsnorm": "rmsnorm()"}
 ATTENTION = {
@@ -132,6 +133,10 @@ MODULES = {
     "linear_favor": ("linear", {"heads": 4, "feature_map": "favor", "causal": False}),
     "swin": ("swin", {"heads": 4, "window": 2, "shift": True}),
     "patch_merging": ("patch_merging", {}),
+    "mla": ("mla", {"heads": 4, "kv_rank": 5, "rope_dim": 2, "v_dim": 5}),
+    "retention": ("retention", {"heads": 4, "form": "chunkwise", "chunk": 3}),
+    "rwkv_time_mix": ("rwkv_time_mix", {"hidden": 10, "chunk": 3}),
+    "rwkv_channel_mix": ("rwkv_channel_mix", {"hidden": 40}),
 }
 #: the token grid of the kinds that read one (``Kind.reads_grid``): padded for the windows and merged
 GRID = (3, 4)

@@ -37,9 +37,12 @@ ATTENTION = {
     "xl": "xl(heads = 4, mem_len = 3)",
     "mla": "mla(heads = 4, kv_rank = 5, rope_dim = 2, v_dim = 7, q_rank = 3)",
     "swin": "swin(heads = 4, window = 2)",  # on a 6 x 6 grid: nine windows, shifted in the second layer
+    "retention": "retention(heads = 4, form = chunkwise, chunk = 4)",
+    "rwkv_time_mix": "rwkv_time_mix(hidden = 10, chunk = 4)",
 }
-# attention kinds whose projections LoRA's names do not address (they stay frozen)
-UNTARGETED_ATTENTION = {"mla"}
+# attention kinds whose projections LoRA's names do not address (they stay frozen): latent attention's
+# compressed projections; recurrent mixers' (a documented choice: q, k, v, o name attention's maps)
+UNTARGETED_ATTENTION = {"mla", "retention", "rwkv_time_mix"}
 # variants of the shell's core that hold projections of their own shape
 VARIANTS = {
     "mha_bilinear": "mha(heads = 4, score = bilinear)",
@@ -55,13 +58,14 @@ FFN = {
     "reglu": "reglu(hidden = 40, bias = true)",
     "moe": "moe(experts = 3, top_k = 2, hidden = 16)",
     "conformer_conv": "conformer_conv(kernel = 3)",
+    "rwkv_channel_mix": "rwkv_channel_mix(hidden = 40)",
 }
 FFN_VARIANTS = {
     "moe_glu_shared": "moe(experts = 3, top_k = 1, hidden = 16, expert = glu, activation = relu, shared = 1)",
     "moe_relu": "moe(experts = 2, top_k = 2, hidden = 16, activation = relu, normalize = false)",
 }
 # kinds whose projections LoRA's names do not address (they stay frozen): a documented choice
-UNTARGETED = {"conformer_conv"}
+UNTARGETED = {"conformer_conv", "rwkv_channel_mix"}
 
 
 def ffn_lora(call: str, targets: tuple[str, ...]) -> int:
@@ -194,15 +198,19 @@ ATTENTION_CASES = (
         ("xl", ("o",)),
         ("xl", ALL_ATTENTION),
     ]
-    + [(name, ALL_ATTENTION) for name in [*ATTENTION, *VARIANTS] if name not in ("mha", "lsh", "xl", "mla")]
+    + [
+        (name, ALL_ATTENTION)
+        for name in [*ATTENTION, *VARIANTS]
+        if name not in ("mha", "lsh", "xl", *UNTARGETED_ATTENTION)
+    ]
     # frozen under LoRA, with the feed-forward's update training around it (its input needs a gradient
     # in the second layer, nothing in the first)
-    + [("mla", (*ALL_ATTENTION, "up"))]
+    + [(name, (*ALL_ATTENTION, "up")) for name in sorted(UNTARGETED_ATTENTION)]
 )
 # a dense and a gated mixture with every target; the rest with all of them
 FFN_CASES = [(name, t) for name in ("mlp", "moe_glu_shared") for t in FFN_TARGETS if t != ("down",)] + [
     (name, FFN_TARGETS[-1])
-    for name in ("glu", "swiglu", "geglu", "reglu", "moe", "conformer_conv", "moe_relu")
+    for name in ("glu", "swiglu", "geglu", "reglu", "moe", "conformer_conv", "moe_relu", "rwkv_channel_mix")
 ]
 
 
