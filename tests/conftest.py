@@ -122,6 +122,8 @@ TINY["moe_1t"] = {
     "context": 64,
 }
 TINY["transformer_xl"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50, "mem_len": 6}
+TINY["mamba_130m"] = {"n_layers": 2, "d_model": 24, "d_state": 5, "vocab": 50}
+TINY["mamba_2_8b"] = {"n_layers": 3, "d_model": 20, "d_state": 3, "vocab": 50}
 
 
 @pytest.fixture(autouse=True, scope="session")

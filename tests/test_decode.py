@@ -124,6 +124,8 @@ ATTENTIONS = {
     "fixed": "sparse(heads = 4, pattern = fixed, stride = 4, summary = 2)",
     "elu": "linear(heads = 3, chunk = 4)",
     "favor": "linear(heads = 3, feature_map = favor, features = 16, chunk = 4)",
+    "mamba": "mamba(d_state = 5, d_conv = 3, expand = 3, dt_rank = 4, chunk = 4)",
+    "mamba_k1": "mamba(d_state = 2, d_conv = 1, chunk = 3, bias = true, conv_bias = false)",
 }
 POSITIONS = {
     "learned": "learned(max_len = 32)",
@@ -135,8 +137,12 @@ POSITIONS = {
     "shaw": "shaw(k = 3)",
     "none": "none",  # recurrent mixers know order without positions
 }
+MIXERS = ("mamba", "mamba_k1")  # recurrent mixers: no positions act in them
 CASES = (
-    [(a, "rope") for a in ATTENTIONS] + [("gqa", p) for p in POSITIONS] + [("prefix", "alibi"), ("mqa", "t5")]
+    [(a, "rope") for a in ATTENTIONS if a not in MIXERS]
+    + [("gqa", p) for p in POSITIONS]
+    + [("prefix", "alibi"), ("mqa", "t5")]
+    + [(m, "none") for m in MIXERS]
 )
 
 

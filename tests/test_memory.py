@@ -250,6 +250,12 @@ ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | Non
     ("xl", {"mem_len": 3, "softcap": 3.0, "dropout": 0.1, "heads": 3, "kv_heads": 1}, "decoder", None),
 ]
 OTHERS: list[tuple[str, dict[str, Any]]] = [
+    # chunks of 4 and 5 positions: several per sequence, the last one partial
+    ("mamba", {"d_state": 5, "d_conv": 3, "chunk": 4}),
+    (
+        "mamba",
+        {"d_state": 3, "d_conv": 1, "expand": 1, "dt_rank": 5, "chunk": 5, "bias": True, "conv_bias": False},
+    ),
     ("conformer_conv", {"kernel": 5}),
     ("conformer_conv", {"kernel": 4, "causal": True, "norm": "layernorm", "dropout": 0.1}),
     ("mlp", {"hidden": 40, "activation": "relu2"}),
