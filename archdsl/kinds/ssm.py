@@ -27,8 +27,13 @@ def chunks(n: Any, c: int) -> Any:
 
 class Mamba(MixerKind):
     """Mamba's selective state-space mixer (Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with
-    Selective State Spaces", §3.4, Fig. 3, Algorithm 2), as Hugging Face's ``MambaMixer``. With
-    ``E = expand · d`` (d_inner), ``N = d_state``, ``k = d_conv``, ``R = dt_rank``:
+    Selective State Spaces", §3.4, Fig. 3, Algorithm 2), as Hugging Face's ``MambaMixer``: a gated
+    in-projection to ``E = expand · d`` channels, a causal depthwise convolution of width ``k =
+    d_conv``, and a diagonal linear recurrence whose step Δ and input and output maps B, C depend on
+    the input (state ``N = d_state`` per channel, Δ of rank ``R = dt_rank``), then an out-projection.
+    Causal by construction; no positional scheme acts in it. Parameters ``3 d E + E k + E (R + 2N) +
+    R E + E N + 3E``; forward FLOPs ``2 N' (3 d E + E (R + 2N) + R E + E k + E N)`` for N' positions;
+    a decoder keeps ``E (k - 1 + N)`` numbers per sequence, whatever the context.
 
         x, z = in_proj(h)                            d -> 2E
         x = silu(conv1d(x))                          causal depthwise convolution of width k (bias)
