@@ -309,6 +309,8 @@ ATTN_TRAITS: dict[str, AttnTraits] = {
     "lsh": AttnTraits(positions=ROPE_ONLY, cross=False),
     "linear": AttnTraits(positions=ROPE_ONLY, cross=True),
     "xl": AttnTraits(positions=frozenset(), cross=False, causal_only=True, stateful=True, even_d=True),
+    # recurrent sequence mixers: self only, and no positional scheme acts in them
+    "mamba": AttnTraits(positions=frozenset(), cross=False),
 }
 #: an attention kind registered after these strategies were written: assumed self-attention only, with
 #: no attention-acting position (the test that lists uncovered kinds fails for it anyway)
@@ -366,6 +368,8 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
     """An attention call of ``kind`` for ``env``: shared projection settings (biases, qk-norm,
     soft-capping, scale, dropout; ``causal`` and ``cross`` only where they agree with the use), then the
     kind's own constrained parameters; anything else schema-drawn."""
+    if kind == "mamba":
+        return mamba(g, env)
     if not REGISTRY[kind].attends:  # a recurrent sequence mixer: only its own parameters, schema-drawn
         return g.call(kind, g.free_args(kind, set(), 0.3))
     t = attn_traits(kind)
@@ -455,6 +459,20 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
         handled |= {"mem_len"}
     args.update(g.free_args(kind, handled | set(args), 0.25))
     return g.call(kind, args)
+
+
+def mamba(g: Gen, env: Env) -> str:
+    """Mamba with small sizes (any positive values are valid: no cross-parameter rules), and often a
+    chunk shorter than the sequence, so the training scan carries its state from chunk to chunk."""
+    args = {"d_state": g.int_(g.int_in(1, 6)), "d_conv": g.int_(g.int_in(1, 5))}
+    if g.flag(0.5):
+        args["expand"] = g.int_(g.int_in(1, 3))
+    if g.flag(0.5):
+        args["dt_rank"] = g.int_(g.int_in(1, 6))
+    if g.flag(0.7):
+        args["chunk"] = g.int_(g.int_in(1, max(1, env.seq_len)))
+    args.update(g.free_args("mamba", set(args), 0.3))
+    return g.call("mamba", args)
 
 
 # -- the other roles -------------------------------------------------------------------------------------
@@ -682,8 +700,19 @@ def flow_block(g: Gen, env: Env) -> BlockDraw:
     # a required kind of a sublayer role is applied first (as self-attention, for attention kinds)
     forced = REGISTRY[g.need].role if g.need in REGISTRY else None
     forced = forced if forced in ("norm", "attention", "ffn", "adapter") else None
+    # a positional scheme acting in attention needs a layer that attends (E016): with one, the first
+    # chain ends in a self-attention (of a kind that attends, as the scheme fits only those)
+    need_attend = env.position is not None and REGISTRY[env.position].applies == "attention"
 
     def apply_chain(inner: str) -> str:
+        nonlocal need_cross, forced, need_attend
+        out = apply_some(inner)
+        if need_attend:
+            out = f"{new_sub('attention')}({out})"
+            need_attend = False
+        return out
+
+    def apply_some(inner: str) -> str:
         nonlocal need_cross, forced
         depth = g.int_in(1, 3)
         out = inner

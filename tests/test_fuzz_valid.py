@@ -150,7 +150,9 @@ def run_valid(gs: GeneratedSpec, train: bool = True) -> None:
     b = max(2, gs.batch)
     loss = model(*inputs(spec, b, gs.seq_len, gs.src_len, seed=1)).float().square().mean()
     assert torch.isfinite(loss)
-    if any(p.requires_grad for p in params):
+    # (LayerDrop may skip every layer that holds the trainable weights of a frozen base: then nothing
+    # reaches the loss that trains)
+    if any(p.requires_grad for p in params) and loss.requires_grad:
         loss.backward()
 
 
