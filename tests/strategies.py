@@ -311,6 +311,7 @@ ATTN_TRAITS: dict[str, AttnTraits] = {
     "xl": AttnTraits(positions=frozenset(), cross=False, causal_only=True, stateful=True, even_d=True),
     # recurrent sequence mixers: self only, and no positional scheme acts in them
     "mamba": AttnTraits(positions=frozenset(), cross=False),
+    "mamba2": AttnTraits(positions=frozenset(), cross=False),
 }
 #: an attention kind registered after these strategies were written: assumed self-attention only, with
 #: no attention-acting position (the test that lists uncovered kinds fails for it anyway)
@@ -370,6 +371,8 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
     kind's own constrained parameters; anything else schema-drawn."""
     if kind == "mamba":
         return mamba(g, env)
+    if kind == "mamba2":
+        return mamba2(g, env)
     if not REGISTRY[kind].attends:  # a recurrent sequence mixer: only its own parameters, schema-drawn
         return g.call(kind, g.free_args(kind, set(), 0.3))
     t = attn_traits(kind)
@@ -473,6 +476,27 @@ def mamba(g: Gen, env: Env) -> str:
         args["chunk"] = g.int_(g.int_in(1, max(1, env.seq_len)))
     args.update(g.free_args("mamba", set(args), 0.3))
     return g.call("mamba", args)
+
+
+def mamba2(g: Gen, env: Env) -> str:
+    """Mamba-2: heads · head_dim = expand · d_model (head_dim a divisor of it, heads then implied or
+    written out), n_groups a divisor of heads; small states; often a chunk shorter than the sequence."""
+    expand = g.int_in(1, 2)
+    e = expand * env.d_model
+    p = int(g.draw(st.sampled_from(_divisors(e, 16))))
+    args = {"head_dim": g.int_(p)}
+    if expand != 2:
+        args["expand"] = g.int_(expand)
+    if g.flag(0.3):
+        args["heads"] = g.int_(e // p)
+    args["n_groups"] = g.int_(g.draw(st.sampled_from(_divisors(e // p, 4))))
+    args["d_state"] = g.int_(g.int_in(1, 6))
+    if g.flag(0.5):
+        args["d_conv"] = g.int_(g.int_in(1, 5))
+    if g.flag(0.7):
+        args["chunk"] = g.int_(g.int_in(1, max(1, env.seq_len)))
+    args.update(g.free_args("mamba2", set(args), 0.3))
+    return g.call("mamba2", args)
 
 
 # -- the other roles -------------------------------------------------------------------------------------

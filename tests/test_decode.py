@@ -126,6 +126,8 @@ ATTENTIONS = {
     "favor": "linear(heads = 3, feature_map = favor, features = 16, chunk = 4)",
     "mamba": "mamba(d_state = 5, d_conv = 3, expand = 3, dt_rank = 4, chunk = 4)",
     "mamba_k1": "mamba(d_state = 2, d_conv = 1, chunk = 3, bias = true, conv_bias = false)",
+    "mamba2": "mamba2(head_dim = 4, n_groups = 3, d_state = 5, d_conv = 3, chunk = 4)",
+    "mamba2_k1": "mamba2(heads = 8, head_dim = 6, d_state = 2, d_conv = 1, chunk = 3, bias = true)",
 }
 POSITIONS = {
     "learned": "learned(max_len = 32)",
@@ -137,7 +139,7 @@ POSITIONS = {
     "shaw": "shaw(k = 3)",
     "none": "none",  # recurrent mixers know order without positions
 }
-MIXERS = ("mamba", "mamba_k1")  # recurrent mixers: no positions act in them
+MIXERS = ("mamba", "mamba_k1", "mamba2", "mamba2_k1")  # recurrent mixers: no positions act in them
 CASES = (
     [(a, "rope") for a in ATTENTIONS if a not in MIXERS]
     + [("gqa", p) for p in POSITIONS]

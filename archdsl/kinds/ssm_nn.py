@@ -255,3 +255,217 @@ class Mamba(nn.Module):
 
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
         self.cache = MambaState(batch, self.d_inner, self.d_conv, self.d_state, dtype=dtype, device=device)
+
+
+def segment_sums(a: torch.Tensor) -> torch.Tensor:
+    """(..., L) -> (..., L, L): entry (l, s) is a_{s+1} + … + a_l for s <= l, -inf above the diagonal
+    (a cumulative sum of masked copies, never a difference of two long sums: the SSD paper's stable
+    ``segsum``)."""
+    L = a.size(-1)
+    x = a[..., None].expand(*a.shape, L)  # (..., L, L): column s holds a
+    below = torch.ones(L, L, dtype=torch.bool, device=a.device).tril(-1)
+    x = x.masked_fill(~below, 0.0).cumsum(dim=-2)  # (l, s): sum of a_j for s < j <= l
+    return x.masked_fill(~below.logical_or(torch.eye(L, dtype=torch.bool, device=a.device)), -torch.inf)
+
+
+def ssd(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    chunk: int,
+    h0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mamba-2's state-space dual (Dao & Gu 2024, "Transformers are SSMs", §6, Listing 1) in chunks:
+    x (B, T, H, P), Δ (B, T, H), A (H,), B and C (B, T, G, N) shared by the H / G heads of a group,
+    from the state h0 (B, H, P, N) (zeros when None). Per head
+
+        h_t = exp(Δ_t A) h_{t-1} + Δ_t x_t B_t^T,    y_t = h_t C_t,
+
+    computed in chunks of L = min(chunk, T) positions (the sequence padded to whole chunks): within a
+    chunk as masked attention, Y = (C B^T ∘ exp(segsum(Δ A))) (Δ x); then, with several chunks or a
+    state h0, the chunk's contribution to the state, S_k = Σ_l exp(ΔA_{l+1..L}) (Δ x_l) B_l^T, the
+    states carried across chunks by a loop over chunks (elementwise), and each chunk reading the state
+    before it, C_l S_{k-1}^T exp(ΔA_{1..l}) (with one chunk and no h0 the state before is zero and the
+    one after not wanted: None is returned for it). Every exponent is a sum of Δ A <= 0 over a
+    segment: nothing overflows. Batched matmuls: 2 B T_p L (G N + H P) FLOPs, and 4 B T_p H P N for
+    the states, T_p the padded length. Returns y (B, T, H, P) and the last state (B, H, P, N);
+    computed in fp32 (or the inputs' wider type)."""
+    Bs, T, H, P = x.shape
+    G, N = b.shape[2:]
+    Q = H // G  # heads per group
+    L = min(chunk, T)
+    nc = -(-T // L)
+    pad = nc * L - T
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    x, dt, a, b, c = x.to(dtype), dt.to(dtype), a.to(dtype), b.to(dtype), c.to(dtype)
+
+    def chunked(t: torch.Tensor) -> torch.Tensor:
+        """(B, T, G, ...) -> (B, nc, G, L, ...), padded with zeros to whole chunks, contiguous."""
+        t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))
+        return t.view(Bs, nc, L, *t.shape[2:]).transpose(2, 3).contiguous()
+
+    xdt = chunked((x * dt[..., None]).view(Bs, T, G, Q, P))  # (B, nc, G, L, Q, P): Δ x
+    xdt = xdt.transpose(3, 4).contiguous()  # (B, nc, G, Q, L, P)
+    adt = chunked((dt * a).view(Bs, T, G, Q)).transpose(3, 4).contiguous()  # (B, nc, G, Q, L): Δ A
+    b, c = chunked(b), chunked(c)  # (B, nc, G, L, N)
+    cum = adt.cumsum(dim=-1)  # Δ A summed from the chunk's start
+
+    # 1. within each chunk: masked "attention" with decays
+    scores = (c @ b.transpose(-1, -2))[:, :, :, None] * torch.exp(segment_sums(adt))  # (B, nc, G, Q, L, L)
+    y = scores @ xdt  # (B, nc, G, Q, L, P)
+    if nc == 1 and h0 is None:
+        return y.permute(0, 1, 4, 2, 3, 5).reshape(Bs, L, H, P)[:, :T], None
+
+    # 2. each chunk's contribution to the state
+    xd = xdt * torch.exp(cum[..., -1:] - cum)[..., None]  # decayed to the chunk's end
+    states = (xd.transpose(-1, -2).reshape(Bs, nc, G, Q * P, L) @ b).view(Bs, nc, H, P, N)
+
+    # 3. across chunks: the state before each chunk
+    h = x.new_zeros(Bs, H, P, N) if h0 is None else h0.to(dtype)
+    whole = torch.exp(cum[..., -1]).view(Bs, nc, H)  # a chunk's total decay
+    before = []
+    for k in range(nc):
+        before.append(h)
+        h = whole[:, k, :, None, None] * h + states[:, k]
+
+    # 4. each chunk reads the state before it
+    prev = torch.stack(before, dim=1).view(Bs, nc, G, Q * P, N)
+    y_off = (c @ prev.transpose(-1, -2)).view(Bs, nc, G, L, Q, P)  # (B, nc, G, L, Q, P)
+    y = y + (y_off * torch.exp(cum).transpose(3, 4)[..., None]).transpose(3, 4)
+    return y.permute(0, 1, 4, 2, 3, 5).reshape(Bs, nc * L, H, P)[:, :T], h
+
+
+class GatedRMSNorm(nn.Module):
+    """Mamba-2's output norm (Dao & Gu 2024, §7.3): RMSNorm of y ⊙ silu(z) over groups of E / G
+    channels, a gain per channel; computed in fp32, as Hugging Face's ``MambaRMSNormGated``."""
+
+    def __init__(self, d_inner: int, n_groups: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_inner))
+        self.n_groups, self.eps = n_groups, eps
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        h = y.float() * F.silu(z.float())  # (B, T, E)
+        g = h.view(*h.shape[:-1], self.n_groups, -1)  # (B, T, G, E / G)
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * g.view_as(h).to(y.dtype)
+
+
+class Mamba2State(RecurrentState):
+    """Mamba-2's decoding state: the last k - 1 inputs of the convolution over x, B and C
+    (B, E + 2 G N, k - 1) and the SSM state (B, H, P, N)."""
+
+    def __init__(
+        self, batch: int, conv_dim: int, d_conv: int, heads: int, head_dim: int, d_state: int, **factory
+    ):
+        shapes = {"conv": (batch, conv_dim, d_conv - 1), "ssm": (batch, heads, head_dim, d_state)}
+        super().__init__(shapes, **factory)
+
+
+class Mamba2(nn.Module):
+    """The Mamba-2 mixer (Dao & Gu 2024, §7, Fig. 6), Hugging Face's parameter names:
+
+        z, xBC, Δ = in_proj(h)                d -> E + (E + 2 G N) + H,  E = H P
+        x, B, C = silu(conv1d(xBC))           causal depthwise, width k
+        Δ = softplus(Δ + dt_bias)             one step per head
+        y = SSD(x, Δ, A = -exp(A_log), B, C) + D x     A, D: one per head
+        out = out_proj(norm(y, z))            gated RMSNorm, G groups
+
+    Padding (``mask``) is handled as in :class:`Mamba`; while ``cache`` is set, forward continues from
+    the state for a chunk of any length."""
+
+    def __init__(
+        self,
+        d_model: int,
+        heads: int,
+        head_dim: int,
+        n_groups: int,
+        d_state: int,
+        d_conv: int,
+        conv_bias: bool = True,
+        bias: bool = False,
+        chunk: int = 256,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.heads, self.head_dim, self.n_groups, self.d_state = heads, head_dim, n_groups, d_state
+        self.d_inner, self.d_conv, self.chunk = heads * head_dim, d_conv, chunk
+        self.conv_dim = self.d_inner + 2 * n_groups * d_state
+        self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + heads, bias=bias)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, bias=conv_bias)
+        lo, hi = math.log(1e-3), math.log(1e-1)
+        step = torch.exp(torch.rand(heads) * (hi - lo) + lo).clamp(min=1e-4)
+        self.dt_bias = nn.Parameter(step + torch.log(-torch.expm1(-step)))  # softplus^-1 of Δ in [1e-3, 0.1]
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, heads + 1, dtype=torch.float32)))
+        self.D = nn.Parameter(torch.ones(heads))
+        self.norm = GatedRMSNorm(self.d_inner, n_groups, eps)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self.cache: Mamba2State | None = None
+
+    def forward(
+        self, x: torch.Tensor, *, mask: torch.Tensor | None = None, pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        H, P, GN = self.heads, self.head_dim, self.n_groups * self.d_state
+        keep = None if mask is None else mask.bool()[..., None]  # (B, T, 1)
+        z, xbc, dt = self.in_proj(x).split([self.d_inner, self.conv_dim, H], dim=-1)
+        if keep is not None:
+            xbc = xbc.masked_fill(~keep, 0.0)
+        xbc = F.silu(self.conv(xbc.transpose(1, 2))).transpose(1, 2).contiguous()  # (B, T, E + 2GN)
+        if keep is not None:
+            xbc = xbc.masked_fill(~keep, 0.0)
+        xs, b, c = xbc.split([self.d_inner, GN, GN], dim=-1)
+        xs = xs.view(B, T, H, P)
+        b, c = b.view(B, T, self.n_groups, self.d_state), c.view(B, T, self.n_groups, self.d_state)
+        dt = F.softplus(dt + self.dt_bias)  # (B, T, H)
+        if keep is not None:
+            dt = dt.masked_fill(~keep, 0.0)
+        A = -torch.exp(self.A_log)  # (H,)
+        if self.cache is None:
+            y, _ = ssd(xs, dt, A, b, c, self.chunk)
+        elif T == 1:
+            y = self.step(xs, dt, A, b, c)
+        else:
+            y, last = ssd(xs, dt, A, b, c, self.chunk, self.cache.ssm)
+            self.cache.ssm.copy_(last)
+        y = y.to(x.dtype) + xs * self.D[:, None]  # (B, T, H, P)
+        return self.out_proj(self.norm(y.reshape(B, T, self.d_inner), z))
+
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Causal depthwise convolution, (B, C, T) -> (B, C, T), as :meth:`Mamba.conv`."""
+        k = self.d_conv
+        if self.cache is None:
+            return self.conv1d(F.pad(x, (k - 1, 0)))
+        xc = torch.cat([self.cache.conv, x.to(self.cache.conv.dtype)], dim=-1)  # (B, C, k - 1 + T)
+        if k > 1:
+            self.cache.conv.copy_(xc[..., -(k - 1) :])
+        return self.conv1d(xc.to(x.dtype))
+
+    def step(
+        self, x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
+    ) -> torch.Tensor:
+        """One token from the cached state: h = exp(Δ A) h + Δ x B^T, y = h C, per head."""
+        assert self.cache is not None
+        dtype, like = torch.promote_types(x.dtype, torch.float32), x.dtype
+        B, H, G = x.size(0), self.heads, self.n_groups
+        x, dt = x[:, 0].to(dtype), dt[:, 0].to(dtype)  # (B, H, P), (B, H)
+        b = b[:, 0].to(dtype).repeat_interleave(H // G, dim=1)  # (B, H, N): each head's group
+        c = c[:, 0].to(dtype).repeat_interleave(H // G, dim=1)
+        h = torch.exp(dt * a.to(dtype))[..., None, None] * self.cache.ssm.to(dtype)  # (B, H, P, N)
+        h = h + (dt[..., None] * x)[..., None] * b[:, :, None, :]
+        self.cache.ssm.copy_(h)
+        return (h @ c[..., None]).view(B, 1, H, -1).to(like)  # (B, 1, H, P)
+
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.cache = Mamba2State(
+            batch,
+            self.conv_dim,
+            self.d_conv,
+            self.heads,
+            self.head_dim,
+            self.d_state,
+            dtype=dtype,
+            device=device,
+        )

@@ -33,6 +33,7 @@ from archdsl.interop.hf import (  # noqa: F401
     gpt2,
     llama,
     mamba,
+    mamba2,
     opt,
     parallel,
     roberta,

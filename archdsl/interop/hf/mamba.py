@@ -114,8 +114,8 @@ def rules(g: Geometry, p: str) -> list[Rule]:
     return out
 
 
-def _pre_mixer(block: Any) -> bool:
-    """The block is ``x = x + mixer(ln_1(x))`` with an RMSNorm (gain w) and a ``mamba`` mixer."""
+def _pre_mixer(block: Any, kind: str) -> bool:
+    """The block is ``x = x + mixer(ln_1(x))`` with an RMSNorm (gain w) and a ``kind`` mixer."""
     from archdsl.placements import PLACEMENTS
 
     subs = dict(block.sublayers)
@@ -124,22 +124,25 @@ def _pre_mixer(block: Any) -> bool:
         and list(block.body) == PLACEMENTS["pre"].expand([("mixer", False)], {})[1]
         and subs["ln_1"].kind == "rmsnorm"
         and not subs["ln_1"]["offset"]
-        and subs["mixer"].kind == "mamba"
+        and subs["mixer"].kind == kind
     )
 
 
-def claims(spec: Spec) -> bool:
+def uniform_blocks(spec: Spec, kind: str) -> Any:
+    """The mixer of a decoder of equal RMSNorm + ``kind`` blocks (HF's ``MambaModel`` and
+    ``Mamba2Model``: one norm eps, a final RMSNorm with it, a plain token table, an LM head without
+    bias or caps), or None for any other spec."""
     m = spec.model
     if m.type != "decoder" or m.lora is not None:
-        return False
+        return None
     st = m.stacks[0]
     blocks = st.layers
-    if not blocks or not all(_pre_mixer(b) for b in blocks):
-        return False
+    if not blocks or not all(_pre_mixer(b, kind) for b in blocks):
+        return None
     mixers = {b.sublayer("mixer").params for b in blocks}
     eps = {b.sublayer("ln_1")["eps"] for b in blocks}
     fin = st.final_norm
-    return (
+    ok = (
         len(mixers) == 1
         and len(eps) == 1
         and st.position is None
@@ -160,6 +163,11 @@ def claims(spec: Spec) -> bool:
         and not m.head["softcap"]
         and not m.head["rescale"]
     )
+    return blocks[0].sublayer("mixer") if ok else None
+
+
+def claims(spec: Spec) -> bool:
+    return uniform_blocks(spec, "mamba") is not None
 
 
 def to_config(spec: Spec) -> dict[str, Any]:
