@@ -159,3 +159,79 @@ def test_full_size_counts_equal_hf_and_the_shipped_specs(name: str) -> None:
     imported = load_spec_from_config(cfg.to_dict())
     assert imported.model.stacks == shipped.model.stacks
     assert archdsl.analyze(imported, seq_len=16).params_total == n
+
+
+# -- Mamba-2 (Mamba2ForCausalLM's torch path) -------------------------------------------------------
+
+MODELS2: dict[str, Callable[[], Any]] = {
+    # odd width; 5 heads of 6 in 5 groups; 13 tokens in chunks of 4 (several, the last padded)
+    "odd": lambda: T.Mamba2ForCausalLM(
+        T.Mamba2Config(
+            vocab_size=53,
+            hidden_size=15,
+            num_hidden_layers=3,
+            expand=2,
+            num_heads=5,
+            head_dim=6,
+            n_groups=5,
+            state_size=3,
+            conv_kernel=3,
+            chunk_size=4,
+        )
+    ),
+    "grouped_tied_biased": lambda: T.Mamba2ForCausalLM(
+        T.Mamba2Config(
+            vocab_size=53,
+            hidden_size=16,
+            num_hidden_layers=2,
+            expand=3,
+            num_heads=8,
+            head_dim=6,
+            n_groups=2,
+            state_size=7,
+            conv_kernel=4,
+            chunk_size=5,
+            use_bias=True,
+            use_conv_bias=False,
+            tie_word_embeddings=True,
+            layer_norm_epsilon=1e-6,
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS2))
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_mamba2_logits_params_and_greedy(name: str, scale: float) -> None:
+    check_decoder(MODELS2[name], scale, 53, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS2))
+def test_mamba2_export_round_trip(name: str, tmp_path: Path) -> None:
+    check_export(MODELS2[name], tmp_path, [ids(53)])
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"time_step_limit": [0.0, 0.1]}, "time_step_limit"),
+        ({"num_heads": 4}, "num_heads"),
+    ],
+)
+def test_mamba2_refused_by_name(change: dict[str, Any], field: str) -> None:
+    cfg = {**MODELS2["odd"]().config.to_dict(), **change}
+    with pytest.raises(UnsupportedConfigError) as err:
+        load_spec_from_config(cfg)
+    assert field in err.value.fields
+
+
+def test_mamba2_default_config_is_mamba_codestral() -> None:
+    """transformers' default Mamba2Config is Mamba-Codestral-7B's (hidden 4096, 64 layers, 128 heads
+    of 64 in 8 groups, state 128, vocab 32768, untied): the same count as HF on the meta device."""
+    cfg = T.Mamba2Config()
+    n = meta_params(T.Mamba2ForCausalLM, cfg)
+    spec = load_spec_from_config(cfg.to_dict())
+    assert archdsl.analyze(spec, seq_len=4096).params_total == n == 7_285_403_648
+    mixer = spec.model.stacks[0].layers[0].sublayer("mixer")
+    assert (mixer["heads"], mixer["head_dim"], mixer["n_groups"], mixer["d_state"]) == (128, 64, 8, 128)

@@ -329,3 +329,168 @@ model m {
     with pytest.raises(SpecError) as err:
         archdsl.load(p)
     assert any("mamba" in d.message for d in err.value.diagnostics)
+
+
+# -- Mamba-2 -------------------------------------------------------------------------------------------
+
+
+def sequential2(x, dt, a, b, c, h0=None):  # type: ignore[no-untyped-def]
+    """Mamba-2's recurrence one position at a time: a scalar decay per head, B and C per group."""
+    B, T, H, P = x.shape
+    G = b.size(2)
+    b, c = b.repeat_interleave(H // G, dim=2), c.repeat_interleave(H // G, dim=2)  # (B, T, H, N)
+    h = torch.zeros(B, H, P, b.size(-1), dtype=x.dtype) if h0 is None else h0
+    ys = []
+    for t in range(T):
+        h = torch.exp(dt[:, t] * a)[..., None, None] * h
+        h = h + (dt[:, t, :, None] * x[:, t])[..., None] * b[:, t, :, None, :]
+        ys.append((h * c[:, t, :, None, :]).sum(-1))
+    return torch.stack(ys, dim=1), h
+
+
+def inputs2(b: int, t: int, h: int, p: int, g: int, n: int, seed: int = 0) -> list[torch.Tensor]:
+    """x (b, t, h, p), Δ (b, t, h), A (h,), B and C (b, t, g, n), in fp64."""
+    gen = torch.Generator().manual_seed(seed)
+    d = torch.float64
+    return [
+        torch.randn(b, t, h, p, generator=gen, dtype=d),
+        torch.rand(b, t, h, generator=gen, dtype=d),
+        -torch.rand(h, generator=gen, dtype=d) * 3,
+        torch.randn(b, t, g, n, generator=gen, dtype=d),
+        torch.randn(b, t, g, n, generator=gen, dtype=d),
+    ]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 13, 64])
+def test_ssd_equals_the_recurrence(chunk: int) -> None:
+    from archdsl.kinds.ssm_nn import ssd
+
+    args = inputs2(2, 13, 6, 3, 2, 5)
+    h0 = torch.randn(2, 6, 3, 5, dtype=torch.float64)
+    y, last = ssd(*args, chunk, h0)
+    want, want_last = sequential2(*args, h0)
+    torch.testing.assert_close(y, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(last, want_last, rtol=0, atol=1e-12)
+    y, last = ssd(*args, chunk)  # from zeros: the last state only with several chunks
+    torch.testing.assert_close(y, sequential2(*args)[0], rtol=0, atol=1e-12)
+    assert (last is None) == (chunk >= 13)
+    grads = [t.requires_grad_() for t in args]
+    torch.autograd.gradcheck(lambda *t: ssd(*t, chunk)[0], grads)
+
+
+def test_ssd_is_stable_over_long_sequences_with_strong_decay() -> None:
+    from archdsl.kinds.ssm_nn import ssd
+
+    x, dt, _, b, c = inputs2(1, 2048, 2, 2, 1, 3, seed=4)
+    dt = dt * 4 + 0.5
+    a = torch.tensor([-16.0, -1e-3], dtype=torch.float64)
+    want, _ = sequential2(x, dt, a, b, c)
+    args = [t.float().requires_grad_() for t in (x, dt, a, b, c)]
+    y, _ = ssd(*args, 256)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y.double(), want, rtol=1e-4, atol=1e-4)
+    assert all(torch.isfinite(g).all() for g in torch.autograd.grad(y.sum(), args))
+
+
+M2 = {"head_dim": 4, "n_groups": 3, "d_state": 5, "d_conv": 3, "chunk": 4}
+
+
+def test_mamba2_decoding_continues_the_state() -> None:
+    mod = module(make("mamba2", **M2)).double()
+    x = torch.randn(2, 12, D, dtype=torch.float64)
+    with torch.no_grad():
+        full = mod(x)
+        mod.setup_cache(2, 12, torch.float64, torch.device("cpu"))
+        cuts = [0, 5, 7, 8, 9, 10, 11, 12]
+        pieces = [mod(x[:, a:b]) for a, b in itertools.pairwise(cuts)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
+    state = sum(buf.numel() for buf in mod.cache.buffers())
+    assert state == 2 * REGISTRY["mamba2"].kv_cache(make("mamba2", **M2), CTX, 10**6)
+    assert state == 2 * ((48 + 2 * 3 * 5) * 2 + 12 * 4 * 5)  # (E + 2GN)(k - 1) + H P N
+
+
+def test_mamba2_padding_and_chunk_invariance() -> None:
+    """Left padding gives the unpadded outputs; chunks of 1, 4 and one chunk agree, gradients too."""
+    x = torch.randn(2, 9, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    results = []
+    for chunk in (1, 4, 256):
+        mod = module(make("mamba2", **{**M2, "chunk": chunk})).double().train()
+        y = mod(x)
+        results.append((y, torch.autograd.grad((y * y).sum(), list(mod.parameters()))))
+    for y, grads in results[1:]:
+        torch.testing.assert_close(y, results[0][0])
+        torch.testing.assert_close(grads, results[0][1])
+    mod = module(make("mamba2", **M2)).double()
+    left = torch.cat([torch.randn(2, 3, D, dtype=x.dtype), x], dim=1)
+    mask = torch.tensor([[0] * 3 + [1] * 9] * 2)
+    torch.testing.assert_close(mod(left, mask=mask)[:, 3:], mod(x))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        M2,
+        {"heads": 8, "head_dim": 6, "d_state": 2, "d_conv": 1, "chunk": 5, "bias": True, "conv_bias": False},
+        {"head_dim": 48, "n_groups": 1, "d_state": 1, "d_conv": 2, "chunk": 1},
+        {"expand": 1, "head_dim": 2, "n_groups": 12, "d_state": 3, "chunk": 3},
+    ],
+)
+def test_mamba2_costs_are_exact_for_every_length(params: dict[str, Value]) -> None:
+    assert_exact_costs(make("mamba2", **params), CTX, range(1, 14))
+
+
+def test_mamba2_cost_formulas() -> None:
+    """d = 24, E = 48, H = 12, P = 4, G = 3, N = 5, k = 3, chunk 4."""
+    kind, node = REGISTRY["mamba2"], make("mamba2", **M2)
+    d, e, h, p, g, n, k = 24, 48, 12, 4, 3, 5, 3
+    conv = e + 2 * g * n
+    assert kind.n_params(node, CTX) == d * (e + conv + h) + conv * k + conv + 3 * h + e + e * d
+    b, t = 2, 10  # 10 positions: 3 chunks of 4, padded to 12
+    linear = 2 * b * t * (d * (e + conv + h) + e * d)
+    ssd = 2 * b * 12 * 4 * (g * n + h * p) + 4 * b * 12 * h * p * n
+    assert kind.flops(node, CTX, [(b, t, d)]) == linear + 2 * b * t * conv * k + ssd
+    one = 2 * 1 * 3 * 3 * (g * n + h * p)  # 3 positions: one chunk of 3, no states
+    assert kind.flops(node, CTX, [(1, 3, d)]) == 2 * 3 * (d * (e + conv + h) + e * d) + 2 * 3 * conv * k + one
+    assert (
+        kind.backward_flops(node, CTX, [(b, t, d)], ActCfg())
+        == 2 * linear + 2 * 2 * b * t * conv * k + 2 * ssd
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        ("mamba2(head_dim = 5)", "not divisible by head_dim"),
+        ("mamba2(heads = 4, head_dim = 8)", "must be expand · d_model"),
+        ("mamba2(head_dim = 4, n_groups = 5)", "not divisible by n_groups"),
+    ],
+)
+def test_mamba2_shapes_are_checked(call: str, needle: str, tmp_path: Path) -> None:
+    p = tmp_path / "bad.arch"
+    p.write_text(
+        HYBRID.format(d=D, position="none").replace("mamba(d_state = 4, d_conv = 3, chunk = 4)", call)
+    )
+    with pytest.raises(SpecError) as err:
+        archdsl.load(p)
+    d = err.value.diagnostics[0]
+    assert needle in d.message and d.code == "E011" and d.span is not None and d.help
+
+
+def test_mamba2_in_a_hybrid_pattern(tmp_path: Path) -> None:
+    p = tmp_path / "hybrid.arch"
+    text = HYBRID.format(d=D, position="rope(max_len = 64)")
+    p.write_text(
+        text.replace(
+            "mamba(d_state = 4, d_conv = 3, chunk = 4)", "mamba2(head_dim = 8, d_state = 4, chunk = 4)"
+        )
+    )
+    spec = archdsl.load(p)
+    for b, n in [(1, 8), (2, 13)]:
+        assert_costs_match(spec, b, n)
+        assert_train_step_matches(spec, b, n)
+    model = archdsl.build(spec, seed=0).eval()
+    prompt = torch.randint(0, 37, (2, 3), generator=torch.Generator().manual_seed(2))
+    out = model.generate(prompt, 9, temperature=0)
+    with torch.no_grad():
+        logits = model(out[:, :-1])
+    assert torch.equal(out[:, 3:], logits[:, 2:].argmax(-1))
