@@ -494,3 +494,21 @@ def test_mamba2_in_a_hybrid_pattern(tmp_path: Path) -> None:
     with torch.no_grad():
         logits = model(out[:, :-1])
     assert torch.equal(out[:, 3:], logits[:, 2:].argmax(-1))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("mamba", {"d_state": 5, "d_conv": 3, "chunk": 4}), ("mamba2", M2), ("mamba2", {**M2, "chunk": 64})],
+)
+def test_saved_activations_in_other_dtypes(name: str, params: dict[str, Value], dtype: torch.dtype) -> None:
+    """The scans compute in fp32 (or wider): in bf16 they keep fp32 copies, in fp64 fp64 tensors — the
+    kinds' ``saved`` counts them exactly (tests/test_memory.py holds fp32)."""
+    from archdsl.measure import saved_bytes
+
+    node, by = make(name, **params), torch.finfo(dtype).bits // 8
+    mod = module(node).to(dtype).train()
+    for b, n in [(2, 13), (3, 5), (1, 9)]:
+        total, _ = saved_bytes(mod, torch.randn(b, n, D, dtype=dtype, requires_grad=True))
+        s = REGISTRY[name].saved(node, CTX, [(b, n, D)], ActCfg(bytes=by))
+        assert s.internal + (b * n * D * by if s.inputs[0] else 0) == total, (b, n)
