@@ -1,4 +1,5 @@
-"""State-space sequence mixers: Mamba's selective SSM (Gu & Dao 2023).
+"""State-space sequence mixers: Mamba's selective SSM (Gu & Dao 2023) and Mamba-2's state-space
+dual (Dao & Gu 2024).
 
 A mixer in a block's ``attention`` or ``mixer`` slot (see :mod:`archdsl.kinds.mixer`): causal by
 construction, no positional scheme acts in it, and a decoder keeps a constant-size state instead of a

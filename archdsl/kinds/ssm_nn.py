@@ -1,11 +1,14 @@
 """PyTorch modules for state-space sequence mixers: Mamba's selective SSM (Gu & Dao 2023, "Mamba:
-Linear-Time Sequence Modeling with Selective State Spaces", §3 and Algorithm 2).
+Linear-Time Sequence Modeling with Selective State Spaces", §3 and Algorithm 2) and Mamba-2's
+state-space dual (Dao & Gu 2024, "Transformers are SSMs", §6–7).
 
-Training runs a chunked selective scan with a hand-written backward (:class:`SelectiveScan`): chunk
-by chunk, a parallel prefix scan over the chunk's positions (log2(chunk) doubling steps, Hillis &
+Mamba trains with a chunked selective scan and a hand-written backward (:class:`SelectiveScan`):
+chunk by chunk, a parallel prefix scan over the chunk's positions (log2(chunk) doubling steps, Hillis &
 Steele 1986) carries the state, and only the chunk-boundary states are kept for backward, which
-recomputes the states of one chunk at a time. Decoding keeps the recurrent state and the last inputs of
-the convolution (a :class:`~archdsl.kinds.attention_nn.RecurrentState`) and takes one step per token.
+recomputes the states of one chunk at a time. Mamba-2's scalar decay per head lets it run as masked
+attention within chunks and a short recurrence across them (:func:`ssd`, through autograd). Decoding
+keeps the recurrent state and the last inputs of the convolution (a
+:class:`~archdsl.kinds.attention_nn.RecurrentState`) and takes one step per token.
 """
 
 import math
@@ -186,13 +189,8 @@ class Mamba(nn.Module):
         chunk: int = 256,
     ):
         super().__init__()
-        self.d_inner, self.d_state, self.d_conv, self.dt_rank, self.chunk = (
-            d_inner,
-            d_state,
-            d_conv,
-            dt_rank,
-            chunk,
-        )
+        self.d_inner, self.d_state, self.d_conv = d_inner, d_state, d_conv
+        self.dt_rank, self.chunk = dt_rank, chunk
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, bias=conv_bias)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
@@ -429,6 +427,7 @@ class Mamba2(nn.Module):
             y = self.step(xs, dt, A, b, c)
         else:
             y, last = ssd(xs, dt, A, b, c, self.chunk, self.cache.ssm)
+            assert last is not None  # from a state there is one after
             self.cache.ssm.copy_(last)
         y = y.to(x.dtype) + xs * self.D[:, None]  # (B, T, H, P)
         return self.out_proj(self.norm(y.reshape(B, T, self.d_inner), z))
