@@ -495,7 +495,7 @@ def mamba2(g: Gen, env: Env) -> str:
         args["d_conv"] = g.int_(g.int_in(1, 5))
     if g.flag(0.7):
         args["chunk"] = g.int_(g.int_in(1, max(1, env.seq_len)))
-    args.update(g.free_args("mamba2", set(args), 0.3))
+    args.update(g.free_args("mamba2", {*args, "expand", "heads"}, 0.3))  # those two fixed by head_dim
     return g.call("mamba2", args)
 
 

@@ -235,3 +235,19 @@ def test_mamba2_default_config_is_mamba_codestral() -> None:
     assert archdsl.analyze(spec, seq_len=4096).params_total == n == 7_285_403_648
     mixer = spec.model.stacks[0].layers[0].sublayer("mixer")
     assert (mixer["heads"], mixer["head_dim"], mixer["n_groups"], mixer["d_state"]) == (128, 64, 8, 128)
+
+
+def test_import_hf_reads_transformers_json_files(tmp_path: Path) -> None:
+    """``archdsl import-hf`` on the config.json transformers writes (Mamba-2's time_step_limit holds
+    infinity as ``{"__float__": "Infinity"}``); the report then counts HF's parameters."""
+    from conftest import run_cli
+
+    for name, cfg, cls in [
+        ("mamba", T.MambaConfig(**FULL["mamba_130m"]), T.MambaForCausalLM),
+        ("mamba2", T.Mamba2Config(), T.Mamba2ForCausalLM),
+    ]:
+        cfg.to_json_file(str(tmp_path / f"{name}.json"))
+        out = tmp_path / f"{name}.arch"
+        r = run_cli("import-hf", str(tmp_path / f"{name}.json"), "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        assert archdsl.analyze(archdsl.load(out), seq_len=512).params_total == meta_params(cls, cfg)

@@ -512,3 +512,27 @@ def test_saved_activations_in_other_dtypes(name: str, params: dict[str, Value], 
         total, _ = saved_bytes(mod, torch.randn(b, n, D, dtype=dtype, requires_grad=True))
         s = REGISTRY[name].saved(node, CTX, [(b, n, D)], ActCfg(bytes=by))
         assert s.internal + (b * n * D * by if s.inputs[0] else 0) == total, (b, n)
+
+
+@pytest.mark.parametrize("name", ["mamba", "mamba2"])
+def test_polynomials_hold_in_the_declared_regime(name: str, tmp_path: Path) -> None:
+    """Chunk 4: Mamba's polynomials hold for n a multiple of 4 (one boundary state per chunk);
+    Mamba-2's for n a multiple of 4 above 4 (a single chunk carries no states) — and the report's
+    exactness flags say so."""
+    call = (
+        "mamba(d_state = 4, d_conv = 3, chunk = 4)" if name == "mamba" else "mamba2(head_dim = 8, chunk = 4)"
+    )
+    p = tmp_path / "m.arch"
+    p.write_text(
+        HYBRID.format(d=D, position="none").replace("mamba(d_state = 4, d_conv = 3, chunk = 4)", call)
+    )
+    spec = archdsl.load(p)
+    for n, exact in [(8, True), (12, True), (4, name == "mamba"), (6, False)]:
+        r = archdsl.analyze(spec, batch=2, seq_len=n)
+        f, mem = r.flops(), r.memory
+        sizes = r.sizes()
+        assert (f["train_step_poly"](**sizes) == f["train_step"]) == (exact or name == "mamba"), n
+        assert (mem["activation_poly"](**sizes) == mem["activation_bytes"]) == exact, n
+        assert (
+            mem["activation_poly_exact"] == exact and mem["kv_cache_poly"](**sizes) == mem["kv_cache_bytes"]
+        )

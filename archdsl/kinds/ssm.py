@@ -378,8 +378,10 @@ class Mamba2(MixerKind):
         return ("n·d²", "n·c·d", "n·d·s", "n·d·k")
 
     def regime(self, node: Node) -> tuple[int, int]:
-        """Whole chunks (the SSD pads to them)."""
-        return int(node["chunk"]), 0
+        """Whole chunks (the SSD pads to them), and more than one: a single chunk has no states to
+        carry."""
+        c = int(node["chunk"])
+        return c, c
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
         e = node["expand"] * ctx.d_model

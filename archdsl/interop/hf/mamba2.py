@@ -49,8 +49,10 @@ def to_text(c: Mapping[str, Any]) -> Text:
     if heads * head_dim != expand * d:
         f.refuse("num_heads", f"num_heads · head_dim ({heads * head_dim}) is not expand · hidden_size")
     limit = f.get("time_step_limit", (0.0, math.inf))
-    if list(limit) != [0.0, math.inf]:
-        f.refuse("time_step_limit", f"{limit} is not supported (archdsl: Δ unclamped, (0.0, inf))")
+    if not isinstance(limit, list | tuple) or [_number(v) for v in limit] != [0.0, math.inf]:
+        f.refuse(
+            "time_step_limit", f"{json.dumps(limit)} is not supported (archdsl: Δ unclamped, [0.0, inf])"
+        )
     f.expect("hidden_act", ["silu"], " (the mixer's activations are SiLU)")
     consts = [
         ("vocab", str(f.need("vocab_size"))),
@@ -96,6 +98,16 @@ def to_text(c: Mapping[str, Any]) -> Text:
         "}",
     ]
     return Text(["Mamba-2 (Dao & Gu 2024), imported from a Hugging Face config."], consts, "\n".join(body))
+
+
+def _number(v: Any) -> float | None:
+    """A float of a config: a number, or infinity as transformers 5 writes it to JSON
+    (``{"__float__": "Infinity"}``) or as Python's JSON does (``Infinity``, read as a float)."""
+    if isinstance(v, dict) and set(v) == {"__float__"}:
+        v = v["__float__"]
+    if isinstance(v, str) and v in ("Infinity", "-Infinity", "inf", "-inf"):
+        return float(v.replace("Infinity", "inf"))
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 def rules(g: Geometry, p: str) -> list[Rule]:
