@@ -141,6 +141,8 @@ TINY["transformer_xl"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64
 # 20 x 20 patches in 4 x 4 windows (shifted), merged to 10 x 10 (padded to 12 for the windows), the odd
 # 5 x 5 (padded to 8) merged to 3 x 3, smaller than the window (one window of 3 x 3, unshifted)
 TINY["swin_t"] = {"image": 40, "patch": 2, "C": 12, "window": 4, "depth3": 2, "classes": 10}
+TINY["mamba_130m"] = {"n_layers": 2, "d_model": 24, "d_state": 5, "vocab": 50}
+TINY["mamba_2_8b"] = {"n_layers": 3, "d_model": 20, "d_state": 3, "vocab": 50}
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -322,6 +322,9 @@ ATTN_TRAITS: dict[str, AttnTraits] = {
     # sequence mixers: no positional scheme acts in them (a stack of them takes none acting in attention)
     "rwkv_time_mix": AttnTraits(positions=frozenset(), cross=False),
     "swin": AttnTraits(positions=frozenset(), cross=False, grid=True, encoder_only=True),
+    # recurrent sequence mixers: self only, and no positional scheme acts in them
+    "mamba": AttnTraits(positions=frozenset(), cross=False),
+    "mamba2": AttnTraits(positions=frozenset(), cross=False),
 }
 #: an attention kind registered after these strategies were written: assumed self-attention only, with
 #: no attention-acting position (the test that lists uncovered kinds fails for it anyway)
@@ -398,6 +401,10 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
     kind's own constrained parameters; anything else schema-drawn."""
     if kind == "retention":
         return retention(g, env)
+    if kind == "mamba":
+        return mamba(g, env)
+    if kind == "mamba2":
+        return mamba2(g, env)
     if not REGISTRY[kind].attends:  # a recurrent sequence mixer: only its own parameters, schema-drawn
         args: dict[str, str] = {}
         if kind == "rwkv_time_mix" and g.flag(0.6):
@@ -594,6 +601,41 @@ def conv_stem(g: Gen, d: int) -> tuple[str, int]:
     if g.flag(0.3):
         args["bias"] = g.bool_(g.flag())
     return g.call("conv_stem", args), side(image)
+
+
+def mamba(g: Gen, env: Env) -> str:
+    """Mamba with small sizes (any positive values are valid: no cross-parameter rules), and often a
+    chunk shorter than the sequence, so the training scan carries its state from chunk to chunk."""
+    args = {"d_state": g.int_(g.int_in(1, 6)), "d_conv": g.int_(g.int_in(1, 5))}
+    if g.flag(0.5):
+        args["expand"] = g.int_(g.int_in(1, 3))
+    if g.flag(0.5):
+        args["dt_rank"] = g.int_(g.int_in(1, 6))
+    if g.flag(0.7):
+        args["chunk"] = g.int_(g.int_in(1, max(1, env.seq_len)))
+    args.update(g.free_args("mamba", set(args), 0.3))
+    return g.call("mamba", args)
+
+
+def mamba2(g: Gen, env: Env) -> str:
+    """Mamba-2: heads · head_dim = expand · d_model (head_dim a divisor of it, heads then implied or
+    written out), n_groups a divisor of heads; small states; often a chunk shorter than the sequence."""
+    expand = g.int_in(1, 2)
+    e = expand * env.d_model
+    p = int(g.draw(st.sampled_from(_divisors(e, 16))))
+    args = {"head_dim": g.int_(p)}
+    if expand != 2:
+        args["expand"] = g.int_(expand)
+    if g.flag(0.3):
+        args["heads"] = g.int_(e // p)
+    args["n_groups"] = g.int_(g.draw(st.sampled_from(_divisors(e // p, 4))))
+    args["d_state"] = g.int_(g.int_in(1, 6))
+    if g.flag(0.5):
+        args["d_conv"] = g.int_(g.int_in(1, 5))
+    if g.flag(0.7):
+        args["chunk"] = g.int_(g.int_in(1, max(1, env.seq_len)))
+    args.update(g.free_args("mamba2", {*args, "expand", "heads"}, 0.3))  # those two fixed by head_dim
+    return g.call("mamba2", args)
 
 
 # -- the other roles -------------------------------------------------------------------------------------

@@ -133,6 +133,10 @@ MIXERS = {
     "retention": "retention(heads = 3)",
     "retention_chunks": "retention(heads = 3, form = chunkwise, chunk = 4, norm = rmsnorm, bias = false)",
     "rwkv": "rwkv_time_mix(hidden = 20, chunk = 4)",
+    "mamba": "mamba(d_state = 5, d_conv = 3, expand = 3, dt_rank = 4, chunk = 4)",
+    "mamba_k1": "mamba(d_state = 2, d_conv = 1, chunk = 3, bias = true, conv_bias = false)",
+    "mamba2": "mamba2(head_dim = 4, n_groups = 3, d_state = 5, d_conv = 3, chunk = 4)",
+    "mamba2_k1": "mamba2(heads = 8, head_dim = 6, d_state = 2, d_conv = 1, chunk = 3, bias = true)",
 }
 #: feed-forwards other than the plain MLP, by attention case: those that keep a decoding state
 FFNS = {"rwkv": "rwkv_channel_mix(hidden = 33)"}

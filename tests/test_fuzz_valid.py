@@ -150,10 +150,9 @@ def run_valid(gs: GeneratedSpec, train: bool = True) -> None:
     b = max(2, gs.batch)
     loss = model(*inputs(spec, b, gs.seq_len, gs.src_len, seed=1)).float().square().mean()
     assert torch.isfinite(loss)
-    # LayerDrop may skip every layer between the output and the only weights that train (adapters in
-    # an encoder whose decoder's one layer, the one with cross-attention, sat out): nothing to backward
-    skipped = any(s.layerdrop for s in spec.model.stacks) and not loss.requires_grad
-    if any(p.requires_grad for p in params) and not skipped:
+    # (LayerDrop may skip every layer that holds the trainable weights of a frozen base: then nothing
+    # reaches the loss that trains)
+    if any(p.requires_grad for p in params) and loss.requires_grad:
         loss.backward()
 
 

@@ -137,6 +137,8 @@ MODULES = {
     "retention": ("retention", {"heads": 4, "form": "chunkwise", "chunk": 3}),
     "rwkv_time_mix": ("rwkv_time_mix", {"hidden": 10, "chunk": 3}),
     "rwkv_channel_mix": ("rwkv_channel_mix", {"hidden": 40}),
+    "mamba": ("mamba", {"d_state": 3, "chunk": 3}),
+    "mamba2": ("mamba2", {"head_dim": 8, "d_state": 3, "chunk": 3}),
 }
 #: the token grid of the kinds that read one (``Kind.reads_grid``): padded for the windows and merged
 GRID = (3, 4)

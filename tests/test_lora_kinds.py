@@ -39,10 +39,12 @@ ATTENTION = {
     "swin": "swin(heads = 4, window = 2)",  # on a 6 x 6 grid: nine windows, shifted in the second layer
     "retention": "retention(heads = 4, form = chunkwise, chunk = 4)",
     "rwkv_time_mix": "rwkv_time_mix(hidden = 10, chunk = 4)",
+    "mamba": "mamba(d_state = 3, chunk = 4)",
+    "mamba2": "mamba2(head_dim = 8, d_state = 3, chunk = 4)",
 }
 # attention kinds whose projections LoRA's names do not address (they stay frozen): latent attention's
 # compressed projections; recurrent mixers' (a documented choice: q, k, v, o name attention's maps)
-UNTARGETED_ATTENTION = {"mla", "retention", "rwkv_time_mix"}
+UNTARGETED_ATTENTION = {"mla", "retention", "rwkv_time_mix", "mamba", "mamba2"}
 # variants of the shell's core that hold projections of their own shape
 VARIANTS = {
     "mha_bilinear": "mha(heads = 4, score = bilinear)",

@@ -289,6 +289,15 @@ ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | Non
     ),
 ]
 OTHERS: list[tuple[str, dict[str, Any]]] = [
+    # chunks of 4 and 5 positions: several per sequence, the last one partial
+    ("mamba", {"d_state": 5, "d_conv": 3, "chunk": 4}),
+    (
+        "mamba",
+        {"d_state": 3, "d_conv": 1, "expand": 1, "dt_rank": 5, "chunk": 5, "bias": True, "conv_bias": False},
+    ),
+    # 13 positions in chunks of 4 (several, the last padded), 5 in one chunk of 5; groups of heads
+    ("mamba2", {"head_dim": 4, "n_groups": 2, "d_state": 5, "d_conv": 3, "chunk": 4}),
+    ("mamba2", {"head_dim": 6, "d_state": 3, "d_conv": 1, "chunk": 5, "bias": True, "conv_bias": False}),
     ("conformer_conv", {"kernel": 5}),
     ("conformer_conv", {"kernel": 4, "causal": True, "norm": "layernorm", "dropout": 0.1}),
     ("mlp", {"hidden": 40, "activation": "relu2"}),

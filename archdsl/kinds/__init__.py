@@ -22,6 +22,7 @@ from archdsl.kinds import (
     relative,
     retention,
     rwkv,
+    ssm,
     vision,
 )
 from archdsl.kinds.base import ROLES, ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
@@ -37,6 +38,7 @@ FAMILIES = (
     efficient,
     latent,
     retention,
+    ssm,
     ffn,
     conv,
     rwkv,

@@ -85,6 +85,7 @@ NN_MODULES = (
     "archdsl.kinds.relative_nn",
     "archdsl.kinds.retention_nn",
     "archdsl.kinds.rwkv_nn",
+    "archdsl.kinds.ssm_nn",
     "archdsl.kinds.vision_nn",
 )
 

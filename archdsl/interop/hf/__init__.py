@@ -26,7 +26,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # the family modules register themselves on import
-from archdsl.interop.hf import albert, bert, bloom, gpt2, llama, opt, parallel, roberta, rwkv, t5, vit  # noqa: F401
+from archdsl.interop.hf import (  # noqa: F401
+    albert,
+    bert,
+    bloom,
+    gpt2,
+    llama,
+    mamba,
+    mamba2,
+    opt,
+    parallel,
+    roberta,
+    rwkv,
+    t5,
+    vit,
+)
 from archdsl.interop.hf.base import (
     FAMILIES,
     Family,
