@@ -157,3 +157,13 @@ def _one_thread():  # type: ignore[no-untyped-def]
 
 
 TINY["retnet_1_3b"] = {"n_layers": 2, "d_model": 24, "n_heads": 3, "d_ff": 40, "vocab": 50}
+# one period of Jamba's eight layers: attention in the fifth, experts in every other
+TINY["jamba_like"] = {
+    "n_layers": 8,
+    "d_model": 24,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "experts": 3,
+    "d_ff": 40,
+    "vocab": 50,
+}

@@ -604,8 +604,9 @@ def conv_stem(g: Gen, d: int) -> tuple[str, int]:
 
 
 def mamba(g: Gen, env: Env) -> str:
-    """Mamba with small sizes (any positive values are valid: no cross-parameter rules), and often a
-    chunk shorter than the sequence, so the training scan carries its state from chunk to chunk."""
+    """Mamba with small sizes (any positive values are valid), often a chunk shorter than the sequence,
+    so the training scan carries its state from chunk to chunk; Jamba's norms on Δ, B and C now and
+    then (their eps only with them)."""
     args = {"d_state": g.int_(g.int_in(1, 6)), "d_conv": g.int_(g.int_in(1, 5))}
     if g.flag(0.5):
         args["expand"] = g.int_(g.int_in(1, 3))
@@ -613,7 +614,11 @@ def mamba(g: Gen, env: Env) -> str:
         args["dt_rank"] = g.int_(g.int_in(1, 6))
     if g.flag(0.7):
         args["chunk"] = g.int_(g.int_in(1, max(1, env.seq_len)))
-    args.update(g.free_args("mamba", set(args), 0.3))
+    if g.flag(0.3):
+        args["dt_bc_norm"] = "true"
+        if g.flag(0.5):
+            args["norm_eps"] = g.float_(g.draw(st.sampled_from([1e-5, 1e-6, 0.1])))
+    args.update(g.free_args("mamba", {*args, "dt_bc_norm", "norm_eps"}, 0.3))
     return g.call("mamba", args)
 
 

@@ -291,6 +291,7 @@ ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | Non
 OTHERS: list[tuple[str, dict[str, Any]]] = [
     # chunks of 4 and 5 positions: several per sequence, the last one partial
     ("mamba", {"d_state": 5, "d_conv": 3, "chunk": 4}),
+    ("mamba", {"d_state": 3, "chunk": 4, "dt_bc_norm": True, "norm_eps": 1e-5}),  # Jamba's norms
     (
         "mamba",
         {"d_state": 3, "d_conv": 1, "expand": 1, "dt_rank": 5, "chunk": 5, "bias": True, "conv_bias": False},

@@ -77,10 +77,29 @@ class Mamba(MixerKind):
         Param("conv_bias", "bool", default=True, doc="bias on the convolution (HF use_conv_bias)"),
         Param("bias", "bool", default=False, doc="biases on the in- and out-projections (HF use_bias)"),
         Param("chunk", "int", default=256, min=1, doc="chunk length of the training scan"),
+        Param(
+            "dt_bc_norm",
+            "bool",
+            default=False,
+            doc="RMSNorm Δ, B and C after x_proj (Jamba; HF dt_/b_/c_layernorm)",
+        ),
+        Param("norm_eps", "float", default=1e-6, gt=0.0, doc="eps of those norms (Jamba: rms_norm_eps)"),
     )
 
     def defaults(self, ctx: Ctx, arity: int) -> dict[str, Value]:
         return {"dt_rank": -(-ctx.d_model // 16)}
+
+    def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
+        if node["norm_eps"] != 1e-6 and not node["dt_bc_norm"]:
+            return [
+                ShapeError(
+                    "`norm_eps` is the eps of the norms on Δ, B and C, which `dt_bc_norm = false` leaves out",
+                    help="drop `norm_eps`, or write `dt_bc_norm = true` (Jamba)",
+                    param="norm_eps",
+                    code="E009",
+                )
+            ]
+        return []
 
     def dims(self, node: Node, ctx: Ctx) -> tuple[int, int, int, int]:
         """(E, N, k, R): inner width, state size, conv width, Δ's rank."""
@@ -91,6 +110,8 @@ class Mamba(MixerKind):
         d = ctx.d_model
         e, n, k, r = self.dims(node, ctx)
         total = 3 * d * e + e * k + e * (r + 2 * n) + r * e + e * n + 2 * e  # + Δ's bias and D
+        if node["dt_bc_norm"]:
+            total += r + 2 * n  # the gains of the norms on Δ, B and C
         if node["conv_bias"]:
             total += e
         if node["bias"]:
@@ -155,9 +176,22 @@ class Mamba(MixerKind):
             return Saved(inputs=(False,))
         per_token = 2 * e + e + e + (r + 2 * n) + 2 * e + 2 * e + (e if act.weight_grad else 0)
         internal = m * per_token * by + b * e * (n_seq + k - 1) * by
+        if node["dt_bc_norm"]:
+            internal += m * self.norms_saved(r, n, by, act)
         internal += (2 if act.weight_grad else 1) * e * n * by
         internal += b * chunks(n_seq, int(node["chunk"])) * e * n * max(by, 4)
         return Saved(inputs=(act.weight_grad,), internal=internal)
+
+    @staticmethod
+    def norms_saved(r: int, n: int, by: int, act: ActCfg) -> int:
+        """Bytes per position that Jamba's norms on Δ, B and C add to what backward keeps (the RMSNorm
+        kind's own account, at widths R, N, N): the reciprocal rms of each (fp32), the normalised
+        inputs where the gains train (fp32), fp32 copies of the inputs below fp32 (whose own output
+        the x-projection then no longer keeps), and their outputs — the scan keeps the normalised B
+        and C, Δ's projection the normalised Δ where its weights train."""
+        w = r + 2 * n
+        out = 3 * 4 + (w * 4 if act.weight_grad else 0) + ((w * 4 - w * by) if by != 4 else 0)
+        return out + (2 * n + (r if act.weight_grad else 0)) * by
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         """The convolution's last k - 1 inputs and the SSM state, E (k - 1 + N), whatever the context."""
@@ -184,6 +218,7 @@ class Mamba(MixerKind):
             conv_bias=node["conv_bias"],
             bias=node["bias"],
             chunk=node["chunk"],
+            **({"norm_eps": node["norm_eps"]} if node["dt_bc_norm"] else {}),
         )
 
 

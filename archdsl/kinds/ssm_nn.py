@@ -18,6 +18,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from archdsl.kinds.attention_nn import RecurrentState
+from archdsl.kinds.norm_nn import RMSNorm
 
 
 def linear_scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
@@ -168,6 +169,7 @@ class Mamba(nn.Module):
         x, z = in_proj(h)                                 d -> 2E, E = expand d
         x = silu(conv1d(x))                               causal depthwise, width k
         Δ, B, C = x_proj(x)                               E -> R + 2N
+        (Δ, B, C = RMSNorm(Δ), RMSNorm(B), RMSNorm(C))    with ``norm_eps``: Jamba
         Δ = softplus(dt_proj(Δ))                          R -> E, with a bias
         y = SelectiveScan(x, Δ, A = -exp(A_log), B, C) + D x
         out = out_proj(y * silu(z))                       E -> d
@@ -187,6 +189,7 @@ class Mamba(nn.Module):
         conv_bias: bool = True,
         bias: bool = False,
         chunk: int = 256,
+        norm_eps: float | None = None,
     ):
         super().__init__()
         self.d_inner, self.d_state, self.d_conv = d_inner, d_state, d_conv
@@ -194,6 +197,11 @@ class Mamba(nn.Module):
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, bias=conv_bias)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.norms = norm_eps is not None
+        if norm_eps is not None:  # Jamba: RMSNorms on Δ, B and C (Lieber et al. 2024, §3.2)
+            self.dt_layernorm = RMSNorm(dt_rank, eps=norm_eps)
+            self.b_layernorm = RMSNorm(d_state, eps=norm_eps)
+            self.c_layernorm = RMSNorm(d_state, eps=norm_eps)
         self.dt_proj = DeltaProjection(dt_rank, d_inner)
         # S4D-real initialisation: A = -(1, 2, …, N) for every channel
         self.A_log = nn.Parameter(
@@ -214,6 +222,8 @@ class Mamba(nn.Module):
         if keep is not None:
             u = u.masked_fill(~keep, 0.0)
         dt, Bm, Cm = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        if self.norms:
+            dt, Bm, Cm = self.dt_layernorm(dt), self.b_layernorm(Bm), self.c_layernorm(Cm)
         delta = F.softplus(self.dt_proj(dt))  # (B, T, E)
         if keep is not None:
             delta = delta.masked_fill(~keep, 0.0)

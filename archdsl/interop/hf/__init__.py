@@ -31,6 +31,7 @@ from archdsl.interop.hf import (  # noqa: F401
     bert,
     bloom,
     gpt2,
+    jamba,
     llama,
     mamba,
     mamba2,

@@ -431,7 +431,8 @@ def geometry(model: nn.Module) -> Geometry:
         head_dim=head_dim,
         d_model=int(getattr(getattr(model, "config", None), "d_model", 0) or 0)
         or (int(wte.shape[1]) if wte is not None else 0),
-        experts=count_layers(own, "h.0.mlp.experts."),
+        # the experts of the first layer that has a mixture (Jamba's and DeepSeek's first are dense)
+        experts=max((count_layers(own, f"h.{i}.mlp.experts.") for i in range(count_layers(own))), default=0),
         n_dec_layers=count_layers(own, "decoder.h."),
     )
 
