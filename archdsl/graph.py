@@ -21,9 +21,10 @@ from archdsl.kinds.embed import EMBEDDING_PROJECTION
 
 
 def ctx_of(model: Model, stack: str | None = None) -> Ctx:
-    """The context components of one stack were elaborated in."""
+    """The context components of one stack were elaborated in (a towers model's: its head's, at the
+    shared embedding width; a tower's are its own model's)."""
     if stack is None:
-        stack = "encoder" if model.type == "encoder" else "decoder"
+        stack = "encoder" if model.type in ("encoder", "towers") else "decoder"
     s = next((x for x in model.stacks if x.role == stack), None)
     pos = s.position if s is not None else None
     inside = pos is not None and REGISTRY[pos.kind].applies == "attention"
@@ -41,6 +42,8 @@ def ctx_of(model: Model, stack: str | None = None) -> Ctx:
 def embedding_width(model: Model) -> int | None:
     """The token table's width where it differs from d_model (a projection joins the two)."""
     emb = model.embedding
+    if emb is None:  # a towers model: each tower has its own
+        return None
     width = emb.get("width") if any(p.name == "width" for p in REGISTRY[emb.kind].params) else None
     return None if width is None or width == model.d_model else width
 
@@ -174,7 +177,10 @@ class _Builder:
 
 def input_shapes(model: Model) -> dict[str, tuple[object, ...]]:
     """The model's inputs by name: token ids (B, T) — for an encoder-decoder, source (B, S) and target
-    (B, T) — or pixels (B, C, H, W)."""
+    (B, T) — or pixels (B, C, H, W); a towers model's, one per tower, named after it."""
+    if model.towers:
+        return {t.name: input_shapes(t)["idx"] for t in model.towers}
+    assert model.embedding is not None
     kind = REGISTRY[model.embedding.kind]
     if model.type == "encoder_decoder":
         return {
@@ -184,12 +190,32 @@ def input_shapes(model: Model) -> dict[str, tuple[object, ...]]:
     return {"idx": kind.input_shape(model.embedding, ctx_of(model), "T")}
 
 
+def input_vocabs(model: Model) -> dict[str, int]:
+    """The vocabulary each input's token ids are drawn from, by input name (0 for images)."""
+    if model.towers:
+        return {t.name: t.vocab for t in model.towers}
+    return dict.fromkeys(input_shapes(model), model.vocab)
+
+
 def build_graph(model: Model) -> nx.DiGraph:
     b = _Builder(model)
     shapes = input_shapes(model)
     for name, shape in shapes.items():
         b.op(name, "input", "input", [], shape=shape)
     emb = model.embedding
+    if model.towers:  # each tower, named by its name (`vision.h.0`), then the head that combines them
+        outs = []
+        for t in model.towers:
+            b.model = t
+            assert t.embedding is not None
+            wte = b.comp(f"{t.name}.wte", f"{t.name}.wte", t.embedding, ctx_of(t), f"{t.name}.embedding", [t.name])
+            x = b.stack(t.stacks[0], wte, None, f"{t.name}.")
+            outs.append(b.comp(f"{t.name}.head", f"{t.name}.head", t.head, ctx_of(t), f"{t.name}.head", [x]))
+        b.model = model
+        x = b.comp("head", "head", model.head, ctx_of(model), "head", outs)
+        b.op("output", "output", "output", [x])
+        return b.g
+    assert emb is not None
     if model.type == "encoder_decoder":
         enc, dec = model.encoder, model.decoder
         assert enc is not None and dec is not None

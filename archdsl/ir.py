@@ -9,7 +9,9 @@ written as an explicit ``flow``.
 * A block is a small dataflow program: named sublayers (``Node``s) and statements over tensors
   (:class:`Stmt` with :class:`Ref` / :class:`Apply` / :class:`Sum` / :class:`Scale` expressions).
 * A :class:`Stack` is the layers of an encoder or a decoder; a :class:`Model` is one or two stacks with
-  an embedding and a head.
+  an embedding and a head — or, with ``type = towers``, several towers (each an encoder
+  :class:`Model` of its own: input, embedding, width, stack and pooled projection head) combined by
+  the model's head (CLIP's contrastive logits).
 """
 
 from __future__ import annotations
@@ -142,20 +144,37 @@ class Stack:
 
 @dataclass(frozen=True)
 class Model:
+    """A model: an embedding, one or two stacks and a head. A model of ``type = towers`` has no
+    embedding or stack of its own: its ``towers`` are encoder models (each with its own input, width,
+    stack and pooled projection head, named by ``name``), its ``d_model`` the width of the shared
+    embedding space they project to, and its ``head`` combines their embeddings (CLIP)."""
+
     name: str
-    type: str  # "decoder" | "encoder" | "encoder_decoder"
+    type: str  # "decoder" | "encoder" | "encoder_decoder" | "towers"
     d_model: int
-    vocab: int  # 0 for models without a token vocabulary (image classifiers)
-    embedding: Node
-    stacks: tuple[Stack, ...]  # (decoder,) | (encoder,) | (encoder, decoder)
+    vocab: int  # 0 for models without a token vocabulary (image classifiers, towers models)
+    embedding: Node | None  # None for a towers model (each tower has its own)
+    stacks: tuple[Stack, ...]  # (decoder,) | (encoder,) | (encoder, decoder) | () for towers
     head: Node
     lora: Any = None  # the spec's LoRA settings (peft.LoraConfig), if any
     span: Span | None = field(default=None, compare=False, repr=False)
+    towers: tuple[Model, ...] = ()  # a towers model's towers, in the order its head reads them
+    #: a tower of a model whose base is frozen (LoRA or adapters anywhere in it): it freezes too
+    base_frozen: bool = False
 
     @property
     def frozen(self) -> bool:
         """LoRA or adapters: the base weights are frozen and only those train."""
-        return self.lora is not None or any(n.kind == "adapter" for n in self.components())
+        return (
+            self.base_frozen
+            or self.lora is not None
+            or any(n.kind == "adapter" for n in self.components())
+        )
+
+    @property
+    def all_stacks(self) -> tuple[Stack, ...]:
+        """Every stack of the model, the towers' included."""
+        return self.stacks + tuple(s for t in self.towers for s in t.stacks)
 
     @property
     def encoder(self) -> Stack | None:
@@ -167,10 +186,13 @@ class Model:
 
     @property
     def n_layers(self) -> int:
-        return sum(len(s.layers) for s in self.stacks)
+        return sum(len(s.layers) for s in self.all_stacks)
 
     def components(self) -> Iterator[Node]:
-        yield self.embedding
+        if self.embedding is not None:
+            yield self.embedding
+        for t in self.towers:
+            yield from t.components()
         for s in self.stacks:
             if s.position is not None:
                 yield s.position

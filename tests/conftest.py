@@ -76,19 +76,27 @@ def write_spec(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def model_inputs(spec, batch: int, seq_len: int, generator=None):  # type: ignore[no-untyped-def]
-    """Random inputs for a built model, in its forward's argument order (token ids or images)."""
+    """Random inputs for a built model, in its forward's argument order (token ids or images; a towers
+    model's, one per tower, each from its own vocabulary)."""
     import torch
 
-    from archdsl.graph import input_shapes
+    from archdsl.graph import input_shapes, input_vocabs
 
+    vocabs = input_vocabs(spec.model)
     out = []
-    for shape in input_shapes(spec.model).values():
+    for name, shape in input_shapes(spec.model).items():
         dims = [batch if d == "B" else seq_len if d in ("T", "S") else d for d in shape]
         if len(dims) == 2:
-            out.append(torch.randint(0, spec.model.vocab, dims, generator=generator))
+            out.append(torch.randint(0, vocabs[name], dims, generator=generator))
         else:
             out.append(torch.randn(dims, generator=generator))
     return out
+
+
+def first_output(out):  # type: ignore[no-untyped-def]
+    """The model's main output: the logits, also where it returns several tensors (a towers model's
+    logits per image and per text; a loss after them)."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 def pytest_addoption(parser):  # type: ignore[no-untyped-def]
@@ -122,6 +130,21 @@ TINY["moe_1t"] = {
     "context": 64,
 }
 TINY["transformer_xl"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64, "vocab": 50, "mem_len": 6}
+TINY["clip_vit_b32"] = {
+    "image": 32,
+    "patch": 8,
+    "vision_width": 48,
+    "vision_heads": 3,
+    "vision_layers": 2,
+    "vision_mlp": 64,
+    "vocab": 99,
+    "context": 32,
+    "text_width": 40,
+    "text_heads": 5,
+    "text_layers": 2,
+    "text_mlp": 56,
+    "embed_dim": 24,
+}
 
 
 @pytest.fixture(autouse=True, scope="session")

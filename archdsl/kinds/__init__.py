@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import functools
 
-from archdsl.kinds import attention, conv, efficient, embed, ffn, local, norm, peft, position, relative
+from archdsl.kinds import (
+    attention,
+    conv,
+    efficient,
+    embed,
+    ffn,
+    local,
+    norm,
+    peft,
+    position,
+    relative,
+    towers,
+)
 from archdsl.kinds.base import ROLES, ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
 
 REGISTRY: dict[str, Kind] = {}
-for _family in (embed, position, relative, norm, attention, local, efficient, ffn, conv, peft):
+for _family in (embed, position, relative, norm, attention, local, efficient, ffn, conv, peft, towers):
     for _kind in _family.KINDS:
         assert _kind.name not in REGISTRY, _kind.name
         assert _kind.role in ROLES, _kind.role

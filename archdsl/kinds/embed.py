@@ -175,10 +175,12 @@ EMBEDDING_PROJECTION = EmbeddingProjection()
 
 class PatchEmbedding(Kind):
     """ViT's image input (Dosovitskiy et al. 2021): non-overlapping ``patch x patch`` patches, each
-    projected to d by a strided convolution, with an optional learned class token in front.
+    projected to d by a strided convolution (CLIP's has no bias), with an optional learned class token
+    in front.
 
-    Input (B, channels, image, image) -> (B, (image/patch)^2 [+1], d). Parameters ``channels p^2 d + d``
-    (+ d for the class token); FLOPs ``2 B N channels p^2 d`` for N patches (one matmul per patch).
+    Input (B, channels, image, image) -> (B, (image/patch)^2 [+1], d). Parameters ``channels p^2 d``
+    (+ d for the bias, + d for the class token); FLOPs ``2 B N channels p^2 d`` for N patches (one
+    matmul per patch).
     """
 
     name = "patch_embedding"
@@ -188,6 +190,7 @@ class PatchEmbedding(Kind):
         Param("patch", "int", min=1, doc="patch height and width; must divide image"),
         Param("channels", "int", default=3, min=1),
         Param("cls_token", "bool", default=True, doc="prepend a learned class token"),
+        Param("bias", "bool", default=True, doc="a bias on the patch projection (CLIP: none)"),
     )
 
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
@@ -219,7 +222,7 @@ class PatchEmbedding(Kind):
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         c, p, d = int(node["channels"]), int(node["patch"]), ctx.d_model
-        return c * p * p * d + d + (d if node["cls_token"] else 0)
+        return c * p * p * d + (d if node["bias"] else 0) + (d if node["cls_token"] else 0)
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
         """The convolution keeps the pixels."""
@@ -230,6 +233,9 @@ class PatchEmbedding(Kind):
         return 2 * ins[0][0] * self.n_patches(node) * c * p * p * ctx.d_model
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        args: dict[str, Any] = {}
+        if not node["bias"]:
+            args["bias"] = False
         return ours(
             NN,
             "PatchEmbedding",
@@ -237,6 +243,7 @@ class PatchEmbedding(Kind):
             patch=node["patch"],
             d_model=ctx.d_model,
             cls_token=node["cls_token"],
+            **args,
         )
 
 

@@ -73,7 +73,7 @@ def definition_source(module: str, name: str) -> str:
 NN_MODULES = (
     "archdsl.lower.model_nn",
     *(f"archdsl.kinds.{f}_nn" for f in ("attention", "conv", "efficient", "embed", "ffn", "local")),
-    *(f"archdsl.kinds.{f}_nn" for f in ("norm", "peft", "position", "relative")),
+    *(f"archdsl.kinds.{f}_nn" for f in ("norm", "peft", "position", "relative", "towers")),
 )
 
 

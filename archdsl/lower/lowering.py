@@ -86,8 +86,31 @@ def _stack_options(model: Model, s: Stack, ctx: Ctx) -> dict[str, object]:
     return out
 
 
+def _towers(model: Model, classes: _Classes) -> Ctor:
+    """A towers model: each tower as an embedding, its stack and its projection head, then the head
+    that combines them; parameters named by tower (``vision.h.0.attn.c_attn.weight``)."""
+    towers = []
+    for t in model.towers:
+        ctx, s = ctx_of(t), t.stacks[0]
+        tower = ours(
+            MODEL_NN,
+            "Tower",
+            wte=_comp(t.embedding, ctx),
+            wpe=_optional(additive_position(s), embedding_ctx(t, ctx)),
+            h=_layers(s, ctx, classes),
+            ln_f=_comp(s.final_norm, ctx),
+            head=_comp(t.head, ctx),
+            **_stack_options(t, s, ctx),
+        )
+        towers.append((t.name, tower))
+    head = _comp(model.head, ctx_of(model))
+    return _frozen(model, Ctor(ClassRef(MODEL_NN, "Towers"), (), (("head", head), *towers)))
+
+
 def lower(model: Model) -> Ctor:
     classes = _Classes()
+    if model.towers:
+        return _towers(model, classes)
     tie = REGISTRY[model.head.kind].shares_embedding(model.head)
     if model.type == "encoder_decoder":
         stacks = {}

@@ -323,3 +323,59 @@ class EncoderDecoder(nn.Module):
         finally:
             clear_caches(self.decoder)
         return torch.cat(out, dim=1)
+
+
+class Tower(Stack):
+    """One tower of a towers model (CLIP's image or text encoder): its input — token ids (B, T) or
+    pixels (B, C, H, W) — embedded, its stack, then its head pools it into the embedding space the
+    towers share: (B, width)."""
+
+    def __init__(
+        self,
+        wte: nn.Module,
+        wpe: nn.Module | None,
+        h: list[nn.Module],
+        ln_f: nn.Module,
+        head: nn.Module,
+        ln_emb: nn.Module | None = None,
+        dropout: float = 0.0,
+        layerdrop: float = 0.0,
+        checkpoint: list[bool] | None = None,
+        pos: nn.Module | None = None,
+        proj_emb: nn.Module | None = None,
+    ):
+        super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint, pos, proj_emb)
+        self.wte = wte
+        self.head = head
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` (B, T): 1 for tokens, 0 for padding (token towers)."""
+        h = super().forward(self.wte(x), mask=mask)  # (B, T, C)
+        return self.head(h, x, mask)  # (B, width); pooling at a token reads the ids
+
+
+class Towers(nn.Module):
+    """Several towers, each from its own input to one embedding per example, and a head that combines
+    them (CLIP, Radford et al. 2021: contrastive logits). The inputs come in the order of the towers;
+    ``masks`` maps a token tower's name to its (B, T) padding mask."""
+
+    def __init__(self, head: nn.Module, **towers: nn.Module):
+        super().__init__()
+        self.names = list(towers)  # the towers, in the order of the inputs
+        for name, tower in towers.items():
+            self.add_module(name, tower)
+        self.head = head
+        self.apply(init_weights)
+
+    def embed(self, *inputs: torch.Tensor, masks: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Each tower's (B_i, width) embeddings of its input (CLIP's image and text features)."""
+        masks = masks or {}
+        towers = [getattr(self, name) for name in self.names]
+        return [t(x, mask=masks.get(name)) for name, t, x in zip(self.names, towers, inputs, strict=True)]
+
+    def forward(
+        self, *inputs: torch.Tensor, return_loss: bool = False, masks: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """CLIP: (logits_per_image (B_img, B_txt), logits_per_text), and the loss with ``return_loss``
+        (image i and text i are the pairs)."""
+        return self.head(*self.embed(*inputs, masks=masks), return_loss=return_loss)
