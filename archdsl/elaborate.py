@@ -271,7 +271,7 @@ MODEL_SETTINGS = (
         choices=MODEL_TYPES,
         doc="decoder-only, encoder-only, both, or several towers",
     ),
-    Param("d_model", "int", min=1, doc="residual stream width (towers: the shared embedding width)"),
+    Param("d_model", "int", min=1, doc="residual stream width"),
     Param("vocab", "int", default=0, min=0, doc="vocabulary size (token models)"),
 )
 #: a tower's own settings (``tower NAME { … }`` in a model of ``type = towers``)

@@ -93,6 +93,15 @@ def model_inputs(spec, batch: int, seq_len: int, generator=None):  # type: ignor
     return out
 
 
+def logits_and_loss(spec, model, inputs, targets):  # type: ignore[no-untyped-def]
+    """(logits, loss) of a training forward: with ``targets`` for a model of one stack; a towers
+    model's loss is over its pairs (input i of every tower), without targets."""
+    if spec.model.towers:
+        logits, _, loss = model(*inputs, return_loss=True)
+        return logits, loss
+    return model(*inputs, targets)
+
+
 def first_output(out):  # type: ignore[no-untyped-def]
     """The model's main output: the logits, also where it returns several tensors (a towers model's
     logits per image and per text; a loss after them)."""

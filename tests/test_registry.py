@@ -63,6 +63,48 @@ model probe {{
 """
 
 
+def towers_text(slots: dict[str, str]) -> str:
+    """A two-tower model (an image tower and a text tower, CLIP-like) with ``head`` (the model's) and
+    ``tower_head`` (the text tower's) replaced; the image tower projects to the text tower's width."""
+    head = slots.get("head", "contrastive()")
+    tower_head = slots.get("tower_head", "projection(pool = eos, eos_id = 3)")
+    width = re.search(r"width = (\d+)", tower_head)
+    image_head = f"projection(width = {width.group(1)})" if width else "projection()"
+    block = f"""block {{
+      repeat = 2
+      norm = layernorm()
+      attention = mha(heads = 4)
+      ffn = mlp(hidden = 40, activation = quick_gelu)
+    }}
+    final_norm = layernorm()"""
+    return f"""
+model probe {{
+  type = towers
+  d_model = 12
+  head = {head}
+  tower image {{
+    d_model = {D_MODEL}
+    embedding = patch_embedding(image = 8, patch = 4)
+    position = learned(max_len = 5)
+    {block}
+    head = {image_head}
+  }}
+  tower text {{
+    d_model = {D_MODEL}
+    vocab = {VOCAB}
+    embedding = token_embedding()
+    position = learned(max_len = 64)
+    {block}
+    head = {tower_head}
+  }}
+}}
+"""
+
+
+#: heads of towers models: the model's (combining towers) and the towers' own
+TOWER_HEADS = {"contrastive": "head", "projection": "tower_head"}
+
+
 def load_text(text: str) -> archdsl.Spec | None:
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "probe.arch"
@@ -147,7 +189,10 @@ def test_kind_cost_equals_its_implementation(name: str) -> None:
         if kind.name == "patch_embedding":
             slots["head"] = "classifier(classes = 5)"
             slots["position"] = "none"
-        spec = load_text(spec_text(slots, model_type))
+        if kind.name in TOWER_HEADS:  # in a towers model (CLIP-like)
+            spec = load_text(towers_text({TOWER_HEADS[kind.name]: call}))
+        else:
+            spec = load_text(spec_text(slots, model_type))
         assume(spec is not None)
         try:
             archdsl.analyze(spec, batch, seq_len)

@@ -710,6 +710,9 @@ def _main(
                 w(f"seq = min({', '.join(['16', *(literal(x) for x in limits)])})  # within the context")
             else:
                 w("seq = 16")
+        if plan.model.towers:  # one input per tower, in a list (tower names are not locals here)
+            _tower_inputs(w, plan, inputs, extra)
+            return
         names = []
         for name, shape in inputs:
             dims = ", ".join("2" if d == "B" else "seq" if d in ("T", "S") else literal(d) for d in shape)
@@ -728,3 +731,22 @@ def _main(
         with w.indent():
             w(f"out = model({', '.join(names)})")
         w('print(f"{sum(p.numel() for p in model.parameters()):,} parameters; output {tuple(out.shape)}")')
+
+
+def _tower_inputs(w: Writer, plan: Plan, inputs: list[tuple[str, tuple[Any, ...]]], extra: dict[str, str]) -> None:
+    """A towers model's example: a list of inputs, one per tower in order, and the first of its
+    outputs (CLIP's logits per image)."""
+    vocab = {t.name: t.vocab for t in plan.model.towers}
+    w("inputs = [")
+    with w.indent():
+        for name, shape in inputs:
+            dims = ", ".join("2" if d == "B" else "seq" if d in ("T", "S") else literal(d) for d in shape)
+            if len(shape) == 2:
+                w(f"torch.randint(0, {literal(vocab[name])}, ({dims})),  # {name}: token ids")
+            else:
+                w(f"torch.randn({dims}, dtype=DTYPES[config.{extra['dtype']}]),  # {name}: images")
+    w("]")
+    w("with torch.no_grad():")
+    with w.indent():
+        w("out = model(*inputs)")
+    w('print(f"{sum(p.numel() for p in model.parameters()):,} parameters; output {tuple(out[0].shape)}")')

@@ -369,9 +369,8 @@ class Towers(nn.Module):
 
     def embed(self, *inputs: torch.Tensor, masks: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Each tower's (B_i, width) embeddings of its input (CLIP's image and text features)."""
-        masks = masks or {}
-        towers = [getattr(self, name) for name in self.names]
-        return [t(x, mask=masks.get(name)) for name, t, x in zip(self.names, towers, inputs, strict=True)]
+        masks, towers = masks or {}, dict(self.named_children())
+        return [towers[name](x, mask=masks.get(name)) for name, x in zip(self.names, inputs, strict=True)]
 
     def forward(
         self, *inputs: torch.Tensor, return_loss: bool = False, masks: dict[str, torch.Tensor] | None = None
