@@ -816,6 +816,8 @@ class Elaborator:
                 where,
                 help=f"add `head = {combines[0]}(…)`: it combines the towers' embeddings",
             )
+        elif len(sections) < 2:
+            pass  # said above: nothing for the head to combine
         elif self.model_head_fits(attrs["head"].value, len(sections)) and joint is not None:
             ctx = Ctx(d_model=joint, vocab=0, stack="encoder", lora=lora)
             head = self.component("head", "head", attrs["head"].value, ctx, arity=len(sections))

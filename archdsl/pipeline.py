@@ -27,7 +27,7 @@ from archdsl.diagnostics import Diagnostic, SourceCache, Span, SpecError, did_yo
 from archdsl.elaborate import elaborate
 from archdsl.frontend import parse_source, read_source
 from archdsl.frontend.text import parse_expr
-from archdsl.graph import build_graph, ctx_of, input_shapes
+from archdsl.graph import build_graph, ctx_of, input_shapes, input_vocabs
 from archdsl.ir import Model, Spec
 from archdsl.kinds import REGISTRY
 from archdsl.lower.lowering import lower
@@ -334,10 +334,11 @@ def example_inputs_source(spec: Spec, batch: int = 2, seq_len: int = 16) -> str:
     """Python that makes example inputs for the model, named as its forward's arguments."""
     lines = []
     names = []
+    vocabs = input_vocabs(spec.model)
     for name, shape in input_shapes(spec.model).items():
         dims = tuple(batch if d == "B" else seq_len if d in ("T", "S") else d for d in shape)
         if len(shape) == 2:
-            lines.append(f"{name} = torch.randint(0, {spec.model.vocab}, {dims})  # token ids")
+            lines.append(f"{name} = torch.randint(0, {vocabs[name]}, {dims})  # token ids")
         else:
             lines.append(f"{name} = torch.randn{dims}  # images")
         names.append(name)

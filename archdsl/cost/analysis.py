@@ -61,15 +61,16 @@ def weights_train(a: Mapping[str, Any]) -> bool:
     return not a["ctx"].frozen or a["kind"].always_trains
 
 
-def gradient_flow(g: nx.DiGraph) -> dict[str, tuple[bool, bool, bool]]:
+def gradient_flow(g: nx.DiGraph) -> dict[str, tuple[bool, bool, bool, tuple[bool, ...]]]:
     """For every component node: (its input needs a gradient, its own weights train, its output needs
-    a gradient). Nothing before the first trainable weight needs one: autograd records no backward
-    for it."""
+    a gradient, and per input whether it needs one where its inputs differ — else ()). Nothing before
+    the first trainable weight needs one: autograd records no backward for it."""
     grad: dict[str, bool] = {}
-    out: dict[str, tuple[bool, bool, bool]] = {}
+    out: dict[str, tuple[bool, bool, bool, tuple[bool, ...]]] = {}
     for n in nx.topological_sort(g):
         a = g.nodes[n]
-        input_grad = any(grad[p] for p in inputs_of(g, n))
+        grads = tuple(grad[p] for p in inputs_of(g, n))
+        input_grad = any(grads)
         if "kind" not in a:
             grad[n] = input_grad
             continue
@@ -77,7 +78,7 @@ def gradient_flow(g: nx.DiGraph) -> dict[str, tuple[bool, bool, bool]]:
         own = weights_train(a)
         trains = kind.trainable_params(node, ctx) > 0 or (own and kind.shares_embedding(node))
         grad[n] = input_grad or trains
-        out[n] = (input_grad, own, grad[n])
+        out[n] = (input_grad, own, grad[n], grads if len(set(grads)) > 1 else ())
     return out
 
 
@@ -113,10 +114,10 @@ def node_act(
 ) -> tuple[ActCfg, tuple[Any, ...]]:
     """``act`` with the node's gradient flow, and a plain tuple of it to key caches with (cheaper to
     hash than the dataclass)."""
-    key = (id(act), p.input_grad, p.own_grad)
+    key = (id(act), p.input_grad, p.own_grad, p.input_grads)
     if key not in cache:
-        cfg = ActCfg(act.bytes, act.flash, act.training, p.input_grad, p.own_grad)
-        cache[key] = cfg, (act.bytes, act.flash, act.training, p.input_grad, p.own_grad)
+        cfg = ActCfg(act.bytes, act.flash, act.training, p.input_grad, p.own_grad, p.input_grads)
+        cache[key] = cfg, (act.bytes, act.flash, act.training, p.input_grad, p.own_grad, p.input_grads)
     return cache[key]
 
 
@@ -197,6 +198,7 @@ class NodePlan:
     input_grad: bool
     own_grad: bool
     output_grad: bool  # its output needs a gradient: it is on autograd's graph
+    input_grads: tuple[bool, ...]  # per input, where they differ (else ())
     sig: int  # equal for nodes of equal kind, parameters, context and input shapes (repeated layers)
     preds: tuple[str, ...]  # the nodes its inputs come from
     params: int
@@ -234,6 +236,7 @@ def plan(g: nx.DiGraph) -> list[NodePlan]:
                 input_grad=flow[n][0],
                 own_grad=flow[n][1],
                 output_grad=flow[n][2],
+                input_grads=flow[n][3],
                 sig=sig,
                 preds=preds,
                 params=int(kind.n_params(node, ctx)) if owner else 0,

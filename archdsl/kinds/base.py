@@ -80,6 +80,12 @@ class ActCfg:
     training: bool = True
     input_grad: bool = True
     weight_grad: bool = True
+    #: per input, where they differ (a towers model's head when one tower trains nothing); else ()
+    input_grads: tuple[bool, ...] = ()
+
+    def grads(self, n: int) -> tuple[bool, ...]:
+        """Whether each of ``n`` inputs needs a gradient."""
+        return self.input_grads or (self.input_grad,) * n
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ class Projection(Kind):
 
 class Contrastive(Kind):
     """CLIP's contrastive head (Radford et al. 2021, §2.3, Fig. 3): the two towers' embeddings
-    L2-normalised, their cosine similarities scaled by a learned temperature, ``logits = exp(t) â b̂ᵀ``
+    L2-normalised (a norm below 1e-12 is taken as 1e-12: a zero embedding stays zero), their cosine similarities scaled by a learned temperature, ``logits = exp(t) â b̂ᵀ``
     — (B_a, e) and (B_b, e) -> (B_a, B_b), logits_per_image with the first tower's rows (its transpose
     is logits_per_text). ``t`` starts at ``logit_scale``, ln(1 / 0.07) = 2.6592 (Hugging Face's
     ``logit_scale_init_value``). The training loss is the symmetric cross-entropy over the pairs on the
@@ -165,21 +165,26 @@ class Contrastive(Kind):
     def backward_flops(
         self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
     ) -> Any:
-        """Both operands of the similarity matmul are activations: 2 x forward when gradients reach
-        the towers, none otherwise (the temperature's gradient is elementwise)."""
-        return 2 * self.flops(node, ctx, ins) if act.input_grad else 0
+        """Both operands of the similarity matmul are activations: one forward's worth for each
+        tower's embeddings that need a gradient (a tower of a frozen base may train nothing); the
+        temperature's gradient is elementwise."""
+        return self.flops(node, ctx, ins) * sum(act.grads(2))
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
-        """Each embedding and its norm (the division keeps both), the normalised embeddings (the
-        matmul's operands), and the scale exp(t) (a scalar); the unscaled logits when t trains."""
+        """For a tower's embeddings that need a gradient: them, their norm and the norm clamped away
+        from 0 (``F.normalize``; the division keeps the embeddings and the clamped norm), and the other
+        side's normalised embeddings (the matmul's operand for its gradient); the scale exp(t), a
+        scalar, where anything needs a gradient; the unscaled logits when t trains."""
         (ba, e), (bb, _) = ins[0], ins[1]
         by = act.bytes
-        if not act.input_grad:
-            return Saved(internal=(ba * bb * by if act.weight_grad else 0) + by)
-        internal = (ba + bb) * by + (ba + bb) * e * by + by
+        ga, gb = act.grads(2)
+        internal = 2 * ((ba if ga else 0) + (bb if gb else 0)) * by  # the norms, plain and clamped
+        internal += ((bb if ga else 0) + (ba if gb else 0)) * e * by  # the normalised operands
+        if ga or gb or act.weight_grad:
+            internal += by  # exp(t)
         if act.weight_grad:
             internal += ba * bb * by
-        return Saved(inputs=(True, True), internal=internal)
+        return Saved(inputs=(ga, gb), internal=internal)
 
     def big_o(self, node: Node, ctx: Ctx) -> tuple[str, ...]:
         return ("b²·e",)

@@ -47,8 +47,8 @@ class Contrastive(nn.Module):
     def forward(
         self, a: torch.Tensor, b: torch.Tensor, return_loss: bool = False
     ) -> tuple[torch.Tensor, ...]:
-        a = a / a.norm(dim=-1, keepdim=True)  # (Ba, e), unit rows
-        b = b / b.norm(dim=-1, keepdim=True)  # (Bb, e)
+        a = F.normalize(a, dim=-1)  # (Ba, e), unit rows (a zero row stays zero, never NaN)
+        b = F.normalize(b, dim=-1)  # (Bb, e)
         logits = a @ b.t() * self.logit_scale.exp()  # (Ba, Bb)
         if not return_loss:
             return logits, logits.t()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from archdsl.graph import additive_position, ctx_of, embedding_ctx, first_self_attention, late_projection
 from archdsl.ir import Block, Model, Node, Stack
 from archdsl.kinds import REGISTRY, Ctx
 from archdsl.kinds.embed import EMBEDDING_PROJECTION
 from archdsl.lower.codegen import block_class, structure
-from archdsl.lower.ctor import ClassRef, Ctor, Layers, ours, torch_nn
+from archdsl.lower.ctor import ClassRef, Ctor, Layers, Shared, ours, torch_nn
 from archdsl.lower.emit import taken_names
 
 MODEL_NN = "archdsl.lower.model_nn"
@@ -102,9 +103,24 @@ def _towers(model: Model, classes: _Classes) -> Ctor:
             head=_comp(t.head, ctx),
             **_stack_options(t, s, ctx),
         )
-        towers.append((t.name, tower))
+        towers.append((t.name, _scoped(tower, t.name)))
     head = _comp(model.head, ctx_of(model))
     return _frozen(model, Ctor(ClassRef(MODEL_NN, "Towers"), (), (("head", head), *towers)))
+
+
+def _scoped(x: Any, prefix: str) -> Any:
+    """A tower's constructor tree with its shared modules' keys made its own: a table one stack shares
+    (T5's ``encoder.pos``) is shared within the tower, not with the other towers' stacks."""
+    if isinstance(x, Shared):
+        return Shared(f"{prefix}.{x.key}", _scoped(x.ctor, prefix))
+    if isinstance(x, Ctor):
+        args = tuple(_scoped(a, prefix) for a in x.args)
+        return Ctor(x.cls, args, tuple((k, _scoped(v, prefix)) for k, v in x.kwargs))
+    if isinstance(x, Layers):
+        return replace(x, ctors=tuple(_scoped(c, prefix) for c in x.ctors))
+    if isinstance(x, tuple):
+        return tuple(_scoped(v, prefix) for v in x)
+    return x
 
 
 def lower(model: Model) -> Ctor:
