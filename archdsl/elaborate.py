@@ -291,7 +291,15 @@ STACK_SLOTS = {
     ),
     "embedding_norm": Slot("norm", False, "norm of the embeddings (BERT)"),
     "final_norm": Slot("norm", False, "norm after the last block"),
+    "latents": Slot(
+        "latents",
+        False,
+        "a learned latent array the blocks run over; the embedded input becomes the memory they "
+        "attend to (Perceiver)",
+    ),
 }
+#: heads that read every position of the stack's output (not a pooled summary of it)
+POSITION_HEADS = ("lm_head", "mlm_head")
 STACK_SETTINGS = (
     Param("dropout", "float", default=0.0, min=0.0, lt=1.0, doc="dropout on the embeddings"),
     Param(
@@ -680,6 +688,8 @@ class Elaborator:
             return None
         head, emb = comps["head"], comps["embedding"]
         assert head is not None and emb is not None
+        if not self.latents_fit(mtype, stacks, attrs, emb, head):  # type: ignore[arg-type]
+            return None
         if REGISTRY[head.kind].shares_embedding(head) and not REGISTRY[emb.kind].token_table:
             self.error(
                 "E016",
@@ -860,7 +870,11 @@ class Elaborator:
                 )
                 st[p.name] = _POISON
         ok = not any(isinstance(v, _Poison) for v in st.values())
-        ctx = Ctx(d_model=whole(st["d_model"]), vocab=whole(st["vocab"]), stack="encoder", lora=lora) if ok else None
+        ctx = (
+            Ctx(d_model=whole(st["d_model"]), vocab=whole(st["vocab"]), stack="encoder", lora=lora)
+            if ok
+            else None
+        )
         comps: dict[str, Node | None] = {}
         for slot_name, slot in MODEL_SLOTS.items():
             a = attrs.get(slot_name)
@@ -871,7 +885,9 @@ class Elaborator:
                     f"tower `{name}` needs `{slot_name}`",
                     where,
                     help=f"add `{slot_name} = {eg}(…)`"
-                    + (" (it pools the tower into the shared embedding space)" if slot_name == "head" else ""),
+                    + (
+                        " (it pools the tower into the shared embedding space)" if slot_name == "head" else ""
+                    ),
                 )
                 comps[slot_name] = None
                 continue
@@ -891,6 +907,14 @@ class Elaborator:
                 continue
             defaults = {"width": joint} if slot_name == "head" else None
             comps[slot_name] = self.component(slot_name, slot.role, e, ctx, defaults=defaults)
+        if "latents" in attrs:
+            self.error(
+                "E016",
+                "a tower's stack cannot run over latents",
+                attrs["latents"].key.span,
+                help="latents belong to a model of `type = encoder` (Perceiver)",
+            )
+            return None
         self._cache = {}  # blocks are elaborated per tower: its width is its own
         self.depths = (len(plan or ()), 0)  # a tower is an encoder (DeepNet's alpha follows its depth)
         stack = self.stack("encoder", sec, attrs, plan, ctx, memory=False)
@@ -907,6 +931,40 @@ class Elaborator:
             lora=lora,
             span=where,
         )
+
+    def latents_fit(
+        self, mtype: str, stacks: list[Stack], attrs: dict[str, S.Attr], emb: Node, head: Node
+    ) -> bool:
+        """A latent array (Perceiver) stands in an encoder, whose head pools the latents; an input
+        table of its own width without a projection (``project = none``) feeds latents only."""
+        latents = next((s.latents for s in stacks if s.latents is not None), None)
+        ok = True
+        if latents is not None and mtype != "encoder":
+            self.error(
+                "E016",
+                f"latents belong to an encoder; this is a {mtype}",
+                latents.span,
+                help="set `type = encoder`: the blocks run over the latents and read the input as memory",
+            )
+            ok = False
+        if latents is not None and head.kind in POSITION_HEADS:
+            self.error(
+                "E016",
+                f"`{head.kind}` reads every position, but the blocks run over the latents, not the input",
+                head.span,
+                help="pool the latents: `head = classifier(classes = …, pool = mean)`",
+            )
+            ok = False
+        if latents is None and emb.get("project") == "none":
+            self.error(
+                "E016",
+                "`project = none` leaves the input at the table's width: only latents read it that way",
+                emb.span_of("project"),
+                help="add `latents = latent_array(length = …)` (Perceiver), or project to d_model "
+                "(`project = early`)",
+            )
+            ok = False
+        return ok
 
     def layers_fit(self, where: Span | None) -> bool:
         """The model's layers (both stacks) are within MAX_LAYERS; else say so."""
@@ -1038,6 +1096,16 @@ class Elaborator:
     ) -> Stack | None:
         where = sec.label.span if sec.label else sec.keyword.span
         position = self.optional("position", STACK_SLOTS["position"], _val(attrs.get("position")), ctx)
+        latents = self.optional("latents", STACK_SLOTS["latents"], _val(attrs.get("latents")), ctx)
+        if latents is not None and memory:
+            self.error(
+                "E016",
+                "a decoder that reads an encoder's output cannot run over latents",
+                attrs["latents"].key.span,
+                help="latents belong to an encoder (`type = encoder`): its input becomes their memory",
+            )
+            return None
+        memory = memory or latents is not None  # the latents' blocks read the embedded input
         if position is not None and ctx is not None and REGISTRY[position.kind].applies == "attention":
             ctx = replace(ctx, position=position)  # RoPE, ALiBi, relative biases act in every self-attention
         final_norm = self.optional(
@@ -1105,6 +1173,7 @@ class Elaborator:
             checkpoint=tuple(checkpoint),
             repeats=self.segments.get(id(plan), ()),
             span=where,
+            latents=latents,
         )
 
     def is_pattern(self, e: S.Expr) -> bool:

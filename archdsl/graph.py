@@ -56,8 +56,9 @@ def late_projection(model: Model) -> bool:
 
 def embedding_ctx(model: Model, ctx: Ctx) -> Ctx:
     """The context of a stack's positions and embedding norm: at the table's width when the
-    embedding's projection comes late."""
-    return replace(ctx, d_model=ctx.width) if late_projection(model) and ctx.width else ctx
+    embedding's projection comes late, or never (``project = none``: the input latents read)."""
+    unprojected = model.embedding is not None and model.embedding.get("project") == "none"
+    return replace(ctx, d_model=ctx.width) if (late_projection(model) or unprojected) and ctx.width else ctx
 
 
 def first_self_attention(stack: Stack) -> Node | None:
@@ -158,7 +159,10 @@ class _Builder:
             x = self.comp(f"{prefix}ln_emb", f"{prefix}ln_emb", stack.embedding_norm, ectx, emb_layer, [x])
         if late_projection(self.model):  # ALBERT: the table's width, then d_model
             emb, path = self.model.embedding, f"{prefix}proj_emb"
-            x = self.comp(path, path, emb, ctx, emb_layer, [x], kind=EMBEDDING_PROJECTION)
+            x = self.comp(path, path, emb, ctx, emb_layer, [x], kind=EMBEDDING_PROJECTION)  # type: ignore[arg-type]
+        if stack.latents is not None:  # Perceiver: the blocks run over the latents, the input is memory
+            memory = x
+            x = self.comp(f"{prefix}latents", f"{prefix}latents", stack.latents, ctx, emb_layer, [memory])
         seen_instances: set[int] = set()
         for i, (blk, inst) in enumerate(zip(stack.layers, stack.instances, strict=True)):
             p = f"{prefix}h.{i}"
@@ -208,7 +212,9 @@ def build_graph(model: Model) -> nx.DiGraph:
         for t in model.towers:
             b.model = t
             assert t.embedding is not None
-            wte = b.comp(f"{t.name}.wte", f"{t.name}.wte", t.embedding, ctx_of(t), f"{t.name}.embedding", [t.name])
+            wte = b.comp(
+                f"{t.name}.wte", f"{t.name}.wte", t.embedding, ctx_of(t), f"{t.name}.embedding", [t.name]
+            )
             x = b.stack(t.stacks[0], wte, None, f"{t.name}.")
             outs.append(b.comp(f"{t.name}.head", f"{t.name}.head", t.head, ctx_of(t), f"{t.name}.head", [x]))
         b.model = model

@@ -126,7 +126,9 @@ class Block:
 @dataclass(frozen=True)
 class Stack:
     """The layers of an encoder or a decoder. ``instances[i]`` says which module layer ``i`` uses:
-    layers with the same instance share their weights (ALBERT); by default every layer is its own."""
+    layers with the same instance share their weights (ALBERT); by default every layer is its own.
+    With ``latents`` (Perceiver) the blocks run over that array, and the embedded input is the
+    ``memory`` they may attend to."""
 
     role: str  # "encoder" | "decoder"
     layers: tuple[Block, ...]
@@ -140,6 +142,8 @@ class Stack:
     # how the spec repeats its layers, as runs (period, count): ((1, n_layers),) for `repeat = n_layers`
     repeats: tuple[tuple[int, Any], ...] = field(default=(), compare=False, repr=False)
     span: Span | None = field(default=None, compare=False, repr=False)
+    #: a learned latent array the blocks run over (Perceiver); the embedded input is then their memory
+    latents: Node | None = None
 
 
 @dataclass(frozen=True)
@@ -166,9 +170,7 @@ class Model:
     def frozen(self) -> bool:
         """LoRA or adapters: the base weights are frozen and only those train."""
         return (
-            self.base_frozen
-            or self.lora is not None
-            or any(n.kind == "adapter" for n in self.components())
+            self.base_frozen or self.lora is not None or any(n.kind == "adapter" for n in self.components())
         )
 
     @property
@@ -198,6 +200,8 @@ class Model:
                 yield s.position
             for blk in s.layers:
                 yield from (n for _, n in blk.sublayers)
+            if s.latents is not None:
+                yield s.latents
             if s.final_norm is not None:
                 yield s.final_norm
         yield self.head

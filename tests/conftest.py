@@ -154,6 +154,16 @@ TINY["clip_vit_b32"] = {
     "text_mlp": 56,
     "embed_dim": 24,
 }
+TINY["perceiver_like"] = {
+    "vocab": 50,
+    "context": 32,
+    "width": 12,
+    "d_model": 24,
+    "n_latents": 5,
+    "n_heads": 4,
+    "n_layers": 2,
+    "classes": 7,
+}
 
 
 @pytest.fixture(autouse=True, scope="session")

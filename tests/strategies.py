@@ -401,7 +401,7 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
             args["score"] = g.word(g.draw(st.sampled_from(["scaled", "dot", "additive", "bilinear"])))
         if causal and not cross and g.flag(0.2):  # a prefix-LM is causal after its prefix
             args["prefix"] = g.int_(g.int_in(0, n + 2))
-        handled |= {"score", "prefix"}
+        handled |= {"score", "prefix", "kv_width"}  # memories are d_model wide here
     elif kind in ("sliding_window", "longformer"):
         args["window"] = g.int_(g.int_in(1, n + 3))
         if kind == "longformer" and g.flag(0.5):
@@ -967,6 +967,8 @@ def _model_type(g: Gen) -> str:
     if g.need in TOWERS_ONLY or (g.need is None and g.flag(0.1)):
         g.take("towers")
         return "towers"
+    if g.need == "latent_array":
+        return "encoder"
     return g.choose(["decoder", "encoder", "encoder_decoder"])
 
 
@@ -1049,12 +1051,13 @@ def _d_model(g: Gen) -> int:
     return int(g.draw(st.sampled_from([d for d in pool if d <= MAX_D])))
 
 
-def _head(g: Gen, vocab: int, table: bool) -> tuple[str, str]:
+def _head(g: Gen, vocab: int, table: bool, pooled: bool = False) -> tuple[str, str]:
     """A head (its call and kind): any, but those that project to the vocabulary only with one, and
-    untied where the embedding has no token table to share (``table``: it has one)."""
+    untied where the embedding has no token table to share (``table``: it has one); one that pools
+    the sequence where the blocks run over latents (``pooled``)."""
     heads = [h for h in kinds_for("head") if h not in TOWERS_ONLY]  # a towers model's heads are its own
     needs_vocab = {"lm_head", "mlm_head"}
-    options = [h for h in heads if vocab >= 1 or h not in needs_vocab]
+    options = [h for h in heads if (vocab >= 1 or h not in needs_vocab) and not (pooled and h in needs_vocab)]
     kind = g.choose(options)
     args: dict[str, str] = {}
     if kind == "classifier":
@@ -1122,7 +1125,9 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
     if vocab:
         model.append(f"vocab = {g.int_(vocab)}")
     model.append(f"embedding = {embedding}")
-    head, head_kind = _head(g, vocab, REGISTRY[embedding.split("(")[0].strip()].token_table)
+    # a latent array (Perceiver): the blocks run over it and read the input as memory; a head pools it
+    latents = mtype == "encoder" and (g.take("latent_array") or (g.need is None and g.flag(0.1)))
+    head, head_kind = _head(g, vocab, REGISTRY[embedding.split("(")[0].strip()].token_table, latents)
     if g.take("lora") or g.flag(0.1):
         model.append(_lora(g))
     if mtype == "encoder_decoder":
@@ -1130,6 +1135,11 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
         dec = Env(d, vocab, "decoder", seq_len, memory=True)
         model.append(section(g, "encoder", stack(g, enc, 1, "enc_"), 1))
         model.append(section(g, "decoder", stack(g, dec, 1, "dec_"), 1))
+    elif latents:
+        n_latents = g.int_in(1, 6)
+        model.append(f"latents = {g.call('latent_array', {'length': g.int_(n_latents)})}")
+        env = Env(d, vocab, "encoder", max(seq_len, n_latents), memory=True)
+        model.extend(stack(g, env, 0, ""))
     else:
         role = "encoder" if mtype == "encoder" else "decoder"
         model.extend(stack(g, Env(d, vocab, role, seq_len), 0, ""))
@@ -1213,6 +1223,7 @@ COVERED_KINDS = frozenset(
         "mlm_head",
         "projection",
         "contrastive",
+        "latent_array",
     }
 )
 #: placement presets whose parameters the generator knows

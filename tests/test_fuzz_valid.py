@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import first_output
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from conftest import first_output
 from strategies import (
     COVERED_KINDS,
     COVERED_PLACEMENTS,

@@ -118,7 +118,11 @@ def pair(eos_token_id: int) -> tuple[transformers.CLIPModel, torch.nn.Module, ar
     """HF's CLIPModel and ours with HF's weights. HF pools at the first ``eos_token_id``, or at the
     largest id when it is 2 (its legacy rule): our text tower's head says which."""
     hf = transformers.CLIPModel(hf_config(eos_token_id)).eval()
-    head = "projection(pool = argmax)" if eos_token_id == 2 else f"projection(pool = eos, eos_id = {eos_token_id})"
+    head = (
+        "projection(pool = argmax)"
+        if eos_token_id == 2
+        else f"projection(pool = eos, eos_id = {eos_token_id})"
+    )
     spec = archdsl.load(SPEC, {**TINY, "model.tower.text.head": head})
     ours = archdsl.build(spec).eval()
     n_hf = sum(p.numel() for p in hf.parameters())
@@ -159,7 +163,7 @@ def test_contrastive_loss_equals_hf_return_loss() -> None:
     pixels = torch.randn(3, 3, TINY["image"], TINY["image"], generator=torch.Generator().manual_seed(2))
     ids, _ = texts(EOS, 3)
     want = hf(input_ids=ids, pixel_values=pixels, return_loss=True)
-    per_image, per_text, loss = ours(pixels, ids, return_loss=True)
+    per_image, _, loss = ours(pixels, ids, return_loss=True)
     torch.testing.assert_close(loss, want.loss, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(per_image, want.logits_per_image, atol=1e-5, rtol=1e-5)
     loss.backward()

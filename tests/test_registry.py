@@ -70,12 +70,12 @@ def towers_text(slots: dict[str, str]) -> str:
     tower_head = slots.get("tower_head", "projection(pool = eos, eos_id = 3)")
     width = re.search(r"width = (\d+)", tower_head)
     image_head = f"projection(width = {width.group(1)})" if width else "projection()"
-    block = f"""block {{
+    block = """block {
       repeat = 2
       norm = layernorm()
       attention = mha(heads = 4)
       ffn = mlp(hidden = 40, activation = quick_gelu)
-    }}
+    }
     final_norm = layernorm()"""
     return f"""
 model probe {{
@@ -97,6 +97,34 @@ model probe {{
     {block}
     head = {tower_head}
   }}
+}}
+"""
+
+
+def latents_text(call: str) -> str:
+    """An encoder whose blocks run over the latent array ``call`` (Perceiver-like): a cross-attention
+    block reads the input (a table of its own width), a self-attention block the latents."""
+    return f"""
+block read {{
+  ln = layernorm()
+  attn = mha(heads = 2, kv_width = 10)
+  flow {{ x = x + attn(ln(x), memory) }}
+}}
+block latent {{
+  norm = layernorm()
+  attention = mha(heads = 4)
+  ffn = mlp(hidden = 40)
+}}
+model probe {{
+  type = encoder
+  d_model = {D_MODEL}
+  vocab = {VOCAB}
+  embedding = token_embedding(width = 10, project = none)
+  position = learned(max_len = 64)
+  latents = {call}
+  layers = [read, latent]
+  final_norm = layernorm()
+  head = classifier(classes = 3, pool = mean)
 }}
 """
 
@@ -191,6 +219,8 @@ def test_kind_cost_equals_its_implementation(name: str) -> None:
             slots["position"] = "none"
         if kind.name in TOWER_HEADS:  # in a towers model (CLIP-like)
             spec = load_text(towers_text({TOWER_HEADS[kind.name]: call}))
+        elif kind.role == "latents":  # a stack's queries (Perceiver-like)
+            spec = load_text(latents_text(call))
         else:
             spec = load_text(spec_text(slots, model_type))
         assume(spec is not None)

@@ -150,8 +150,11 @@ def test_set_reaches_into_a_tower(write_spec) -> None:  # type: ignore[no-untype
 
 def test_a_block_definition_serves_towers_of_different_widths(write_spec) -> None:  # type: ignore[no-untyped-def]
     """Blocks are elaborated per tower: one named block in both towers takes each tower's width."""
-    text = TEXT.replace("width = 16", "width = 16\n\nblock enc {\n  norm = layernorm()\n  attention = "
-                        "mha(heads = 4)\n  ffn = mlp(hidden = 40)\n}")
+    text = TEXT.replace(
+        "width = 16",
+        "width = 16\n\nblock enc {\n  norm = layernorm()\n  attention = "
+        "mha(heads = 4)\n  ffn = mlp(hidden = 40)\n}",
+    )
     text = text.replace(
         """    block {
       repeat    = 3
@@ -174,7 +177,9 @@ BAD = {
         ("E007", "a towers model needs two or more `tower NAME { … }` sections, found 1"),
     ),
     "model_embedding": (
-        lambda t: t.replace("  head    = contrastive()", "  head    = contrastive()\n  embedding = token_embedding()"),
+        lambda t: t.replace(
+            "  head    = contrastive()", "  head    = contrastive()\n  embedding = token_embedding()"
+        ),
         ("E016", "in a towers model, `embedding` belongs in a `tower NAME { }` section"),
     ),
     "model_block": (
@@ -309,7 +314,8 @@ def test_costs_and_activations_equal_the_module(write_spec, batch: int, seq_len:
 
 LORA = TEXT.replace("  head    = contrastive()", "  head    = contrastive()\n\n  lora {\n    r = 2\n  }")
 ADAPTER = TEXT.replace(
-    "      ffn       = mlp(hidden = 40)\n", "      ffn       = mlp(hidden = 40)\n      adapter   = adapter(hidden = 4)\n"
+    "      ffn       = mlp(hidden = 40)\n",
+    "      ffn       = mlp(hidden = 40)\n      adapter   = adapter(hidden = 4)\n",
 )
 
 
@@ -400,7 +406,10 @@ def test_contrastive_keeps_what_its_module_keeps() -> None:
     a, b = torch.randn(4, 6), torch.randn(4, 6)
     logits, _, loss = module(a, b, return_loss=True)
     labels = torch.arange(4)
-    expected = (torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.t(), labels)) / 2
+    expected = (
+        torch.nn.functional.cross_entropy(logits, labels)
+        + torch.nn.functional.cross_entropy(logits.t(), labels)
+    ) / 2
     torch.testing.assert_close(loss, expected)
     scale = module.logit_scale.exp()
     cosine = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).t()

@@ -267,9 +267,7 @@ def poly_regime(g: nx.DiGraph) -> tuple[int, int]:
 def free_length(g: nx.DiGraph) -> bool:
     """Whether some input's length is not fixed by the input itself (token ids, not an image): then a
     length an input fixes (an image's patches, a latent array) is named N beside it, n."""
-    return any(
-        a["op"] == "input" and any(d in ("T", "S") for d in a["shape"]) for _, a in g.nodes(data=True)
-    )
+    return any(a["op"] == "input" and any(d in ("T", "S") for d in a["shape"]) for _, a in g.nodes(data=True))
 
 
 def context_limit(g: nx.DiGraph) -> int | None:

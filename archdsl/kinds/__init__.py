@@ -14,6 +14,7 @@ from archdsl.kinds import (
     efficient,
     embed,
     ffn,
+    latent,
     local,
     norm,
     peft,
@@ -24,7 +25,20 @@ from archdsl.kinds import (
 from archdsl.kinds.base import ROLES, ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
 
 REGISTRY: dict[str, Kind] = {}
-for _family in (embed, position, relative, norm, attention, local, efficient, ffn, conv, peft, towers):
+for _family in (
+    embed,
+    position,
+    relative,
+    norm,
+    attention,
+    local,
+    efficient,
+    ffn,
+    conv,
+    peft,
+    towers,
+    latent,
+):
     for _kind in _family.KINDS:
         assert _kind.name not in REGISTRY, _kind.name
         assert _kind.role in ROLES, _kind.role

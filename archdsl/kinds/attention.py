@@ -86,6 +86,12 @@ class AttentionKind(Kind):
             params["out_bias"] = params["bias"]
         return params
 
+    def kv_in(self, node: Node, ctx: Ctx) -> int:
+        """The width keys and values are projected from: a cross-attention's memory when it is not
+        d_model wide (``kv_width``: Perceiver's latents reading the input), else d_model."""
+        w = node.get("kv_width")
+        return ctx.d_model if w is None else whole(w)
+
     def dims(self, node: Node, ctx: Ctx) -> tuple[int, int, int]:
         """(heads, kv_heads, head size)."""
         h, kv = whole(node["heads"]), whole(node["kv_heads"])  # traced sizes stay traced (archdsl.trace)
@@ -147,8 +153,16 @@ class AttentionKind(Kind):
                 help="choose heads among " + ", ".join(map(str, divisors(d))) + ", …",
                 param="heads",
             )
-        if len(ins) == 2 and ins[0][-1] != ins[1][-1]:
-            raise ShapeError(f"cross-attention inputs have widths {ins[0][-1]} and {ins[1][-1]}")
+        kv = self.kv_in(node, ctx)
+        if len(ins) == 2 and ins[1][-1] != kv:
+            widths = self.param("kv_width") is not None  # a kind that takes a memory of another width
+            raise ShapeError(
+                f"cross-attention reads a memory {ins[1][-1]} wide, but projects keys and values from {kv}",
+                help=f"set kv_width = {ins[1][-1]}, the memory's width"
+                if widths
+                else f"its memory must be d_model ({kv}) wide; `mha` takes another with `kv_width`",
+                param="kv_width" if widths else None,
+            )
         return ins[0]
 
     def position(self, node: Node, ctx: Ctx) -> tuple[Kind, Node] | None:
@@ -164,10 +178,10 @@ class AttentionKind(Kind):
     ) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
         """LoRA-targetable projections as (name, d_in, d_out): those fed by the queries' side (x) and
         by the keys' side (x, or the memory in cross-attention)."""
-        d = ctx.d_model
+        d, m = ctx.d_model, self.kv_in(node, ctx)
         h, kv, hs = self.dims(node, ctx)
         q, k = h * hs, kv * hs
-        return [("q", d, q), ("o", q, d)], [("k", d, k), ("v", d, k)]
+        return [("q", d, q), ("o", q, d)], [("k", m, k), ("v", m, k)]
 
     def input_names(self, node: Node, ctx: Ctx) -> tuple[list[str], list[str]]:
         """The LoRA names of the output parts of the projection that reads x (self-attention's fused
@@ -184,10 +198,10 @@ class AttentionKind(Kind):
         return ctx.lora.params(x_side + kv_side) if ctx.lora is not None else 0
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
-        d = ctx.d_model
+        d, m = ctx.d_model, self.kv_in(node, ctx)
         h, kv, hs = self.dims(node, ctx)
         q, k = h * hs, kv * hs
-        n = d * (q + 2 * k) + q * d + ((q + 2 * k) if node["bias"] else 0) + (d if node["out_bias"] else 0)
+        n = d * q + m * 2 * k + q * d + ((q + 2 * k) if node["bias"] else 0) + (d if node["out_bias"] else 0)
         if ctx.lora is not None:
             x_side, kv_side = self.lora_parts(node, ctx)
             n += ctx.lora.params(x_side + kv_side)
@@ -225,8 +239,8 @@ class AttentionKind(Kind):
     def projection_flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         b, n, m = self._lengths(ins)
         h, kv, hs = self.dims(node, ctx)
-        d, q, k = ctx.d_model, h * hs, kv * hs
-        total = 2 * b * (n * d * q + 2 * m * d * k + n * q * d)
+        d, q, k, w = ctx.d_model, h * hs, kv * hs, self.kv_in(node, ctx)
+        total = 2 * b * (n * d * q + 2 * m * w * k + n * q * d)
         if ctx.lora is not None:
             x_side, kv_side = self.lora_parts(node, ctx)
             total += ctx.lora.flops(x_side, b * n) + ctx.lora.flops(kv_side, b * m)
@@ -310,8 +324,8 @@ class AttentionKind(Kind):
         the core's operands need gradients."""
         b, n, m = self._lengths(ins)
         h, kv, hs = self.dims(node, ctx)
-        d, q, k = ctx.d_model, h * hs, kv * hs
-        stage = [("q", b * n, d, q), ("k", b * m, d, k), ("v", b * m, d, k)]
+        d, q, k, w = ctx.d_model, h * hs, kv * hs, self.kv_in(node, ctx)
+        stage = [("q", b * n, d, q), ("k", b * m, w, k), ("v", b * m, w, k)]
         qkv, inner = chain_backward(ctx.lora, [stage], act.input_grad, act.weight_grad)
         out, _ = chain_backward(ctx.lora, [[("o", b * n, q, d)]], inner, act.weight_grad)
         return qkv + out, inner
@@ -438,7 +452,7 @@ class AttentionKind(Kind):
         internal += lora_saved(ctx, [(ctx.d_model, proj)], b * n, act)
         internal += lora_saved(ctx, [(q, ["o"])], b * n, act, input_grad=core_grad)  # its input: the core's
         if cross:
-            internal += lora_saved(ctx, [(ctx.d_model, mem)], b * m, act)
+            internal += lora_saved(ctx, [(self.kv_in(node, ctx), mem)], b * m, act)
         return Saved(inputs=(keep_x, keep_mem) if cross else (keep_x,), internal=internal, core=core)
 
     def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
@@ -552,19 +566,46 @@ class MultiHeadAttention(AttentionKind):
         Param(
             "prefix", "int", default=0, min=0, doc="prefix-LM: the first `prefix` positions see each other"
         ),
+        Param(
+            "kv_width",
+            "int",
+            default=None,
+            min=1,
+            doc="cross-attention: the width of the memory keys and values are projected from "
+            "(Perceiver's input; default: d_model)",
+        ),
     )
 
     def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
+        errs = []
         if node["prefix"] and not node["causal"]:
-            return [
+            errs.append(
                 ShapeError(
                     "`prefix` needs a causal mask",
                     help="a prefix-LM is causal after its prefix; drop `prefix` or set `causal = true`",
                     param="prefix",
                     code="E009",
                 )
-            ]
-        return []
+            )
+        if node["kv_width"] is not None and not node["cross"]:
+            errs.append(
+                ShapeError(
+                    "`kv_width` is the width of a cross-attention's memory; this is self-attention",
+                    help="drop `kv_width`, or apply the attention to (x, memory)",
+                    param="kv_width",
+                    code="E009",
+                )
+            )
+        elif node["kv_width"] is not None and node["score"] in ("additive", "bilinear"):
+            errs.append(
+                ShapeError(
+                    f"`kv_width` takes scaled or dot-product scores, not `{node['score']}`",
+                    help="drop `kv_width` (a memory d_model wide), or use `score = scaled`",
+                    param="kv_width",
+                    code="E009",
+                )
+            )
+        return errs
 
     def core_params(self, node: Node, ctx: Ctx) -> int:
         h, _, hs = self.dims(node, ctx)
@@ -652,6 +693,8 @@ class MultiHeadAttention(AttentionKind):
             args["scale"] = 1.0
         if score in ("additive", "bilinear"):
             return ours(NN, f"{score.capitalize()}Attention", **args)
+        if self.kv_in(node, ctx) != ctx.d_model:  # Perceiver's latents reading a narrower input
+            return ours("archdsl.kinds.latent_nn", "WideCrossAttention", kv_width=node["kv_width"], **args)
         return ours(NN, "Attention", **args)
 
 

@@ -20,7 +20,7 @@ from archdsl.lower.ctor import Ctor
 REQUIRED: Any = object()
 
 # The role each kind plays; slots in a model or block accept kinds of one role.
-ROLES = ("embedding", "position", "norm", "attention", "ffn", "head", "adapter")
+ROLES = ("embedding", "position", "norm", "attention", "ffn", "head", "adapter", "latents")
 
 
 @dataclass(frozen=True)

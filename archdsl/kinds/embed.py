@@ -43,8 +43,10 @@ class TokenEmbedding(Kind):
     ``E -> d`` (``project_in``; with ``project_bias`` a bias) joins it to the stack: right after the
     lookup (``project = early``: OPT-350m, positions added at d), or after the stack's positions and
     embedding norm, which then act at E (``project = late``: ALBERT's factorised embedding, Lan et al.
-    2020 §3.1). Heads decode at E: ``lm_head`` maps d -> E first (OPT's ``project_out``), ``mlm_head``
-    transforms d -> E. Parameters ``(vocab + types) E + E d (+ d)``; FLOPs ``2 N E d``."""
+    2020 §3.1), or nowhere (``project = none``: the input stays E wide, the memory a stack's latent
+    array cross-attends to — Perceiver, Jaegle et al. 2021). Heads decode at E: ``lm_head`` maps
+    d -> E first (OPT's ``project_out``), ``mlm_head`` transforms d -> E. Parameters
+    ``(vocab + types) E + E d (+ d)``; FLOPs ``2 N E d``."""
 
     name = "token_embedding"
     role = "embedding"
@@ -64,9 +66,10 @@ class TokenEmbedding(Kind):
             "project",
             "enum",
             default="early",
-            choices=("early", "late"),
+            choices=("early", "late", "none"),
             doc="where the projection to d_model sits: after the lookup (OPT), or after the stack's "
-            "positions and embedding norm, which then act at `width` (ALBERT)",
+            "positions and embedding norm, which then act at `width` (ALBERT); or nowhere: the "
+            "input stays `width` wide, the memory a stack's latents read (Perceiver)",
         ),
         Param("project_bias", "bool", default=False, doc="a bias on the projection (ALBERT: true)"),
     )
@@ -79,7 +82,7 @@ class TokenEmbedding(Kind):
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
         errs = _needs_vocab(self.name, ctx)
         if self.width(node, ctx) is None:
-            for name, value in (("project", "late"), ("project_bias", True)):
+            for name, value in (("project", "late"), ("project", "none"), ("project_bias", True)):
                 if node[name] == value:
                     v = "true" if value is True else value
                     errs.append(
@@ -99,7 +102,7 @@ class TokenEmbedding(Kind):
 
     def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
         w = self.width(node, ctx)
-        return (*ins[0], w if w is not None and node["project"] == "late" else ctx.d_model)
+        return (*ins[0], w if w is not None and node["project"] != "early" else ctx.d_model)
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         w = self.width(node, ctx)

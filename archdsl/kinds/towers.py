@@ -128,8 +128,9 @@ class Projection(Kind):
 
 class Contrastive(Kind):
     """CLIP's contrastive head (Radford et al. 2021, §2.3, Fig. 3): the two towers' embeddings
-    L2-normalised (a norm below 1e-12 is taken as 1e-12: a zero embedding stays zero), their cosine similarities scaled by a learned temperature, ``logits = exp(t) â b̂ᵀ``
-    — (B_a, e) and (B_b, e) -> (B_a, B_b), logits_per_image with the first tower's rows (its transpose
+    L2-normalised (a norm below 1e-12 counts as 1e-12: a zero embedding stays zero), their cosine
+    similarities scaled by a learned temperature, ``logits = exp(t) â b̂ᵀ`` — (B_a, e) and (B_b, e)
+    -> (B_a, B_b), logits_per_image with the first tower's rows (its transpose
     is logits_per_text). ``t`` starts at ``logit_scale``, ln(1 / 0.07) = 2.6592 (Hugging Face's
     ``logit_scale_init_value``). The training loss is the symmetric cross-entropy over the pairs on the
     diagonal, ``(CE(logits, i) + CE(logitsᵀ, i)) / 2``. One parameter; FLOPs ``2 B_a B_b e``,

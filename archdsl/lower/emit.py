@@ -72,7 +72,7 @@ def definition_source(module: str, name: str) -> str:
 #: archdsl's modules of nn classes: what an emitted file copies definitions from
 NN_MODULES = (
     "archdsl.lower.model_nn",
-    *(f"archdsl.kinds.{f}_nn" for f in ("attention", "conv", "efficient", "embed", "ffn", "local")),
+    *(f"archdsl.kinds.{f}_nn" for f in ("attention", "conv", "efficient", "embed", "ffn", "latent", "local")),
     *(f"archdsl.kinds.{f}_nn" for f in ("norm", "peft", "position", "relative", "towers")),
 )
 
@@ -733,7 +733,9 @@ def _main(
         w('print(f"{sum(p.numel() for p in model.parameters()):,} parameters; output {tuple(out.shape)}")')
 
 
-def _tower_inputs(w: Writer, plan: Plan, inputs: list[tuple[str, tuple[Any, ...]]], extra: dict[str, str]) -> None:
+def _tower_inputs(
+    w: Writer, plan: Plan, inputs: list[tuple[str, tuple[Any, ...]]], extra: dict[str, str]
+) -> None:
     """A towers model's example: a list of inputs, one per tower in order, and the first of its
     outputs (CLIP's logits per image)."""
     vocab = {t.name: t.vocab for t in plan.model.towers}

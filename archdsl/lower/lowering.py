@@ -156,6 +156,23 @@ def lower(model: Model) -> Ctor:
         )
     ctx = ctx_of(model)
     s = model.stacks[0]
+    if s.latents is not None:  # Perceiver: the blocks run over the latents, the input is their memory
+        return _frozen(
+            model,
+            ours(
+                MODEL_NN,
+                "LatentTransformer",
+                wte=_comp(model.embedding, ctx),
+                wpe=_optional(additive_position(s), embedding_ctx(model, ctx)),
+                latents=_comp(s.latents, ctx),
+                h=_layers(s, ctx, classes),
+                ln_f=_comp(s.final_norm, ctx),
+                lm_head=_comp(model.head, ctx),
+                reads_memory=[len(b.inputs) > 1 for b in s.layers],
+                **_stack_options(model, s, ctx),
+                **_loss_options(model.head),
+            ),
+        )
     return _frozen(
         model,
         ours(

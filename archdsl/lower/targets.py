@@ -88,7 +88,11 @@ def _dynamic_shapes(spec: Spec, max_len: int) -> tuple[Any, ...]:
     # a towers model's inputs each have their own batch (CLIP: 3 images against 2 texts)
     batches = {name: Dim(f"{name}_batch", min=1) if spec.model.towers else batch for name in shapes}
     out = tuple(
-        {i: batches[name] if d == "B" else length[str(d)] for i, d in enumerate(shape) if d in ("B", "T", "S")}
+        {
+            i: batches[name] if d == "B" else length[str(d)]
+            for i, d in enumerate(shape)
+            if d in ("B", "T", "S")
+        }
         for name, shape in shapes.items()
     )
     return (out,) if spec.model.towers else out  # a towers model's forward takes them as *inputs
