@@ -683,7 +683,10 @@ class Elaborator:
                 self.depths = (len(plan or ()), 0) if top_stack == "encoder" else (0, len(plan or ()))
                 if not self.layers_fit(where):
                     return None
-                stacks.append(self.stack(top_stack, sec, attrs, plan, ctx(top_stack), memory=False))
+                width = _memory_width(comps["embedding"], d_model)
+                stacks.append(
+                    self.stack(top_stack, sec, attrs, plan, ctx(top_stack), memory=False, memory_width=width)
+                )
         if not ctx_ok or any(s is None for s in stacks) or any(c is None for c in comps.values()):
             return None
         head, emb = comps["head"], comps["embedding"]
@@ -1093,7 +1096,10 @@ class Elaborator:
         plan: list[tuple[str, S.Section]] | None,
         ctx: Ctx | None,
         memory: bool,
+        memory_width: int | None = None,
     ) -> Stack | None:
+        """A stack (``memory``: its blocks read an encoder's output; ``memory_width``: the width of
+        the input a stack over latents reads, where it is not d_model)."""
         where = sec.label.span if sec.label else sec.keyword.span
         position = self.optional("position", STACK_SLOTS["position"], _val(attrs.get("position")), ctx)
         latents = self.optional("latents", STACK_SLOTS["latents"], _val(attrs.get("latents")), ctx)
@@ -1106,6 +1112,8 @@ class Elaborator:
             )
             return None
         memory = memory or latents is not None  # the latents' blocks read the embedded input
+        if latents is not None and ctx is not None and memory_width is not None:
+            ctx = replace(ctx, memory_width=memory_width)  # cross-attentions project from its width
         if position is not None and ctx is not None and REGISTRY[position.kind].applies == "attention":
             ctx = replace(ctx, position=position)  # RoPE, ALiBi, relative biases act in every self-attention
         final_norm = self.optional(
@@ -1514,6 +1522,15 @@ def _adapt(t: TExpr, wrapped: Mapping[str, str]) -> TExpr:
     if isinstance(t, Scale):
         return Scale(t.factor, _adapt(t.operand, wrapped), t.span)
     return t
+
+
+def _memory_width(emb: Node | None, d_model: int) -> int | None:
+    """The width of the input a stack's latents read where the embedding leaves it at its table's
+    (``project = none``) and that is not d_model; else None. (``graph.ctx_of`` says the same.)"""
+    if emb is None or emb.get("project") != "none":
+        return None
+    w = emb.get("width")
+    return None if w is None or w == d_model else whole(w)  # type: ignore[arg-type]
 
 
 def _a(word: str) -> str:

@@ -28,6 +28,7 @@ def ctx_of(model: Model, stack: str | None = None) -> Ctx:
     s = next((x for x in model.stacks if x.role == stack), None)
     pos = s.position if s is not None else None
     inside = pos is not None and REGISTRY[pos.kind].applies == "attention"
+    unprojected = model.embedding is not None and model.embedding.get("project") == "none"
     return Ctx(
         d_model=model.d_model,
         vocab=model.vocab,
@@ -36,6 +37,8 @@ def ctx_of(model: Model, stack: str | None = None) -> Ctx:
         lora=model.lora,
         frozen=model.frozen,
         width=embedding_width(model),
+        # the input the latents read, at its table's width (Perceiver)
+        memory_width=embedding_width(model) if s is not None and s.latents is not None and unprojected else None,
     )
 
 

@@ -401,7 +401,7 @@ def attention(g: Gen, env: Env, kind: str, cross: bool = False) -> str:
             args["score"] = g.word(g.draw(st.sampled_from(["scaled", "dot", "additive", "bilinear"])))
         if causal and not cross and g.flag(0.2):  # a prefix-LM is causal after its prefix
             args["prefix"] = g.int_(g.int_in(0, n + 2))
-        handled |= {"score", "prefix", "kv_width"}  # memories are d_model wide here
+        handled |= {"score", "prefix"}
     elif kind in ("sliding_window", "longformer"):
         args["window"] = g.int_(g.int_in(1, n + 3))
         if kind == "longformer" and g.flag(0.5):

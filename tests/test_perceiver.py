@@ -180,25 +180,15 @@ BAD = {
         "|[latent]",
         ("E016", "`project = none` leaves the input at the table's width: only latents read it that way"),
     ),
-    "kv_width_mismatch": (
-        "kv_width = width",
-        "kv_width = 64",
-        ("E011", "cross-attention reads a memory 128 wide, but projects keys and values from 64"),
+    "bilinear_reads_a_wide_memory": (
+        "attn = mha(heads = 1)",
+        "attn = mha(heads = 1, score = bilinear)",
+        ("E016", "`score = bilinear` cross-attends to a memory d_model (512) wide; this one is 128 wide"),
     ),
-    "kv_width_default": (
-        "mha(heads = 1, kv_width = width)",
-        "mha(heads = 1)",
-        ("E011", "cross-attention reads a memory 128 wide, but projects keys and values from 512"),
-    ),
-    "kv_width_self": (
-        "attention = mha(heads = n_heads)",
-        "attention = mha(heads = n_heads, kv_width = 64)",
-        ("E009", "`kv_width` is the width of a cross-attention's memory; this is self-attention"),
-    ),
-    "kv_width_bilinear": (
-        "mha(heads = 1, kv_width = width)",
-        "mha(heads = 1, kv_width = width, score = bilinear)",
-        ("E009", "`kv_width` takes scaled or dot-product scores, not `bilinear`"),
+    "window_reads_a_wide_memory": (
+        "attn = mha(heads = 1)",
+        "attn = sliding_window(heads = 1, window = 8)",
+        ("E016", "`sliding_window` cross-attends to a memory d_model (512) wide; this one is 128 wide"),
     ),
 }
 

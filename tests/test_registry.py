@@ -107,7 +107,7 @@ def latents_text(call: str) -> str:
     return f"""
 block read {{
   ln = layernorm()
-  attn = mha(heads = 2, kv_width = 10)
+  attn = mha(heads = 2)
   flow {{ x = x + attn(ln(x), memory) }}
 }}
 block latent {{

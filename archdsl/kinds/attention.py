@@ -9,7 +9,7 @@ dropout. A kind only says how queries meet keys: which pairs, at what cost, with
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from archdsl.ir import Node, Value
 from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward, divisors
@@ -86,11 +86,14 @@ class AttentionKind(Kind):
             params["out_bias"] = params["bias"]
         return params
 
+    #: as cross-attention, it reads a memory of another width than d_model (``Ctx.memory_width``)
+    wide_memory: ClassVar[bool] = False
+
     def kv_in(self, node: Node, ctx: Ctx) -> int:
-        """The width keys and values are projected from: a cross-attention's memory when it is not
-        d_model wide (``kv_width``: Perceiver's latents reading the input), else d_model."""
-        w = node.get("kv_width")
-        return ctx.d_model if w is None else whole(w)
+        """The width keys and values are projected from: a cross-attention's memory where it is not
+        d_model wide (Perceiver's latents reading an input of its own width), else d_model."""
+        wide = node["cross"] and ctx.memory_width is not None
+        return whole(ctx.memory_width) if wide else ctx.d_model  # type: ignore[arg-type]
 
     def dims(self, node: Node, ctx: Ctx) -> tuple[int, int, int]:
         """(heads, kv_heads, head size)."""
@@ -138,6 +141,16 @@ class AttentionKind(Kind):
                     code="E009",
                 )
             )
+        if arity == 2 and ctx.memory_width is not None and not self.wide_memory:
+            errs.append(
+                ShapeError(
+                    f"`{self.name}` cross-attends to a memory d_model ({ctx.d_model}) wide; this one is "
+                    f"{ctx.memory_width} wide",
+                    help="read the latents' input with `mha` (scaled or dot-product scores), which "
+                    "projects keys and values from its width",
+                    code="E016",
+                )
+            )
         return errs + self.validate_core(node, ctx)
 
     def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
@@ -155,13 +168,8 @@ class AttentionKind(Kind):
             )
         kv = self.kv_in(node, ctx)
         if len(ins) == 2 and ins[1][-1] != kv:
-            widths = self.param("kv_width") is not None  # a kind that takes a memory of another width
             raise ShapeError(
-                f"cross-attention reads a memory {ins[1][-1]} wide, but projects keys and values from {kv}",
-                help=f"set kv_width = {ins[1][-1]}, the memory's width"
-                if widths
-                else f"its memory must be d_model ({kv}) wide; `mha` takes another with `kv_width`",
-                param="kv_width" if widths else None,
+                f"cross-attention reads a memory {ins[1][-1]} wide, but projects keys and values from {kv}"
             )
         return ins[0]
 
@@ -566,15 +574,8 @@ class MultiHeadAttention(AttentionKind):
         Param(
             "prefix", "int", default=0, min=0, doc="prefix-LM: the first `prefix` positions see each other"
         ),
-        Param(
-            "kv_width",
-            "int",
-            default=None,
-            min=1,
-            doc="cross-attention: the width of the memory keys and values are projected from "
-            "(Perceiver's input; default: d_model)",
-        ),
     )
+    wide_memory = True
 
     def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
         errs = []
@@ -587,22 +588,14 @@ class MultiHeadAttention(AttentionKind):
                     code="E009",
                 )
             )
-        if node["kv_width"] is not None and not node["cross"]:
+        if node["cross"] and ctx.memory_width is not None and node["score"] in ("additive", "bilinear"):
             errs.append(
                 ShapeError(
-                    "`kv_width` is the width of a cross-attention's memory; this is self-attention",
-                    help="drop `kv_width`, or apply the attention to (x, memory)",
-                    param="kv_width",
-                    code="E009",
-                )
-            )
-        elif node["kv_width"] is not None and node["score"] in ("additive", "bilinear"):
-            errs.append(
-                ShapeError(
-                    f"`kv_width` takes scaled or dot-product scores, not `{node['score']}`",
-                    help="drop `kv_width` (a memory d_model wide), or use `score = scaled`",
-                    param="kv_width",
-                    code="E009",
+                    f"`score = {node['score']}` cross-attends to a memory d_model ({ctx.d_model}) wide; "
+                    f"this one is {ctx.memory_width} wide",
+                    help="use `score = scaled` (or `dot`) to read the latents' input",
+                    param="score",
+                    code="E016",
                 )
             )
         return errs
@@ -693,8 +686,8 @@ class MultiHeadAttention(AttentionKind):
             args["scale"] = 1.0
         if score in ("additive", "bilinear"):
             return ours(NN, f"{score.capitalize()}Attention", **args)
-        if self.kv_in(node, ctx) != ctx.d_model:  # Perceiver's latents reading a narrower input
-            return ours("archdsl.kinds.latent_nn", "WideCrossAttention", kv_width=node["kv_width"], **args)
+        if node["cross"] and ctx.memory_width is not None:  # Perceiver's latents reading their input
+            return ours("archdsl.kinds.latent_nn", "WideCrossAttention", kv_width=ctx.memory_width, **args)
         return ours(NN, "Attention", **args)
 
 

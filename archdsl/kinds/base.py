@@ -63,6 +63,9 @@ class Ctx:
     #: the token table's width where it is not ``d_model`` (``token_embedding(width = …)``): a
     #: projection joins the two, and heads decode at this width (OPT-350m, ALBERT)
     width: int | None = None
+    #: the width of the memory a stack's cross-attentions read where it is not ``d_model``: the input
+    #: of a stack that runs over latents, kept at its table's width (Perceiver)
+    memory_width: int | None = None
 
 
 Shape = tuple[Any, ...]  # ints and symbols: "B" (batch), "T" (sequence), "S" (encoder sequence)
