@@ -29,6 +29,7 @@ def ctx_of(model: Model, stack: str | None = None) -> Ctx:
     pos = s.position if s is not None else None
     inside = pos is not None and REGISTRY[pos.kind].applies == "attention"
     unprojected = model.embedding is not None and model.embedding.get("project") == "none"
+    latents = s is not None and s.latents is not None
     return Ctx(
         d_model=model.d_model,
         vocab=model.vocab,
@@ -38,7 +39,7 @@ def ctx_of(model: Model, stack: str | None = None) -> Ctx:
         frozen=model.frozen,
         width=embedding_width(model),
         # the input the latents read, at its table's width (Perceiver)
-        memory_width=embedding_width(model) if s is not None and s.latents is not None and unprojected else None,
+        memory_width=embedding_width(model) if latents and unprojected else None,
     )
 
 
