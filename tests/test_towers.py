@@ -448,3 +448,29 @@ def test_a_table_one_stack_shares_stays_in_its_tower(write_spec) -> None:  # typ
     assert model.image.pos is not model.caption.pos
     assert archdsl.analyze(spec, seq_len=9).params_total == sum(p.numel() for p in model.parameters())
     assert_costs_match(spec, 2, 9)
+
+
+def test_full_recomputation_keeps_each_towers_block_inputs(write_spec, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Every block of both towers checkpointed: the FLOPs and the activations backward keeps are what
+    checkpointing does; the emitted file's Config switches it for every tower."""
+    from archdsl.lower.model_nn import Stack
+
+    spec = load(write_spec)
+    assert_train_step_matches(spec, 2, 9, recompute="full")
+    model = archdsl.build(spec).train()
+    for m in model.modules():
+        if isinstance(m, Stack):
+            m.checkpoint = [True] * len(m.h)
+    total, per = saved_bytes(model, *model_inputs(spec, 2, 9))
+    assert predicted(spec, 2, 9, ActCfg(), "full") == pytest.approx(total, rel=0.05), per
+    assert predicted(spec, 2, 9, ActCfg(), "full") < predicted(spec, 2, 9, ActCfg(), "none")
+
+    text = TEXT.replace("      repeat    = 2\n", "      repeat    = 2\n      checkpoint = true\n")
+    text = text.replace("      repeat    = 3\n", "      repeat    = 3\n      checkpoint = true\n")
+    src = archdsl.emit_source(load(write_spec, text, "ck.arch"))
+    namespace: dict[str, object] = {"__name__": "emitted"}
+    exec(compile(src, "ck.py", "exec", dont_inherit=True), namespace)  # not this file's __future__
+    config = namespace["Config"]()  # type: ignore[operator]
+    assert config.checkpoint is True
+    built = namespace["build_model"](checkpoint=False)  # type: ignore[operator]
+    assert not any(any(t.checkpoint) for t in (built.image, built.caption))

@@ -573,7 +573,7 @@ def _config(w: Writer, plan: Plan, extra: dict[str, str], dtype: str) -> None:
             else:
                 w(f"{name}: {f.type} = {literal(f.value)}")
         w(f"{extra['dtype']}: str = {py_str(dtype)}  # the parameters' dtype: {', '.join(DTYPES)}")
-        flags = {flag for stack in plan.model.stacks for flag in stack.checkpoint}
+        flags = {flag for stack in plan.model.all_stacks for flag in stack.checkpoint}
         default = literal(flags.pop()) if len(flags) == 1 else "None"
         w(
             f"{extra['checkpoint']}: bool | None = {default}"
