@@ -152,7 +152,9 @@ def run_valid(gs: GeneratedSpec, train: bool = True) -> None:
     b = max(2, gs.batch)
     loss = first_output(model(*inputs(spec, b, gs.seq_len, gs.src_len, seed=1))).float().square().mean()
     assert torch.isfinite(loss)
-    if any(p.requires_grad for p in params):
+    # LayerDrop may skip every layer that trains (a frozen base's only adapters): nothing to differentiate
+    skipped = any(getattr(m, "layerdrop", 0) for m in model.modules()) and not loss.requires_grad
+    if any(p.requires_grad for p in params) and not skipped:
         loss.backward()
 
 
