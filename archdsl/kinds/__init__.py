@@ -14,10 +14,10 @@ from archdsl.kinds import (
     efficient,
     embed,
     ffn,
-    latent,
     local,
     norm,
     peft,
+    perceiver,
     position,
     relative,
     towers,
@@ -37,7 +37,7 @@ for _family in (
     conv,
     peft,
     towers,
-    latent,
+    perceiver,
 ):
     for _kind in _family.KINDS:
         assert _kind.name not in REGISTRY, _kind.name

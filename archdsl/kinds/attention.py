@@ -687,7 +687,7 @@ class MultiHeadAttention(AttentionKind):
         if score in ("additive", "bilinear"):
             return ours(NN, f"{score.capitalize()}Attention", **args)
         if node["cross"] and ctx.memory_width is not None:  # Perceiver's latents reading their input
-            return ours("archdsl.kinds.latent_nn", "WideCrossAttention", kv_width=ctx.memory_width, **args)
+            return ours("archdsl.kinds.perceiver_nn", "WideCrossAttention", kv_width=ctx.memory_width, **args)
         return ours(NN, "Attention", **args)
 
 

@@ -72,7 +72,10 @@ def definition_source(module: str, name: str) -> str:
 #: archdsl's modules of nn classes: what an emitted file copies definitions from
 NN_MODULES = (
     "archdsl.lower.model_nn",
-    *(f"archdsl.kinds.{f}_nn" for f in ("attention", "conv", "efficient", "embed", "ffn", "latent", "local")),
+    *(
+        f"archdsl.kinds.{f}_nn"
+        for f in ("attention", "conv", "efficient", "embed", "ffn", "perceiver", "local")
+    ),
     *(f"archdsl.kinds.{f}_nn" for f in ("norm", "peft", "position", "relative", "towers")),
 )
 

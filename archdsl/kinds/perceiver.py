@@ -12,7 +12,7 @@ from archdsl.ir import Node
 from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape
 from archdsl.lower.ctor import Ctor, ours
 
-NN = "archdsl.kinds.latent_nn"
+NN = "archdsl.kinds.perceiver_nn"
 
 
 class LatentArray(Kind):
