@@ -297,6 +297,13 @@ def _set(
     if not rest and not top:
         out.append(S.Attr(S.Ident(head, value.span), value, value.span))
         return tuple(out)
+    labels = [
+        e.label.name
+        for e in entries
+        if isinstance(e, S.Section) and e.keyword.name == head and e.label is not None and head != "model"
+    ]
+    if labels and rest:  # `tower audio` where the model has towers `vision` and `text`
+        raise _fail(dotted, f"no `{head} {rest[0]}` here", value, rest[0], labels)
     raise _fail(dotted, f"no `{head}` here", value, head, names)
 
 

@@ -87,16 +87,17 @@ def _fits(report: Report) -> bool:
 def _inputs(spec: Spec, report: Report) -> list[Any]:
     import torch
 
-    from archdsl.graph import input_shapes
+    from archdsl.graph import input_shapes, input_vocabs
 
     s = report.settings
     sizes = {"B": s.batch, "T": s.seq_len, "S": s.src_len or s.seq_len}
+    vocabs = input_vocabs(spec.model)
     out = []
     gen = torch.Generator().manual_seed(0)
-    for shape in input_shapes(spec.model).values():
+    for name, shape in input_shapes(spec.model).items():
         dims = [sizes.get(d, d) if isinstance(d, str) else d for d in shape]
         if len(dims) == 2:
-            out.append(torch.randint(0, max(spec.model.vocab, 1), dims, generator=gen))
+            out.append(torch.randint(0, max(vocabs[name], 1), dims, generator=gen))
         else:
             out.append(torch.randn(dims, generator=gen))
     return out

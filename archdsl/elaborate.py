@@ -264,12 +264,25 @@ class Slot:
     nullable: bool = False
 
 
-MODEL_TYPES = ("decoder", "encoder", "encoder_decoder")
+MODEL_TYPES = ("decoder", "encoder", "encoder_decoder", "towers")
 MODEL_SETTINGS = (
-    Param("type", "enum", default="decoder", choices=MODEL_TYPES, doc="decoder-only, encoder-only or both"),
+    Param(
+        "type",
+        "enum",
+        default="decoder",
+        choices=MODEL_TYPES,
+        doc="decoder-only, encoder-only, both, or several towers",
+    ),
     Param("d_model", "int", min=1, doc="residual stream width"),
     Param("vocab", "int", default=0, min=0, doc="vocabulary size (token models)"),
 )
+#: a tower's own settings (``tower NAME { … }`` in a model of ``type = towers``)
+TOWER_SETTINGS = (
+    Param("d_model", "int", min=1, doc="the tower's residual width"),
+    Param("vocab", "int", default=0, min=0, doc="vocabulary size (a tower that reads token ids)"),
+)
+#: heads that pool a tower into the shared embedding space
+TOWER_HEADS = ("projection",)
 MODEL_SLOTS = {
     "embedding": Slot("embedding", True, "input embedding: tokens or image patches"),
     "head": Slot("head", True, "output head"),
@@ -280,7 +293,15 @@ STACK_SLOTS = {
     ),
     "embedding_norm": Slot("norm", False, "norm of the embeddings (BERT)"),
     "final_norm": Slot("norm", False, "norm after the last block"),
+    "latents": Slot(
+        "latents",
+        False,
+        "a learned latent array the blocks run over; the embedded input becomes the memory they "
+        "attend to (Perceiver)",
+    ),
 }
+#: heads that read every position of the stack's output (not a pooled summary of it)
+POSITION_HEADS = ("lm_head", "mlm_head")
 STACK_SETTINGS = (
     Param("dropout", "float", default=0.0, min=0.0, lt=1.0, doc="dropout on the embeddings"),
     Param(
@@ -479,7 +500,15 @@ class Elaborator:
             out[p.name] = v
         return out, spans, ok
 
-    def component(self, slot_name: str, role: str, e: S.Expr, ctx: Ctx | None, arity: int = 1) -> Node | None:
+    def component(
+        self,
+        slot_name: str,
+        role: str,
+        e: S.Expr,
+        ctx: Ctx | None,
+        arity: int = 1,
+        defaults: Mapping[str, Value] | None = None,
+    ) -> Node | None:
         """``kind(key = value, …)`` -> a checked Node with every parameter resolved."""
         allowed = kinds_for(role) if role != "any" else list(REGISTRY)
         eg = allowed[0] if role != "any" else "mha"  # a flow's sublayer can be of any role
@@ -513,7 +542,7 @@ class Elaborator:
                 e.span,
             )
             return None
-        dynamic = kind.defaults(ctx, arity) if ctx is not None else {}
+        dynamic = {**kind.defaults(ctx, arity), **(defaults or {})} if ctx is not None else {}
         params, spans, ok = self.args(e, kind.params, name, dynamic)
         if not ok or ctx is None:
             return None
@@ -585,7 +614,7 @@ class Elaborator:
         attrs, subs = self.split(
             sec,
             [*settings, *MODEL_SLOTS, *stack_keys],
-            (*STACK_SECTIONS, "stage", "encoder", "decoder", "lora"),
+            (*STACK_SECTIONS, "stage", "encoder", "decoder", "lora", "tower"),
         )
         st = {
             p.name: (self.value(p, attrs[p.name].value) if p.name in attrs else p.default)
@@ -600,6 +629,15 @@ class Elaborator:
         d_model, vocab = (whole(st["d_model"]), whole(st["vocab"])) if ctx_ok else (0, 0)
 
         lora = self.lora(subs["lora"][0]) if "lora" in subs else None
+        if mtype == "towers":
+            return self.towers_model(sec, attrs, subs, d_model if ctx_ok else None, lora)
+        for t in subs.get("tower", []):
+            self.error(
+                "E016",
+                "`tower NAME { }` sections belong to `type = towers`",
+                t.keyword.span,
+                help="set `type = towers` (each tower then has its own embedding, stack and head)",
+            )
 
         top_stack = "encoder" if mtype == "encoder" else "decoder"
         base = Ctx(d_model=d_model, vocab=vocab, stack=top_stack, lora=lora) if ctx_ok else None
@@ -675,8 +713,18 @@ class Elaborator:
                 self.depths = (len(plan or ()), 0) if top_stack == "encoder" else (0, len(plan or ()))
                 if not self.layers_fit(where):
                     return None
+                width = _memory_width(comps["embedding"], d_model)
                 stacks.append(
-                    self.stack(top_stack, sec, attrs, plan, ctx(top_stack), memory=False, stages=stages)
+                    self.stack(
+                        top_stack,
+                        sec,
+                        attrs,
+                        plan,
+                        ctx(top_stack),
+                        memory=False,
+                        stages=stages,
+                        memory_width=width,
+                    )
                 )
         if staged:  # the head reads the stack's output: at its last stage's width and grid
             last, out = stacks[-1] if stacks else None, ctx(top_stack)
@@ -687,6 +735,8 @@ class Elaborator:
             return None
         head, emb = comps["head"], comps["embedding"]
         assert head is not None and emb is not None
+        if not self.latents_fit(mtype, stacks, attrs, emb, head):  # type: ignore[arg-type]
+            return None
         if REGISTRY[head.kind].shares_embedding(head) and not REGISTRY[emb.kind].token_table:
             self.error(
                 "E016",
@@ -716,7 +766,265 @@ class Elaborator:
             eg = kinds_for(slot.role)[0]
             self.error("E007", f"model needs `{name}`", where, help=f"add `{name} = {eg}(…)` ({slot.doc})")
             return None
+        if name == "head" and not self.model_head_fits(attrs[name].value, None):
+            return None
         return self.component(name, slot.role, attrs[name].value, ctx)
+
+    def model_head_fits(self, e: S.Expr, towers: int | None) -> bool:
+        """Whether the model's head can stand where it is: in a towers model (``towers``: how many),
+        a head that combines that many towers; elsewhere, a head of one stack. A tower's projection
+        belongs to a tower. Unknown kinds are left to ``component``."""
+        kind = REGISTRY.get(e.func.name) if isinstance(e, S.Call) else None
+        if kind is None or kind.role != "head":
+            return True
+        combines = [k for k in kinds_for("head") if 1 not in REGISTRY[k].arities]
+        if kind.name in TOWER_HEADS:
+            self.error(
+                "E016",
+                f"`{kind.name}` is a tower's head: it pools one tower into the shared embedding space",
+                e.span,
+                help=f"put it in each `tower NAME {{ }}`; the model's head combines them, e.g. "
+                f"`head = {combines[0]}()`"
+                if towers is not None
+                else "a model of `type = towers` has towers with such heads",
+            )
+            return False
+        if towers is None and 1 not in kind.arities:
+            self.error(
+                "E016",
+                f"`{kind.name}` combines the towers of a model of `type = towers`",
+                e.span,
+                help="a model of one stack ends in a head such as `lm_head(…)` or `classifier(…)`",
+            )
+            return False
+        if towers is not None and towers not in kind.arities:
+            takes = " or ".join(map(str, kind.arities))
+            self.error(
+                "E016",
+                f"`{kind.name}` cannot combine {towers} towers"
+                + (f": it combines {takes}" if 1 not in kind.arities else ""),
+                e.span,
+                help="a towers model's head combines the towers' embeddings: "
+                + ", ".join(f"`{k}(…)`" for k in combines if towers in REGISTRY[k].arities)
+                if any(towers in REGISTRY[k].arities for k in combines)
+                else f"no head combines {towers} towers; "
+                + ", ".join(f"`{k}` takes {' or '.join(map(str, REGISTRY[k].arities))}" for k in combines),
+            )
+            return False
+        return True
+
+    def towers_model(
+        self,
+        sec: S.Section,
+        attrs: dict[str, S.Attr],
+        subs: dict[str, list[S.Section]],
+        joint: int | None,
+        lora: LoraConfig | None,
+    ) -> Model | None:
+        """``type = towers``: two or more ``tower NAME { … }`` sections, each an encoder with its own
+        input, width, stack and projection head (into the shared embedding width, the model's
+        ``d_model``), combined by the model's head (CLIP: Radford et al. 2021)."""
+        where = sec.label.span if sec.label else sec.keyword.span
+        own = {"type", "d_model", "head"}
+        for k, a in attrs.items():
+            if k not in own:
+                self.error(
+                    "E016",
+                    f"in a towers model, `{k}` belongs in a `tower NAME {{ }}` section",
+                    a.key.span,
+                    help="each tower has its own embedding, stack and head; the model has `d_model` "
+                    "(the shared embedding width) and the `head` that combines the towers",
+                )
+        for k in (*STACK_SECTIONS, "encoder", "decoder"):
+            for s in subs.get(k, []):
+                self.error(
+                    "E016",
+                    f"in a towers model, `{k}` belongs in a `tower NAME {{ }}` section",
+                    s.keyword.span,
+                )
+        sections = subs.get("tower", [])
+        if len(sections) < 2:
+            self.error(
+                "E007",
+                f"a towers model needs two or more `tower NAME {{ … }}` sections, found {len(sections)}",
+                where,
+                help="e.g. `tower vision { … }` and `tower text { … }`, each with its own embedding, "
+                "stack and `head = projection(…)`",
+            )
+        tower_keys = [
+            *(p.name for p in TOWER_SETTINGS),
+            *MODEL_SLOTS,
+            *STACK_SLOTS,
+            *(p.name for p in STACK_SETTINGS),
+            "layers",
+        ]
+        parts = []
+        for t in sections:
+            if t.label is None:
+                self.error(
+                    "E007",
+                    "a tower needs a name: `tower NAME { … }`",
+                    t.keyword.span,
+                    help="the name names its input and its module (`tower vision { … }`)",
+                )
+                continue
+            if not self.check_name(t.label, "tower"):
+                continue
+            t_attrs, t_subs = self.split(t, tower_keys, STACK_SECTIONS)
+            parts.append((t, t_attrs, self.plan(t, t_attrs, t_subs)))
+        total = sum(len(plan or ()) for _, _, plan in parts)
+        if total > MAX_LAYERS:
+            self.error("E009", f"the model has {total:,} layers; at most {MAX_LAYERS:,}", where)
+            return None
+        towers = [self.tower(t, t_attrs, plan, lora, joint) for t, t_attrs, plan in parts]
+        head = None
+        if "head" not in attrs:
+            combines = [k for k in kinds_for("head") if 1 not in REGISTRY[k].arities]
+            self.error(
+                "E007",
+                "model needs `head`",
+                where,
+                help=f"add `head = {combines[0]}(…)`: it combines the towers' embeddings",
+            )
+        elif len(sections) < 2:
+            pass  # said above: nothing for the head to combine
+        elif self.model_head_fits(attrs["head"].value, len(sections)) and joint is not None:
+            ctx = Ctx(d_model=joint, vocab=0, stack="encoder", lora=lora)
+            head = self.component("head", "head", attrs["head"].value, ctx, arity=len(sections))
+        if head is None or joint is None or len(towers) < 2 or any(t is None for t in towers):
+            return None
+        frozen = lora is not None or any(n.kind == "adapter" for t in towers for n in t.components())  # type: ignore[union-attr]
+        return Model(
+            lora=lora,
+            name=sec.label.name if sec.label else identifier(_stem(self.path)),
+            type="towers",
+            d_model=joint,
+            vocab=0,
+            embedding=None,
+            stacks=(),
+            head=head,
+            span=where,
+            towers=tuple(replace(t, base_frozen=frozen) for t in towers),  # type: ignore[type-var]
+        )
+
+    def tower(
+        self,
+        sec: S.Section,
+        attrs: dict[str, S.Attr],
+        plan: list[tuple[str, S.Section]] | None,
+        lora: LoraConfig | None,
+        joint: int | None,
+    ) -> Model | None:
+        """One tower: an encoder model of its own width, whose head projects to the shared width."""
+        assert sec.label is not None
+        where = sec.label.span
+        name = sec.label.name
+        st = {
+            p.name: (self.value(p, attrs[p.name].value) if p.name in attrs else p.default)
+            for p in TOWER_SETTINGS
+        }
+        for p in TOWER_SETTINGS:
+            if p.required and p.name not in attrs:
+                self.error(
+                    "E007", f"tower `{name}` needs `{p.name}`", where, help=f"add `{p.name} = …` ({p.doc})"
+                )
+                st[p.name] = _POISON
+        ok = not any(isinstance(v, _Poison) for v in st.values())
+        ctx = (
+            Ctx(d_model=whole(st["d_model"]), vocab=whole(st["vocab"]), stack="encoder", lora=lora)
+            if ok
+            else None
+        )
+        comps: dict[str, Node | None] = {}
+        for slot_name, slot in MODEL_SLOTS.items():
+            a = attrs.get(slot_name)
+            if a is None:
+                eg = TOWER_HEADS[0] if slot_name == "head" else kinds_for(slot.role)[0]
+                self.error(
+                    "E007",
+                    f"tower `{name}` needs `{slot_name}`",
+                    where,
+                    help=f"add `{slot_name} = {eg}(…)`"
+                    + (
+                        " (it pools the tower into the shared embedding space)" if slot_name == "head" else ""
+                    ),
+                )
+                comps[slot_name] = None
+                continue
+            e = a.value
+            if slot_name == "head" and isinstance(e, S.Call) and e.func.name not in TOWER_HEADS:
+                if e.func.name in REGISTRY and REGISTRY[e.func.name].role == "head":
+                    self.error(
+                        "E016",
+                        f"a tower's head pools it into the shared embedding space; `{e.func.name}` does not",
+                        e.func.span,
+                        help="write `head = projection(pool = …)`",
+                    )
+                    comps[slot_name] = None
+                    continue
+            if slot_name == "head" and joint is None:  # the model's width failed: no follow-on errors
+                comps[slot_name] = self.component(slot_name, slot.role, e, None)
+                continue
+            defaults = {"width": joint} if slot_name == "head" else None
+            comps[slot_name] = self.component(slot_name, slot.role, e, ctx, defaults=defaults)
+        if "latents" in attrs:
+            self.error(
+                "E016",
+                "a tower's stack cannot run over latents",
+                attrs["latents"].key.span,
+                help="latents belong to a model of `type = encoder` (Perceiver)",
+            )
+            return None
+        self._cache = {}  # blocks are elaborated per tower: its width is its own
+        self.depths = (len(plan or ()), 0)  # a tower is an encoder (DeepNet's alpha follows its depth)
+        stack = self.stack("encoder", sec, attrs, plan, ctx, memory=False)
+        if stack is None or ctx is None or comps["embedding"] is None or comps["head"] is None:
+            return None
+        return Model(
+            name=name,
+            type="encoder",
+            d_model=ctx.d_model,
+            vocab=ctx.vocab,
+            embedding=comps["embedding"],
+            stacks=(stack,),
+            head=comps["head"],
+            lora=lora,
+            span=where,
+        )
+
+    def latents_fit(
+        self, mtype: str, stacks: list[Stack], attrs: dict[str, S.Attr], emb: Node, head: Node
+    ) -> bool:
+        """A latent array (Perceiver) stands in an encoder, whose head pools the latents; an input
+        table of its own width without a projection (``project = none``) feeds latents only."""
+        latents = next((s.latents for s in stacks if s.latents is not None), None)
+        ok = True
+        if latents is not None and mtype != "encoder":
+            self.error(
+                "E016",
+                f"latents belong to an encoder; this is a {mtype}",
+                latents.span,
+                help="set `type = encoder`: the blocks run over the latents and read the input as memory",
+            )
+            ok = False
+        if latents is not None and head.kind in POSITION_HEADS:
+            self.error(
+                "E016",
+                f"`{head.kind}` reads every position, but the blocks run over the latents, not the input",
+                head.span,
+                help="pool the latents: `head = classifier(classes = …, pool = mean)`",
+            )
+            ok = False
+        if latents is None and emb.get("project") == "none":
+            self.error(
+                "E016",
+                "`project = none` leaves the input at the table's width: only latents read it that way",
+                emb.span_of("project"),
+                help="add `latents = latent_array(length = …)` (Perceiver), or project to d_model "
+                "(`project = early`)",
+            )
+            ok = False
+        return ok
 
     def layers_fit(self, where: Span | None) -> bool:
         """The model's layers (both stacks) are within MAX_LAYERS; else say so."""
@@ -930,9 +1238,24 @@ class Elaborator:
         ctx: Ctx | None,
         memory: bool,
         stages: list[Stage] | None = None,
+        memory_width: int | None = None,
     ) -> Stack | None:
+        """A stack (``memory``: its blocks read an encoder's output; ``memory_width``: the width of
+        the input a stack over latents reads, where it is not d_model)."""
         where = sec.label.span if sec.label else sec.keyword.span
         position = self.optional("position", STACK_SLOTS["position"], _val(attrs.get("position")), ctx)
+        latents = self.optional("latents", STACK_SLOTS["latents"], _val(attrs.get("latents")), ctx)
+        if latents is not None and memory:
+            self.error(
+                "E016",
+                "a decoder that reads an encoder's output cannot run over latents",
+                attrs["latents"].key.span,
+                help="latents belong to an encoder (`type = encoder`): its input becomes their memory",
+            )
+            return None
+        memory = memory or latents is not None  # the latents' blocks read the embedded input
+        if latents is not None and ctx is not None and memory_width is not None:
+            ctx = replace(ctx, memory_width=memory_width)  # cross-attentions project from its width
         if position is not None and ctx is not None and REGISTRY[position.kind].applies == "attention":
             ctx = replace(ctx, position=position)  # RoPE, ALiBi, relative biases act in every self-attention
         out = ctx if ctx is None or not stages else ctx.stage(stages[-1].d_model, stages[-1].grid)
@@ -1040,6 +1363,7 @@ class Elaborator:
             # stages without a transition change nothing: the stack is then one of one width
             stages=tuple(stages) if stages and any(st.transition is not None for st in stages) else (),
             span=where,
+            latents=latents,
         )
 
     def is_pattern(self, e: S.Expr) -> bool:
@@ -1439,6 +1763,15 @@ def _adapt(t: TExpr, wrapped: Mapping[str, str]) -> TExpr:
     if isinstance(t, Scale):
         return Scale(t.factor, _adapt(t.operand, wrapped), t.span)
     return t
+
+
+def _memory_width(emb: Node | None, d_model: int) -> int | None:
+    """The width of the input a stack's latents read where the embedding leaves it at its table's
+    (``project = none``) and that is not d_model; else None. (``graph.ctx_of`` says the same.)"""
+    if emb is None or emb.get("project") != "none":
+        return None
+    w = emb.get("width")
+    return None if w is None or w == d_model else whole(w)  # type: ignore[arg-type]
 
 
 def _a(word: str) -> str:

@@ -5,8 +5,8 @@ written. Comments are attached to entries by line: the ones above an entry lead 
 its line trails it, ones before a section's close end the section; single blank lines between entries
 are kept. Canonical layout:
 
-* ``extends`` and ``import`` first; labelled sections of one keyword (``block NAME``, ``layer N``) next to
-  each other, where the first of them stands (YAML groups them under one key);
+* ``extends`` and ``import`` first; labelled sections of one keyword (``block NAME``, ``layer N``,
+  ``tower NAME``) next to each other, where the first of them stands (YAML groups them under one key);
 * two-space indentation; in each section, the ``=`` of its attributes aligned;
 * expressions with single spaces around operators and only the parentheses precedence needs; number
   literals as written.
@@ -23,7 +23,7 @@ from archdsl import syntax as S
 
 INDENT = "  "
 WIDTH = 100
-LABELLED = ("block", "layer", "stage")
+LABELLED = ("block", "layer", "stage", "tower")
 
 
 # ---------------------------------------------------------------------------------------------------

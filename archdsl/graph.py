@@ -22,12 +22,15 @@ from archdsl.kinds.embed import EMBEDDING_PROJECTION
 
 def ctx_of(model: Model, stack: str | None = None) -> Ctx:
     """The context components of one stack were elaborated in (of its first stage, in a stack of
-    stages: the embedding's width and grid)."""
+    stages: the embedding's width and grid; a towers model's: its head's, at the shared embedding
+    width; a tower's are its own model's)."""
     if stack is None:
-        stack = "encoder" if model.type == "encoder" else "decoder"
+        stack = "encoder" if model.type in ("encoder", "towers") else "decoder"
     s = next((x for x in model.stacks if x.role == stack), None)
     pos = s.position if s is not None else None
     inside = pos is not None and REGISTRY[pos.kind].applies == "attention"
+    unprojected = model.embedding is not None and model.embedding.get("project") == "none"
+    latents = s is not None and s.latents is not None
     ctx = Ctx(
         d_model=model.d_model,
         vocab=model.vocab,
@@ -36,7 +39,11 @@ def ctx_of(model: Model, stack: str | None = None) -> Ctx:
         lora=model.lora,
         frozen=model.frozen,
         width=embedding_width(model),
+        # the input the latents read, at its table's width (Perceiver)
+        memory_width=embedding_width(model) if latents and unprojected else None,
     )
+    if model.embedding is None:  # a towers model: its head combines the towers' embeddings
+        return ctx
     grid = REGISTRY[model.embedding.kind].out_grid(model.embedding, ctx)
     return replace(ctx, grid=grid) if grid is not None else ctx
 
@@ -76,6 +83,8 @@ def transition_name(blk: Block) -> str:
 def embedding_width(model: Model) -> int | None:
     """The token table's width where it differs from d_model (a projection joins the two)."""
     emb = model.embedding
+    if emb is None:  # a towers model: each tower has its own
+        return None
     width = emb.get("width") if any(p.name == "width" for p in REGISTRY[emb.kind].params) else None
     return None if width is None or width == model.d_model else width
 
@@ -88,8 +97,9 @@ def late_projection(model: Model) -> bool:
 
 def embedding_ctx(model: Model, ctx: Ctx) -> Ctx:
     """The context of a stack's positions and embedding norm: at the table's width when the
-    embedding's projection comes late."""
-    return replace(ctx, d_model=ctx.width) if late_projection(model) and ctx.width else ctx
+    embedding's projection comes late, or never (``project = none``: the input latents read)."""
+    unprojected = model.embedding is not None and model.embedding.get("project") == "none"
+    return replace(ctx, d_model=ctx.width) if (late_projection(model) or unprojected) and ctx.width else ctx
 
 
 def first_self_attention(stack: Stack) -> Node | None:
@@ -190,7 +200,10 @@ class _Builder:
             x = self.comp(f"{prefix}ln_emb", f"{prefix}ln_emb", stack.embedding_norm, ectx, emb_layer, [x])
         if late_projection(self.model):  # ALBERT: the table's width, then d_model
             emb, path = self.model.embedding, f"{prefix}proj_emb"
-            x = self.comp(path, path, emb, ctx, emb_layer, [x], kind=EMBEDDING_PROJECTION)
+            x = self.comp(path, path, emb, ctx, emb_layer, [x], kind=EMBEDDING_PROJECTION)  # type: ignore[arg-type]
+        if stack.latents is not None:  # Perceiver: the blocks run over the latents, the input is memory
+            memory = x
+            x = self.comp(f"{prefix}latents", f"{prefix}latents", stack.latents, ctx, emb_layer, [memory])
         stages = {st.start: (st, lctx, tctx) for st, lctx, tctx in stage_contexts(self.model, stack)}
         seen_instances: set[int] = set()
         for i, (blk, inst) in enumerate(zip(stack.layers, stack.instances, strict=True)):
@@ -216,7 +229,10 @@ class _Builder:
 
 def input_shapes(model: Model) -> dict[str, tuple[object, ...]]:
     """The model's inputs by name: token ids (B, T) — for an encoder-decoder, source (B, S) and target
-    (B, T) — or pixels (B, C, H, W)."""
+    (B, T) — or pixels (B, C, H, W); a towers model's, one per tower, named after it."""
+    if model.towers:
+        return {t.name: input_shapes(t)["idx"] for t in model.towers}
+    assert model.embedding is not None
     kind = REGISTRY[model.embedding.kind]
     if model.type == "encoder_decoder":
         return {
@@ -226,12 +242,36 @@ def input_shapes(model: Model) -> dict[str, tuple[object, ...]]:
     return {"idx": kind.input_shape(model.embedding, ctx_of(model), "T")}
 
 
+def input_vocabs(model: Model) -> dict[str, int]:
+    """The vocabulary each input's token ids are drawn from, by input name (0 for images)."""
+    if model.towers:
+        return {t.name: t.vocab for t in model.towers}
+    return dict.fromkeys(input_shapes(model), model.vocab)
+
+
 def build_graph(model: Model) -> nx.DiGraph:
     b = _Builder(model)
     shapes = input_shapes(model)
     for name, shape in shapes.items():
         b.op(name, "input", "input", [], shape=shape)
     emb = model.embedding
+    if model.towers:  # each tower, named by its name (`vision.h.0`), then the head that combines them
+        outs = []
+        for t in model.towers:
+            b.model = t
+            assert t.embedding is not None
+            wte = b.comp(
+                f"{t.name}.wte", f"{t.name}.wte", t.embedding, ctx_of(t), f"{t.name}.embedding", [t.name]
+            )
+            x = b.stack(t.stacks[0], wte, None, f"{t.name}.")
+            outs.append(
+                b.comp(f"{t.name}.head", f"{t.name}.head", t.head, output_ctx(t), f"{t.name}.head", [x])
+            )
+        b.model = model
+        x = b.comp("head", "head", model.head, ctx_of(model), "head", outs)
+        b.op("output", "output", "output", [x])
+        return b.g
+    assert emb is not None
     if model.type == "encoder_decoder":
         enc, dec = model.encoder, model.decoder
         assert enc is not None and dec is not None

@@ -9,8 +9,11 @@ written as an explicit ``flow``.
 * A block is a small dataflow program: named sublayers (``Node``s) and statements over tensors
   (:class:`Stmt` with :class:`Ref` / :class:`Apply` / :class:`Sum` / :class:`Scale` expressions).
 * A :class:`Stack` is the layers of an encoder or a decoder; a :class:`Model` is one or two stacks with
-  an embedding and a head. A stack of a hierarchical model (Swin, PVT) runs its layers in stages
-  (:class:`Stage`), each at its own width and token grid, entered through a transition.
+  an embedding and a head — or, with ``type = towers``, several towers (each an encoder
+  :class:`Model` of its own: input, embedding, width, stack and pooled projection head) combined by
+  the model's head (CLIP's contrastive logits). A stack of a hierarchical model (Swin, PVT) runs its
+  layers in stages (:class:`Stage`), each at its own width and token grid, entered through a
+  transition.
 """
 
 from __future__ import annotations
@@ -142,7 +145,8 @@ class Stack:
     """The layers of an encoder or a decoder. ``instances[i]`` says which module layer ``i`` uses:
     layers with the same instance share their weights (ALBERT); by default every layer is its own.
     ``stages`` is empty for a stack of one width; otherwise its stages in order, the first starting
-    at layer 0."""
+    at layer 0. With ``latents`` (Perceiver) the blocks run over that array, and the embedded input
+    is the ``memory`` they may attend to."""
 
     role: str  # "encoder" | "decoder"
     layers: tuple[Block, ...]
@@ -157,24 +161,41 @@ class Stack:
     repeats: tuple[tuple[int, Any], ...] = field(default=(), compare=False, repr=False)
     stages: tuple[Stage, ...] = ()
     span: Span | None = field(default=None, compare=False, repr=False)
+    #: a learned latent array the blocks run over (Perceiver); the embedded input is then their memory
+    latents: Node | None = None
 
 
 @dataclass(frozen=True)
 class Model:
+    """A model: an embedding, one or two stacks and a head. A model of ``type = towers`` has no
+    embedding or stack of its own: its ``towers`` are encoder models (each with its own input, width,
+    stack and pooled projection head, named by ``name``), its ``d_model`` the width of the shared
+    embedding space they project to, and its ``head`` combines their embeddings (CLIP)."""
+
     name: str
-    type: str  # "decoder" | "encoder" | "encoder_decoder"
+    type: str  # "decoder" | "encoder" | "encoder_decoder" | "towers"
     d_model: int
-    vocab: int  # 0 for models without a token vocabulary (image classifiers)
-    embedding: Node
-    stacks: tuple[Stack, ...]  # (decoder,) | (encoder,) | (encoder, decoder)
+    vocab: int  # 0 for models without a token vocabulary (image classifiers, towers models)
+    embedding: Node | None  # None for a towers model (each tower has its own)
+    stacks: tuple[Stack, ...]  # (decoder,) | (encoder,) | (encoder, decoder) | () for towers
     head: Node
     lora: Any = None  # the spec's LoRA settings (peft.LoraConfig), if any
     span: Span | None = field(default=None, compare=False, repr=False)
+    towers: tuple[Model, ...] = ()  # a towers model's towers, in the order its head reads them
+    #: a tower of a model whose base is frozen (LoRA or adapters anywhere in it): it freezes too
+    base_frozen: bool = False
 
     @property
     def frozen(self) -> bool:
         """LoRA or adapters: the base weights are frozen and only those train."""
-        return self.lora is not None or any(n.kind == "adapter" for n in self.components())
+        return (
+            self.base_frozen or self.lora is not None or any(n.kind == "adapter" for n in self.components())
+        )
+
+    @property
+    def all_stacks(self) -> tuple[Stack, ...]:
+        """Every stack of the model, the towers' included."""
+        return self.stacks + tuple(s for t in self.towers for s in t.stacks)
 
     @property
     def encoder(self) -> Stack | None:
@@ -186,16 +207,21 @@ class Model:
 
     @property
     def n_layers(self) -> int:
-        return sum(len(s.layers) for s in self.stacks)
+        return sum(len(s.layers) for s in self.all_stacks)
 
     def components(self) -> Iterator[Node]:
-        yield self.embedding
+        if self.embedding is not None:
+            yield self.embedding
+        for t in self.towers:
+            yield from t.components()
         for s in self.stacks:
             if s.position is not None:
                 yield s.position
             yield from (st.transition for st in s.stages if st.transition is not None)
             for blk in s.layers:
                 yield from (n for _, n in blk.sublayers)
+            if s.latents is not None:
+                yield s.latents
             if s.final_norm is not None:
                 yield s.final_norm
         yield self.head

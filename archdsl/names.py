@@ -16,7 +16,9 @@ written: tensors into locals of a ``forward``, sublayers into constructor argume
 
 and a sublayer name must not be a block setting (``repeat``, ``placement``) nor an attribute of
 ``nn.Module`` (``forward``, ``training``, ``compile``,
-``register_forward_hook``): the block would silently call the method instead of the sublayer. Names are
+``register_forward_hook``): the block would silently call the method instead of the sublayer. A tower
+(``tower vision { }``) becomes a submodule of the model's module: it must not be an ``nn.Module``
+attribute either, nor one of that module's own (``head``, ``names``, ``embed``). Names are
 refused with E009 rather than renamed, so that parameter names (``h.0.attn.weight``) are always the
 names the spec wrote. Block and model names reach Python only inside names archdsl derives (block
 ``global`` becomes class ``GlobalBlock`` and factory ``global_block``) or inside string literals, so any
@@ -68,7 +70,7 @@ BLOCK_KEYWORDS = frozenset(("mask", "memory_mask", "pos"))
 ARCHDSL_WORDS = frozenset(
     (
         *("true", "false", "none", "extends", "import", "from"),
-        *("model", "block", "layer", "encoder", "decoder", "flow", "lora"),
+        *("model", "block", "layer", "encoder", "decoder", "flow", "lora", "tower"),
         *("kind", "name"),
     )
 )
@@ -78,8 +80,13 @@ BLOCK_SETTINGS = frozenset(("repeat", "placement", "shared", "base", "checkpoint
 #: factory ``global_block``) or inside strings (the model's name): any identifier will do
 DERIVED_ONLY = frozenset(("block", "model"))
 
+#: what a towers model's module holds besides its towers (its head, the towers' order, its method
+#: ``embed``): no tower can be named so
+TOWER_RESERVED = frozenset(("head", "names", "embed"))
+
 #: what each kind of name becomes, for messages
 WHAT = {
+    "tower": "a tower",
     "constant": "a constant",
     "block": "a block",
     "model": "a model",
@@ -109,8 +116,10 @@ def name_problem(name: str, what: str) -> str | None:
         return f"`{name}` is a Python builtin and cannot name {role}"
     if name in GENERATED_CODE_NAMES:
         return f"`{name}` is a module generated code uses and cannot name {role}"
-    if what == "sublayer" and name in NN_MODULE_ATTRIBUTES:
-        return f"`{name}` is an attribute of every nn.Module and cannot name a sublayer"
+    if what in ("sublayer", "tower") and name in NN_MODULE_ATTRIBUTES:
+        return f"`{name}` is an attribute of every nn.Module and cannot name {role}"
+    if what == "tower" and name in TOWER_RESERVED:
+        return f"`{name}` is an attribute of a towers model's module and cannot name a tower"
     if what == "sublayer" and name in BLOCK_SETTINGS:
         return f"`{name}` is a block setting and cannot name a sublayer"
     if what == "tensor" and name in BLOCK_KEYWORDS:

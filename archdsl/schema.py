@@ -18,9 +18,11 @@ from archdsl.elaborate import (
     BLOCK_SLOTS,
     MODEL_SETTINGS,
     MODEL_SLOTS,
+    STACK_SETTINGS,
     STACK_SLOTS,
     STAGE_SETTINGS,
     STAGE_SLOTS,
+    TOWER_SETTINGS,
     Slot,
 )
 from archdsl.kinds import REGISTRY, Param, kinds_for
@@ -160,6 +162,13 @@ def schema() -> dict[str, Any]:
         **stages,
         "encoder": {"$ref": "#/$defs/stack"},
         "decoder": {"$ref": "#/$defs/stack"},
+        "tower": {
+            "type": "object",
+            "description": "type = towers: the towers, by name, each an encoder with its own input, "
+            "width, stack and projection head",
+            "propertyNames": {"pattern": IDENT},
+            "additionalProperties": {"$ref": "#/$defs/tower"},
+        },
         "lora": {
             "type": "object",
             "description": "LoRA on chosen projections (Hu et al. 2022); the base is frozen",
@@ -179,6 +188,16 @@ def schema() -> dict[str, Any]:
             "model": {"type": "object", "properties": model_props, "additionalProperties": False},
             "stack": {"type": "object", "properties": stack, "additionalProperties": False},
             "stage": stage_schema(stack),
+            "tower": {
+                "type": "object",
+                "properties": {
+                    **{p.name: param_schema(p) for p in TOWER_SETTINGS},
+                    **{name: slot_schema(s) for name, s in MODEL_SLOTS.items()},
+                    **{p.name: param_schema(p) for p in STACK_SETTINGS},
+                    **stack,
+                },
+                "additionalProperties": False,
+            },
             "block": block_schema(inline=False),
             "inline_block": block_schema(inline=True),
             "partial_block": block_schema(inline=False),

@@ -62,15 +62,16 @@ def fake_flop_count(spec: archdsl.Spec, seq_len: int) -> int:
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from archdsl.graph import input_shapes
+    from archdsl.graph import input_shapes, input_vocabs
     from archdsl.measure import flop_counter_mode
 
+    vocabs = input_vocabs(spec.model)
     with FakeTensorMode():
         model = archdsl.build(spec)
         inputs = []
-        for shape in input_shapes(spec.model).values():
+        for name, shape in input_shapes(spec.model).items():
             dims = [1 if d == "B" else seq_len if d in ("T", "S") else d for d in shape]
-            inputs.append(torch.randint(0, spec.model.vocab, dims) if len(dims) == 2 else torch.randn(dims))
+            inputs.append(torch.randint(0, vocabs[name], dims) if len(dims) == 2 else torch.randn(dims))
         with torch.no_grad(), flop_counter_mode() as fc:
             model(*inputs)
     return int(fc.get_total_flops())

@@ -76,19 +76,36 @@ def write_spec(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def model_inputs(spec, batch: int, seq_len: int, generator=None):  # type: ignore[no-untyped-def]
-    """Random inputs for a built model, in its forward's argument order (token ids or images)."""
+    """Random inputs for a built model, in its forward's argument order (token ids or images; a towers
+    model's, one per tower, each from its own vocabulary)."""
     import torch
 
-    from archdsl.graph import input_shapes
+    from archdsl.graph import input_shapes, input_vocabs
 
+    vocabs = input_vocabs(spec.model)
     out = []
-    for shape in input_shapes(spec.model).values():
+    for name, shape in input_shapes(spec.model).items():
         dims = [batch if d == "B" else seq_len if d in ("T", "S") else d for d in shape]
         if len(dims) == 2:
-            out.append(torch.randint(0, spec.model.vocab, dims, generator=generator))
+            out.append(torch.randint(0, vocabs[name], dims, generator=generator))
         else:
             out.append(torch.randn(dims, generator=generator))
     return out
+
+
+def logits_and_loss(spec, model, inputs, targets):  # type: ignore[no-untyped-def]
+    """(logits, loss) of a training forward: with ``targets`` for a model of one stack; a towers
+    model's loss is over its pairs (input i of every tower), without targets."""
+    if spec.model.towers:
+        logits, _, loss = model(*inputs, return_loss=True)
+        return logits, loss
+    return model(*inputs, targets)
+
+
+def first_output(out):  # type: ignore[no-untyped-def]
+    """The model's main output: the logits, also where it returns several tensors (a towers model's
+    logits per image and per text; a loss after them)."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 def pytest_addoption(parser):  # type: ignore[no-untyped-def]
@@ -143,6 +160,31 @@ TINY["transformer_xl"] = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64
 TINY["swin_t"] = {"image": 40, "patch": 2, "C": 12, "window": 4, "depth3": 2, "classes": 10}
 TINY["mamba_130m"] = {"n_layers": 2, "d_model": 24, "d_state": 5, "vocab": 50}
 TINY["mamba_2_8b"] = {"n_layers": 3, "d_model": 20, "d_state": 3, "vocab": 50}
+TINY["clip_vit_b32"] = {
+    "image": 32,
+    "patch": 8,
+    "vision_width": 48,
+    "vision_heads": 3,
+    "vision_layers": 2,
+    "vision_mlp": 64,
+    "vocab": 99,
+    "context": 32,
+    "text_width": 40,
+    "text_heads": 5,
+    "text_layers": 2,
+    "text_mlp": 56,
+    "embed_dim": 24,
+}
+TINY["perceiver_like"] = {
+    "vocab": 50,
+    "context": 32,
+    "width": 12,
+    "d_model": 24,
+    "n_latents": 5,
+    "n_heads": 4,
+    "n_layers": 2,
+    "classes": 7,
+}
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,7 +5,9 @@
 batch, the lengths to analyse and run it at, and the shape its forward returns. Everything the language
 offers is in reach: every registered kind of every role (the kinds are read from
 ``archdsl.kinds.REGISTRY`` when a spec is drawn, so a new kind is generated as soon as it is registered),
-decoders, encoders, encoder-decoders and image models (patch embeddings), every placement preset of
+decoders, encoders, encoder-decoders, image models (patch embeddings) and towers models (two towers, each
+an encoder with its own input, width, stack and projection head, combined by a contrastive head), every
+placement preset of
 ``archdsl.placements.PLACEMENTS``, explicit ``flow { }`` blocks with named sublayers, layer patterns
 over top-level block definitions (with ``base =``), per-layer overrides, shared blocks, LoRA and
 adapters. Values are written as literals (with ``_`` digit separators now and then), named constants
@@ -75,6 +77,7 @@ FEATURES = (
     "checkpoint",
     "constants",
     "stages",
+    "towers",
 )
 
 # Plain names for flow sublayers and tensors, and for blocks and models.
@@ -1194,9 +1197,85 @@ class GeneratedSpec:
         p.text(repr(self))
 
 
+#: what only a towers model has: its heads, and the feature itself
+TOWERS_ONLY = ("towers", "projection", "contrastive")
+
+
 def _model_type(g: Gen) -> str:
-    """decoder, encoder or encoder_decoder (image models are any of them: patches feed both stacks)."""
+    """decoder, encoder or encoder_decoder (image models are any of them: patches feed both stacks) or,
+    now and then, towers (when nothing else is required: its stacks are encoders)."""
+    if g.need in TOWERS_ONLY or (g.need is None and g.flag(0.1)):
+        g.take("towers")
+        return "towers"
+    if g.need == "latent_array":
+        return "encoder"
     return g.choose(["decoder", "encoder", "encoder_decoder"])
+
+
+def _image_embedding(g: Gen) -> tuple[str, int]:
+    """A patch embedding (its call) and the length it gives: patches that tile the image, and maybe a
+    class token."""
+    patch = g.int_in(1, 8)
+    k = g.int_in(1, 4)
+    cls = g.flag(0.7)
+    emb_args = {"image": g.int_(patch * k), "patch": g.int_(patch)}
+    if g.flag(0.5):
+        emb_args["channels"] = g.int_(g.int_in(1, 3))
+    if not cls or g.flag(0.3):
+        emb_args["cls_token"] = g.bool_(cls)
+    if g.flag(0.3):
+        emb_args["bias"] = g.bool_(g.flag())
+    if g.need == "patch_embedding":
+        g.need = None
+    g.features.add("image")
+    return g.call("patch_embedding", emb_args), k * k + int(cls)
+
+
+def _tower(g: Gen, label: str, image: bool, seq_len: int, width: int) -> tuple[str, int]:
+    """``tower LABEL { … }``: an encoder of its own width over an image or token ids, its projection
+    head pooling it into the shared ``width`` (now and then said explicitly); and its vocabulary."""
+    d = _d_model(g)
+    ents = [f"d_model = {g.int_(d)}"]
+    if image:
+        embedding, length = _image_embedding(g)
+        vocab, pools = 0, ["cls", "mean"]
+    else:
+        emb_args = g.free_args("token_embedding", {"width", "project", "project_bias", "types"}, 0.3)
+        embedding, length = g.call("token_embedding", emb_args), seq_len
+        vocab, pools = g.int_in(2, MAX_VOCAB), ["cls", "mean", "eos", "argmax"]
+        ents.append(f"vocab = {g.int_(vocab)}")
+    ents.append(f"embedding = {embedding}")
+    ents.extend(stack(g, Env(d, vocab, "encoder", length), 2, f"{label}_"))
+    pool = str(g.draw(st.sampled_from(pools)))
+    args = {"pool": pool}
+    if pool == "eos":
+        args["eos_id"] = g.int_(g.int_in(0, vocab - 1))
+    if g.flag(0.3):
+        args["width"] = g.int_(width)
+    if g.flag(0.3):
+        args["bias"] = g.bool_(g.flag())
+    g.take("projection")
+    ents.append(f"head = {g.call('projection', args)}")
+    return section(g, f"tower {label}", ents, 1), vocab
+
+
+def _towers_model(g: Gen, name: str, batch: int) -> tuple[list[str], int]:
+    """A towers model's entries (an image or token tower, then a token tower; a contrastive head) and
+    the length of its token towers."""
+    width = _d_model(g)
+    seq_len = g.int_in(1, MAX_LEN if g.flag(0.1) else 12)
+    model = ["type = towers", f"d_model = {g.int_(width)}"]
+    g.take("contrastive")
+    args = {"logit_scale": g.float_(g.draw(st.sampled_from([2.6592, 1.0, 0.0])))} if g.flag(0.3) else {}
+    model.append(f"head = {g.call('contrastive', args)}")
+    if g.take("lora") or g.flag(0.1):
+        model.append(_lora(g))
+    labels = g.draw(st.sampled_from([("vision", "text"), ("image", "caption"), ("a", "b")]))
+    image = g.take("image") or g.flag(0.5)
+    for label, is_image in zip(labels, (image, False), strict=True):
+        tower, _ = _tower(g, label, is_image, seq_len, width)
+        model.append(tower)
+    return model, seq_len
 
 
 def _d_model(g: Gen) -> int:
@@ -1212,12 +1291,13 @@ def _d_model(g: Gen) -> int:
     return int(g.draw(st.sampled_from([d for d in pool if d <= MAX_D])))
 
 
-def _head(g: Gen, vocab: int, table: bool) -> tuple[str, str]:
+def _head(g: Gen, vocab: int, table: bool, pooled: bool = False) -> tuple[str, str]:
     """A head (its call and kind): any, but those that project to the vocabulary only with one, and
-    untied where the embedding has no token table to share (``table``: it has one)."""
-    heads = kinds_for("head")
+    untied where the embedding has no token table to share (``table``: it has one); one that pools
+    the sequence where the blocks run over latents (``pooled``)."""
+    heads = [h for h in kinds_for("head") if h not in TOWERS_ONLY]  # a towers model's heads are its own
     needs_vocab = {"lm_head", "mlm_head"}
-    options = [h for h in heads if vocab >= 1 or h not in needs_vocab]
+    options = [h for h in heads if (vocab >= 1 or h not in needs_vocab) and not (pooled and h in needs_vocab)]
     kind = g.choose(options)
     args: dict[str, str] = {}
     if kind == "classifier":
@@ -1266,6 +1346,8 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
         mtype = g.choose(["decoder", "encoder"])
     else:
         mtype = _model_type(g)
+    if mtype == "towers":
+        return _towers_spec(g)
     d = _d_model(g)
     batch = g.int_in(1, 3)
     grid: tuple[int, int] | None = None
@@ -1285,6 +1367,8 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
                 emb_args["channels"] = g.int_(g.int_in(1, 3))
             if not cls or g.flag(0.3):
                 emb_args["cls_token"] = g.bool_(cls)
+            if g.flag(0.3):
+                emb_args["bias"] = g.bool_(g.flag())
             if g.need == "patch_embedding":
                 g.need = None
             embedding = g.call("patch_embedding", emb_args)
@@ -1314,7 +1398,9 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
     if vocab:
         model.append(f"vocab = {g.int_(vocab)}")
     model.append(f"embedding = {embedding}")
-    head, head_kind = _head(g, vocab, REGISTRY[embedding.split("(")[0].strip()].token_table)
+    # a latent array (Perceiver): the blocks run over it and read the input as memory; a head pools it
+    latents = mtype == "encoder" and (g.take("latent_array") or (g.need is None and g.flag(0.1)))
+    head, head_kind = _head(g, vocab, REGISTRY[embedding.split("(")[0].strip()].token_table, latents)
     if g.take("lora") or g.flag(0.1):
         model.append(_lora(g))
     if mtype == "encoder_decoder":
@@ -1322,6 +1408,11 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
         dec = out_env = Env(d, vocab, "decoder", seq_len, memory=True, grid=grid)
         model.append(section(g, "encoder", stack(g, enc, 1, "enc_"), 1))
         model.append(section(g, "decoder", stack(g, dec, 1, "dec_"), 1))
+    elif latents:
+        n_latents = g.int_in(1, 6)
+        model.append(f"latents = {g.call('latent_array', {'length': g.int_(n_latents)})}")
+        env = Env(d, vocab, "encoder", max(seq_len, n_latents), memory=True)
+        model.extend(stack(g, env, 0, ""))
     else:
         role = "encoder" if mtype == "encoder" else "decoder"
         out_env = Env(d, vocab, role, seq_len, grid=grid)
@@ -1354,6 +1445,31 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
     )
 
 
+def _towers_spec(g: Gen) -> GeneratedSpec:
+    """A towers model: its text, and a batch and token length to run it at; its forward returns the
+    logits per example of the first tower, (batch, batch)."""
+    batch = g.int_in(1, 3)
+    name = str(g.draw(st.sampled_from(name_pool(g, "model", MODEL_NAMES))))
+    g.features.add("towers")
+    model, seq_len = _towers_model(g, name, batch)
+    if g.need is not None:
+        raise AssertionError(f"strategy bug: could not honour require={g.need!r}")
+    parts = [*g.consts, *g.blocks, section(g, f"model {name}", model, 0)]
+    text = ("\n\n" if g.sep == "\n" else "\n").join(parts) + "\n"
+    return GeneratedSpec(
+        text=text,
+        name=name,
+        model_type="towers",
+        batch=batch,
+        seq_len=seq_len,
+        src_len=None,
+        out_shape=(batch, batch),
+        kinds=frozenset(g.kinds),
+        features=frozenset(g.features),
+        image=False,
+    )
+
+
 #: kinds with a generator here that knows their constraints (the rest get schema-drawn arguments)
 COVERED_KINDS = frozenset(
     {
@@ -1383,6 +1499,9 @@ COVERED_KINDS = frozenset(
         "classifier",
         "pooler",
         "mlm_head",
+        "projection",
+        "contrastive",
+        "latent_array",
     }
 )
 #: placement presets whose parameters the generator knows

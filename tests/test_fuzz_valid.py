@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import first_output
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from strategies import (
@@ -37,7 +38,7 @@ from strategies import (
 
 import archdsl
 from archdsl.cost import render
-from archdsl.graph import input_shapes
+from archdsl.graph import input_shapes, input_vocabs
 from archdsl.kinds import REGISTRY
 from archdsl.placements import PLACEMENTS
 
@@ -84,14 +85,15 @@ def inputs(spec: archdsl.Spec, batch: int, seq_len: int, src_len: int | None, se
     """Random inputs in the forward's argument order: token ids (``T`` the target length, ``S`` the
     source length of an encoder-decoder) or images."""
     gen = torch.Generator().manual_seed(seed)
+    vocabs = input_vocabs(spec.model)
     out = []
-    for shape in input_shapes(spec.model).values():
+    for name, shape in input_shapes(spec.model).items():
         dims = [
             batch if d == "B" else seq_len if d == "T" else (src_len or seq_len) if d == "S" else d
             for d in shape
         ]
         if len(dims) == 2:
-            out.append(torch.randint(0, spec.model.vocab, dims, generator=gen))
+            out.append(torch.randint(0, vocabs[name], dims, generator=gen))
         else:
             out.append(torch.randn(dims, generator=gen))
     return out
@@ -137,7 +139,7 @@ def run_valid(gs: GeneratedSpec, train: bool = True) -> None:
 
     model.eval()
     with torch.no_grad():
-        out = model(*inputs(spec, gs.batch, gs.seq_len, gs.src_len))
+        out = first_output(model(*inputs(spec, gs.batch, gs.seq_len, gs.src_len)))
     assert tuple(out.shape) == expected_shape(gs, spec, gs.batch)
     assert torch.isfinite(out).all(), "non-finite output at initialisation"
 
@@ -148,7 +150,7 @@ def run_valid(gs: GeneratedSpec, train: bool = True) -> None:
     model.train()
     torch.manual_seed(0)
     b = max(2, gs.batch)
-    loss = model(*inputs(spec, b, gs.seq_len, gs.src_len, seed=1)).float().square().mean()
+    loss = first_output(model(*inputs(spec, b, gs.seq_len, gs.src_len, seed=1))).float().square().mean()
     assert torch.isfinite(loss)
     # (LayerDrop may skip every layer that holds the trainable weights of a frozen base: then nothing
     # reaches the loss that trains)

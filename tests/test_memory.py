@@ -303,6 +303,7 @@ OTHERS: list[tuple[str, dict[str, Any]]] = [
     ("conformer_conv", {"kernel": 4, "causal": True, "norm": "layernorm", "dropout": 0.1}),
     ("mlp", {"hidden": 40, "activation": "relu2"}),
     ("mlp", {"hidden": 40, "activation": "sigmoid", "dropout": 0.1}),
+    ("mlp", {"hidden": 40, "activation": "quick_gelu"}),  # CLIP
     ("glu", {"hidden": 40}),
     ("reglu", {"hidden": 40}),
     ("geglu", {"hidden": 40, "tanh": True, "dropout": 0.1}),

@@ -99,6 +99,76 @@ model probe {{
 """
 
 
+def towers_text(slots: dict[str, str]) -> str:
+    """A two-tower model (an image tower and a text tower, CLIP-like) with ``head`` (the model's) and
+    ``tower_head`` (the text tower's) replaced; the image tower projects to the text tower's width."""
+    head = slots.get("head", "contrastive()")
+    tower_head = slots.get("tower_head", "projection(pool = eos, eos_id = 3)")
+    width = re.search(r"width = (\d+)", tower_head)
+    image_head = f"projection(width = {width.group(1)})" if width else "projection()"
+    block = """block {
+      repeat = 2
+      norm = layernorm()
+      attention = mha(heads = 4)
+      ffn = mlp(hidden = 40, activation = quick_gelu)
+    }
+    final_norm = layernorm()"""
+    return f"""
+model probe {{
+  type = towers
+  d_model = 12
+  head = {head}
+  tower image {{
+    d_model = {D_MODEL}
+    embedding = patch_embedding(image = 8, patch = 4)
+    position = learned(max_len = 5)
+    {block}
+    head = {image_head}
+  }}
+  tower text {{
+    d_model = {D_MODEL}
+    vocab = {VOCAB}
+    embedding = token_embedding()
+    position = learned(max_len = 64)
+    {block}
+    head = {tower_head}
+  }}
+}}
+"""
+
+
+def latents_text(call: str) -> str:
+    """An encoder whose blocks run over the latent array ``call`` (Perceiver-like): a cross-attention
+    block reads the input (a table of its own width), a self-attention block the latents."""
+    return f"""
+block read {{
+  ln = layernorm()
+  attn = mha(heads = 2)
+  flow {{ x = x + attn(ln(x), memory) }}
+}}
+block latent {{
+  norm = layernorm()
+  attention = mha(heads = 4)
+  ffn = mlp(hidden = 40)
+}}
+model probe {{
+  type = encoder
+  d_model = {D_MODEL}
+  vocab = {VOCAB}
+  embedding = token_embedding(width = 10, project = none)
+  position = learned(max_len = 64)
+  latents = {call}
+  layers = [read, latent]
+  final_norm = layernorm()
+  head = classifier(classes = 3, pool = mean)
+}}
+"""
+
+
+#: heads of towers models: the model's (combining towers) and the towers' own
+TOWER_HEADS = {"contrastive": "head", "projection": "tower_head"}
+
+
 def load_text(text: str) -> archdsl.Spec | None:
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "probe.arch"
@@ -183,8 +253,14 @@ def test_kind_cost_equals_its_implementation(name: str) -> None:
         if reads_images(kind):  # an image model: a classifier, no positional table to fit
             slots["head"] = "classifier(classes = 5)"
             slots["position"] = "none"
-        text = grid_spec_text(slots) if kind.reads_grid else spec_text(slots, model_type)
-        spec = load_text(text)
+        if kind.name in TOWER_HEADS:  # in a towers model (CLIP-like)
+            spec = load_text(towers_text({TOWER_HEADS[kind.name]: call}))
+        elif kind.role == "latents":  # a stack's queries (Perceiver-like)
+            spec = load_text(latents_text(call))
+        elif kind.reads_grid:  # an image encoder in stages
+            spec = load_text(grid_spec_text(slots))
+        else:
+            spec = load_text(spec_text(slots, model_type))
         assume(spec is not None)
         assert any(n.kind == name for n in spec.model.components()), "the probe holds the kind"
         try:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import archdsl
-from tests.conftest import all_specs, model_inputs, tiny_overrides
+from tests.conftest import all_specs, first_output, logits_and_loss, model_inputs, tiny_overrides
 
 #: a pooler head gives features, not logits: these specs train with a classifier on top
 POOLED = {"model.head": "classifier(classes = 3)"}
@@ -48,7 +48,7 @@ def test_three_adamw_steps_lower_the_loss(path: Path) -> None:
         for m in model.modules():
             if hasattr(m, "reset_memory"):
                 m.reset_memory()
-        logits = model(*inputs)
+        logits = first_output(model(*inputs))
     targets = targets_for(spec, logits)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
@@ -56,7 +56,7 @@ def test_three_adamw_steps_lower_the_loss(path: Path) -> None:
         for m in model.modules():
             if hasattr(m, "reset_memory"):
                 m.reset_memory()  # Transformer-XL: each step the same segment, from an empty memory
-        out, loss = model(*inputs, targets)
+        out, loss = logits_and_loss(spec, model, inputs, targets)
         assert out.shape == logits.shape and loss.dim() == 0 and torch.isfinite(loss)
         losses.append(loss.item())
         opt.zero_grad()

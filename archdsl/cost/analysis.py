@@ -61,15 +61,16 @@ def weights_train(a: Mapping[str, Any]) -> bool:
     return not a["ctx"].frozen or a["kind"].always_trains
 
 
-def gradient_flow(g: nx.DiGraph) -> dict[str, tuple[bool, bool, bool]]:
+def gradient_flow(g: nx.DiGraph) -> dict[str, tuple[bool, bool, bool, tuple[bool, ...]]]:
     """For every component node: (its input needs a gradient, its own weights train, its output needs
-    a gradient). Nothing before the first trainable weight needs one: autograd records no backward
-    for it."""
+    a gradient, and per input whether it needs one where its inputs differ — else ()). Nothing before
+    the first trainable weight needs one: autograd records no backward for it."""
     grad: dict[str, bool] = {}
-    out: dict[str, tuple[bool, bool, bool]] = {}
+    out: dict[str, tuple[bool, bool, bool, tuple[bool, ...]]] = {}
     for n in nx.topological_sort(g):
         a = g.nodes[n]
-        input_grad = any(grad[p] for p in inputs_of(g, n))
+        grads = tuple(grad[p] for p in inputs_of(g, n))
+        input_grad = any(grads)
         if "kind" not in a:
             grad[n] = input_grad
             continue
@@ -77,7 +78,7 @@ def gradient_flow(g: nx.DiGraph) -> dict[str, tuple[bool, bool, bool]]:
         own = weights_train(a)
         trains = kind.trainable_params(node, ctx) > 0 or (own and kind.shares_embedding(node))
         grad[n] = input_grad or trains
-        out[n] = (input_grad, own, grad[n])
+        out[n] = (input_grad, own, grad[n], grads if len(set(grads)) > 1 else ())
     return out
 
 
@@ -113,10 +114,10 @@ def node_act(
 ) -> tuple[ActCfg, tuple[Any, ...]]:
     """``act`` with the node's gradient flow, and a plain tuple of it to key caches with (cheaper to
     hash than the dataclass)."""
-    key = (id(act), p.input_grad, p.own_grad)
+    key = (id(act), p.input_grad, p.own_grad, p.input_grads)
     if key not in cache:
-        cfg = ActCfg(act.bytes, act.flash, act.training, p.input_grad, p.own_grad)
-        cache[key] = cfg, (act.bytes, act.flash, act.training, p.input_grad, p.own_grad)
+        cfg = ActCfg(act.bytes, act.flash, act.training, p.input_grad, p.own_grad, p.input_grads)
+        cache[key] = cfg, (act.bytes, act.flash, act.training, p.input_grad, p.own_grad, p.input_grads)
     return cache[key]
 
 
@@ -199,6 +200,7 @@ class NodePlan:
     input_grad: bool
     own_grad: bool
     output_grad: bool  # its output needs a gradient: it is on autograd's graph
+    input_grads: tuple[bool, ...]  # per input, where they differ (else ())
     sig: int  # equal for nodes of equal kind, parameters, context and input shapes (repeated layers)
     preds: tuple[str, ...]  # the nodes its inputs come from
     params: int
@@ -236,6 +238,7 @@ def plan(g: nx.DiGraph) -> list[NodePlan]:
                 input_grad=flow[n][0],
                 own_grad=flow[n][1],
                 output_grad=flow[n][2],
+                input_grads=flow[n][3],
                 sig=sig,
                 preds=preds,
                 params=int(kind.n_params(node, ctx)) if owner else 0,
@@ -263,9 +266,22 @@ def poly_regime(g: nx.DiGraph) -> tuple[int, int]:
     return multiple, above
 
 
+def free_length(g: nx.DiGraph) -> bool:
+    """Whether some input's length is not fixed by the input itself (token ids, not an image): then a
+    length an input fixes (an image's patches, a latent array) is named N beside it, n."""
+    return any(a["op"] == "input" and any(d in ("T", "S") for d in a["shape"]) for _, a in g.nodes(data=True))
+
+
 def context_limit(g: nx.DiGraph) -> int | None:
-    """The longest length the model takes: its shortest positional table (``max_len``), or None."""
-    limits = [p.kind.max_seq_len(p.node, p.ctx) for p in plan(g)]
+    """The longest length the model takes: its shortest positional table (``max_len``), or None. In a
+    model whose inputs fix some lengths but not all (CLIP's image and text towers), only the tables
+    that bound a length the input does not fix."""
+    mixed = free_length(g)
+    limits = [
+        p.kind.max_seq_len(p.node, p.ctx)
+        for p in plan(g)
+        if not mixed or any(isinstance(s[1], str) for s in p.shapes if len(s) > 1)
+    ]
     known = [x for x in limits if x is not None]
     return min(known) if known else None
 
@@ -299,15 +315,20 @@ def kv_piecewise(g: nx.DiGraph, model: Model) -> Piecewise | None:
     return g.graph[key]  # type: ignore[no-any-return]
 
 
-def _symbolic(p: NodePlan, sym: Mapping[str, Poly], act: ActCfg, selective: bool) -> tuple[Any, ...]:
+def _symbolic(
+    p: NodePlan, sym: Mapping[str, Poly], act: ActCfg, selective: bool, mixed: bool = False
+) -> tuple[Any, ...]:
     """A node's polynomials: forward, mask-aware, backward, mask-aware backward, the kind's own
-    recomputation, KV-cache elements per sequence, and its growth terms."""
+    recomputation, KV-cache elements per sequence, and its growth terms (``mixed``: the model has a
+    length its input does not fix besides this node's fixed one, which is then called N)."""
     shapes = tuple(concrete(s, sym) for s in p.shapes)
     pf, pm, pb, pbm, pr = (Poly.lift(x) for x in _node_costs(p.kind, p.node, p.ctx, shapes, act, selective))
     pkv = Poly.lift(p.kind.kv_cache(p.node, p.ctx, shapes[-1][1])) if p.caches else Poly()
     declared = tuple(p.kind.big_o(p.node, p.ctx))
     if len(shapes[0]) > 1 and isinstance(shapes[0][1], Poly):
         growth = growth_terms(declared, pf, _renaming(shapes))
+    elif mixed and len(shapes[0]) > 1:  # CLIP's image patches, Perceiver's latents: N, beside n
+        growth = growth_terms(declared, pf, _renaming(shapes, fixed="N"))
     else:  # a length fixed by the input (a ViT's patches): the kind's terms, in that length
         growth = declared
     return pf, pm, pb, pbm, pr, pkv, growth
@@ -322,12 +343,13 @@ def component_costs(
     cache = memo(g)
     acts: dict[Any, Any] = {}
     skey = size_key(sizes.values)
+    mixed = free_length(g)
     out = []
     for p in plan(g):
         nact, akey = node_act(act, p, acts)
         key = ("sym", p.sig, akey, selective)
         if key not in cache:
-            cache[key] = _symbolic(p, sizes.symbols, nact, selective)
+            cache[key] = _symbolic(p, sizes.symbols, nact, selective, mixed)
         pf, pm, pb, pbm, pr, pkv, growth = cache[key]
         key = ("costs", p.sig, skey, akey, selective)
         if key not in cache:
@@ -372,13 +394,20 @@ def component_costs(
 _DEGREE = re.compile(r"^(n|m)([²³]?)$")
 
 
-def _renaming(sym: tuple[Shape, ...]) -> dict[str, str]:
+def _renaming(sym: tuple[Shape, ...], fixed: str | None = None) -> dict[str, str]:
     """A kind's growth terms call its query length ``n`` and its keys' ``m``; the report calls an
-    encoder-decoder's decoder length m. The names the kind's n and m take here."""
-    queries = "m" if len(sym[0]) > 1 and sym[0][1] is M else "n"
-    keys = "n" if queries == "m" else "m"
+    encoder-decoder's decoder length m, and a length the input fixes ``fixed`` (N) where it has
+    another that it does not. The names the kind's n and m take here."""
+
+    def name(shape: Shape) -> str:
+        if not isinstance(shape[1], Poly):
+            return fixed or "n"
+        return "m" if shape[1] is M else "n"
+
+    queries = name(sym[0]) if len(sym[0]) > 1 else "n"
+    keys = "n" if queries == "m" else "m" if queries == "n" else queries
     if len(sym) > 1 and len(sym[1]) > 1:
-        keys = "m" if sym[1][1] is M else "n"
+        keys = name(sym[1])
     return {"n": queries, "m": keys}
 
 

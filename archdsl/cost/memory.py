@@ -59,6 +59,8 @@ def tensor_bytes(g: nx.DiGraph, n: str, sizes: Mapping[str, Any], by: int) -> An
 def block_layers(model: Model) -> dict[str, bool]:
     """Layer names of the blocks, each with whether the spec checkpoints it."""
     out: dict[str, bool] = {}
+    for t in model.towers:  # a towers model's blocks, named by tower: `vision.h.0`
+        out.update({f"{t.name}.{name}": ck for name, ck in block_layers(t).items()})
     for s in model.stacks:
         prefix = f"{s.role}." if model.type == "encoder_decoder" else ""
         for i in range(len(s.layers)):

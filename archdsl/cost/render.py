@@ -206,10 +206,16 @@ def header(r: Report) -> list[str]:
     sizes = f"batch {s.batch}, seq_len {s.seq_len}"
     if r.src_len is not None:
         sizes += f", src_len {r.src_len}"
-    return [
-        f"{r.model}: {r.model_type}, {r.n_blocks} blocks, d_model {r.d_model}, vocab {r.vocab}",
-        f"{sizes}, {s.dtype}, recompute {s.recompute}, {s.attention} attention",
-    ]
+    if r.towers:
+        towers = " and ".join(
+            f"{t['name']} (d_model {t['d_model']}, "
+            + (f"{t['length']} positions)" if t["length"] else f"vocab {t['vocab']})")
+            for t in r.towers
+        )
+        first = f"{r.model}: towers {towers}, {r.n_blocks} blocks, embedding width {r.d_model}"
+    else:
+        first = f"{r.model}: {r.model_type}, {r.n_blocks} blocks, d_model {r.d_model}, vocab {r.vocab}"
+    return [first, f"{sizes}, {s.dtype}, recompute {s.recompute}, {s.attention} attention"]
 
 
 def convention_lines() -> list[str]:

@@ -42,7 +42,7 @@ from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy
 from archdsl.cost.poly import B, Poly
 from archdsl.cost.regime import Piecewise, Regime
 from archdsl.ir import Model
-from archdsl.kinds import ActCfg
+from archdsl.kinds import REGISTRY, ActCfg
 
 #: bytes per element of the dtypes weights, activations and the KV cache can be kept in
 DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -91,7 +91,7 @@ CONVENTIONS = {
     ),
 }
 
-_BLOCK = re.compile(r"^(?:(encoder|decoder)\.)?h\.\d+$")
+_BLOCK = re.compile(r"^(?:(\w+)\.)?h\.\d+$")  # `h.3`, `encoder.h.0`, a tower's `vision.h.11`
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,8 @@ def size_values(model: Model, s: Settings) -> dict[str, int]:
 def symbol_legend(model: Model) -> dict[str, str]:
     if model.type == "encoder_decoder":
         return {"b": "batch", "n": "encoder (source) length", "m": "decoder (target) length"}
+    if model.towers:
+        return {"b": "batch (of every tower)", "n": "sequence length of the towers that read token ids"}
     return {"b": "batch", "n": "sequence length"}
 
 
@@ -149,6 +151,8 @@ class Report:
     regime: tuple[int, int] = (1, 0)  # the polynomials hold for lengths that are multiples of [0], above [1]
     context: int | None = None  # the longest length the model takes (its positional table), if limited
     kv_pieces: Piecewise | None = None  # the KV cache in bytes, piecewise in the lengths (None: unknown)
+    #: a towers model's towers: name, d_model, vocab (0: an image) and the length its input fixes (or None)
+    towers: tuple[dict[str, Any], ...] = ()
     _flops: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     _rebuild: Callable[[Settings], Report] | None = field(default=None, repr=False, compare=False)
     _others: dict[int, Report] = field(default_factory=dict, repr=False, compare=False)
@@ -385,6 +389,7 @@ class Report:
                 "flops": self.flops(),
                 "memory": dict(self.memory),
                 "stacks": self.stacks(),
+                **({"towers": list(self.towers)} if self.towers else {}),
                 "layers": [self.layer_dict(r) for r in self.layers],
             }
         )
@@ -500,14 +505,26 @@ def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
         d_model=model.d_model,
         vocab=model.vocab,
         legend=symbol_legend(model),
-        stack_roles=tuple(st.role for st in model.stacks),
+        stack_roles=tuple(t.name for t in model.towers) or tuple(st.role for st in model.stacks),
         regime=poly_regime(g),
         context=context_limit(g),
+        towers=tower_summary(model),
         _rebuild=lambda other: build_report(g, model, other),
     )
     report.memory = memory_section(g, model, s, layers, report.params_total, report.params_trainable, saved)
     add_regimes(report, g, model, sym)
     return report
+
+
+def tower_summary(model: Model) -> tuple[dict[str, Any], ...]:
+    """Each tower of a towers model: its name, width, vocabulary (0: it reads images) and the length
+    its input fixes (an image's patches and class token; None: token ids of any length)."""
+    out = []
+    for t in model.towers:
+        assert t.embedding is not None
+        fixed = REGISTRY[t.embedding.kind].fixed_length(t.embedding)
+        out.append({"name": t.name, "d_model": t.d_model, "vocab": t.vocab, "length": fixed and fixed[0]})
+    return tuple(out)
 
 
 def add_regimes(r: Report, g: nx.DiGraph, model: Model, sym: Mapping[str, Any]) -> None:

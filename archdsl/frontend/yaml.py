@@ -8,8 +8,9 @@ and *every* scalar is read by the text form's Lark expression rule, so ``4 * d_m
 
 * a mapping with a ``kind`` key is a component call ``kind(key = value, ...)``;
 * any other mapping is a section; its ``name`` key (if any) is the section's label;
-* ``block: {dense: {...}}`` at the top level, ``layer: {0: {...}}`` and ``stage: {s1: {...}}`` in a stack
-  hold labelled sections (``block dense { ... }``, ``layer 0 { ... }``, ``stage s1 { ... }``);
+* ``block: {dense: {...}}`` at the top level, ``layer: {0: {...}}`` and ``stage: {s1: {...}}`` in a
+  stack and ``tower: {text: {...}}`` in a model hold labelled sections (``block dense { ... }``,
+  ``layer 0 { ... }``, ``stage s1 { ... }``, ``tower text { ... }``);
 * ``extends: base.arch`` and ``import: [{from: blocks.arch, blocks: [a, b]}]`` are the text form's
   ``extends "base.arch"`` and ``import a, b from "blocks.arch"``;
 * a sequence is a list ``[a, b]``.
@@ -37,7 +38,7 @@ LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 #: sections whose YAML form is ``keyword: {label: body}``, by where they may stand
 LABELLED_TOP = ("block",)
-LABELLED_NESTED = ("layer", "stage")
+LABELLED_NESTED = ("layer", "stage", "tower")
 
 
 def _mark_span(path: str, node: yaml.Node) -> Span:

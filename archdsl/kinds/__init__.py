@@ -18,11 +18,13 @@ from archdsl.kinds import (
     local,
     norm,
     peft,
+    perceiver,
     position,
     relative,
     retention,
     rwkv,
     ssm,
+    towers,
     vision,
 )
 from archdsl.kinds.base import ROLES, ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
@@ -44,6 +46,8 @@ FAMILIES = (
     rwkv,
     peft,
     vision,
+    towers,
+    perceiver,
 )
 REGISTRY: dict[str, Kind] = {}
 for _family in FAMILIES:

@@ -9,7 +9,7 @@ dropout. A kind only says how queries meet keys: which pairs, at what cost, with
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from archdsl.ir import Node, Value
 from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError, chain_backward, divisors
@@ -87,6 +87,15 @@ class AttentionKind(Kind):
             params["out_bias"] = params["bias"]
         return params
 
+    #: as cross-attention, it reads a memory of another width than d_model (``Ctx.memory_width``)
+    wide_memory: ClassVar[bool] = False
+
+    def kv_in(self, node: Node, ctx: Ctx) -> int:
+        """The width keys and values are projected from: a cross-attention's memory where it is not
+        d_model wide (Perceiver's latents reading an input of its own width), else d_model."""
+        wide = node["cross"] and ctx.memory_width is not None
+        return whole(ctx.memory_width) if wide else ctx.d_model  # type: ignore[arg-type]
+
     def dims(self, node: Node, ctx: Ctx) -> tuple[int, int, int]:
         """(heads, kv_heads, head size)."""
         h, kv = whole(node["heads"]), whole(node["kv_heads"])  # traced sizes stay traced (archdsl.trace)
@@ -138,6 +147,16 @@ class AttentionKind(Kind):
                     code="E009",
                 )
             )
+        if arity == 2 and ctx.memory_width is not None and not self.wide_memory:
+            errs.append(
+                ShapeError(
+                    f"`{self.name}` cross-attends to a memory d_model ({ctx.d_model}) wide; this one is "
+                    f"{ctx.memory_width} wide",
+                    help="read the latents' input with `mha` (scaled or dot-product scores), which "
+                    "projects keys and values from its width",
+                    code="E016",
+                )
+            )
         return errs + self.validate_core(node, ctx)
 
     def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
@@ -153,8 +172,11 @@ class AttentionKind(Kind):
                 help="choose heads among " + ", ".join(map(str, divisors(d))) + ", …",
                 param="heads",
             )
-        if len(ins) == 2 and ins[0][-1] != ins[1][-1]:
-            raise ShapeError(f"cross-attention inputs have widths {ins[0][-1]} and {ins[1][-1]}")
+        kv = self.kv_in(node, ctx)
+        if len(ins) == 2 and ins[1][-1] != kv:
+            raise ShapeError(
+                f"cross-attention reads a memory {ins[1][-1]} wide, but projects keys and values from {kv}"
+            )
         return ins[0]
 
     def position(self, node: Node, ctx: Ctx) -> tuple[Kind, Node] | None:
@@ -170,10 +192,10 @@ class AttentionKind(Kind):
     ) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
         """LoRA-targetable projections as (name, d_in, d_out): those fed by the queries' side (x) and
         by the keys' side (x, or the memory in cross-attention)."""
-        d = ctx.d_model
+        d, m = ctx.d_model, self.kv_in(node, ctx)
         h, kv, hs = self.dims(node, ctx)
         q, k = h * hs, kv * hs
-        return [("q", d, q), ("o", q, d)], [("k", d, k), ("v", d, k)]
+        return [("q", d, q), ("o", q, d)], [("k", m, k), ("v", m, k)]
 
     def input_names(self, node: Node, ctx: Ctx) -> tuple[list[str], list[str]]:
         """The LoRA names of the output parts of the projection that reads x (self-attention's fused
@@ -190,10 +212,10 @@ class AttentionKind(Kind):
         return ctx.lora.params(x_side + kv_side) if ctx.lora is not None else 0
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
-        d = ctx.d_model
+        d, m = ctx.d_model, self.kv_in(node, ctx)
         h, kv, hs = self.dims(node, ctx)
         q, k = h * hs, kv * hs
-        n = d * (q + 2 * k) + q * d + ((q + 2 * k) if node["bias"] else 0) + (d if node["out_bias"] else 0)
+        n = d * q + m * 2 * k + q * d + ((q + 2 * k) if node["bias"] else 0) + (d if node["out_bias"] else 0)
         if ctx.lora is not None:
             x_side, kv_side = self.lora_parts(node, ctx)
             n += ctx.lora.params(x_side + kv_side)
@@ -231,8 +253,8 @@ class AttentionKind(Kind):
     def projection_flops(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Any:
         b, n, m = self._lengths(ins)
         h, kv, hs = self.dims(node, ctx)
-        d, q, k = ctx.d_model, h * hs, kv * hs
-        total = 2 * b * (n * d * q + 2 * m * d * k + n * q * d)
+        d, q, k, w = ctx.d_model, h * hs, kv * hs, self.kv_in(node, ctx)
+        total = 2 * b * (n * d * q + 2 * m * w * k + n * q * d)
         if ctx.lora is not None:
             x_side, kv_side = self.lora_parts(node, ctx)
             total += ctx.lora.flops(x_side, b * n) + ctx.lora.flops(kv_side, b * m)
@@ -323,8 +345,8 @@ class AttentionKind(Kind):
         the core's operands need gradients."""
         b, n, m = self._lengths(ins)
         h, kv, hs = self.dims(node, ctx)
-        d, q, k = ctx.d_model, h * hs, kv * hs
-        stage = [("q", b * n, d, q), ("k", b * m, d, k), ("v", b * m, d, k)]
+        d, q, k, w = ctx.d_model, h * hs, kv * hs, self.kv_in(node, ctx)
+        stage = [("q", b * n, d, q), ("k", b * m, w, k), ("v", b * m, w, k)]
         qkv, inner = chain_backward(ctx.lora, [stage], act.input_grad, act.weight_grad)
         out, _ = chain_backward(ctx.lora, [[("o", b * n, q, d)]], inner, act.weight_grad)
         return qkv + out, inner
@@ -451,7 +473,7 @@ class AttentionKind(Kind):
         internal += lora_saved(ctx, [(ctx.d_model, proj)], b * n, act)
         internal += lora_saved(ctx, [(q, ["o"])], b * n, act, input_grad=core_grad)  # its input: the core's
         if cross:
-            internal += lora_saved(ctx, [(ctx.d_model, mem)], b * m, act)
+            internal += lora_saved(ctx, [(self.kv_in(node, ctx), mem)], b * m, act)
         return Saved(inputs=(keep_x, keep_mem) if cross else (keep_x,), internal=internal, core=core)
 
     def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
@@ -566,18 +588,30 @@ class MultiHeadAttention(AttentionKind):
             "prefix", "int", default=0, min=0, doc="prefix-LM: the first `prefix` positions see each other"
         ),
     )
+    wide_memory = True
 
     def validate_core(self, node: Node, ctx: Ctx) -> list[ShapeError]:
+        errs = []
         if node["prefix"] and not node["causal"]:
-            return [
+            errs.append(
                 ShapeError(
                     "`prefix` needs a causal mask",
                     help="a prefix-LM is causal after its prefix; drop `prefix` or set `causal = true`",
                     param="prefix",
                     code="E009",
                 )
-            ]
-        return []
+            )
+        if node["cross"] and ctx.memory_width is not None and node["score"] in ("additive", "bilinear"):
+            errs.append(
+                ShapeError(
+                    f"`score = {node['score']}` cross-attends to a memory d_model ({ctx.d_model}) wide; "
+                    f"this one is {ctx.memory_width} wide",
+                    help="use `score = scaled` (or `dot`) to read the latents' input",
+                    param="score",
+                    code="E016",
+                )
+            )
+        return errs
 
     def core_params(self, node: Node, ctx: Ctx) -> int:
         h, _, hs = self.dims(node, ctx)
@@ -665,6 +699,8 @@ class MultiHeadAttention(AttentionKind):
             args["scale"] = 1.0
         if score in ("additive", "bilinear"):
             return ours(NN, f"{score.capitalize()}Attention", **args)
+        if node["cross"] and ctx.memory_width is not None:  # Perceiver's latents reading their input
+            return ours("archdsl.kinds.perceiver_nn", "WideCrossAttention", kv_width=ctx.memory_width, **args)
         return ours(NN, "Attention", **args)
 
 

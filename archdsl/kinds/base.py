@@ -20,7 +20,7 @@ from archdsl.lower.ctor import Ctor
 REQUIRED: Any = object()
 
 # The role each kind plays; slots in a model or block accept kinds of one role.
-ROLES = ("embedding", "position", "norm", "attention", "ffn", "head", "adapter", "transition")
+ROLES = ("embedding", "position", "norm", "attention", "ffn", "head", "adapter", "transition", "latents")
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,10 @@ class Ctx:
         stage's width and grid."""
         return replace(self, d_in=self.d_model, d_model=d_model)
 
+    #: the width of the memory a stack's cross-attentions read where it is not ``d_model``: the input
+    #: of a stack that runs over latents, kept at its table's width (Perceiver)
+    memory_width: int | None = None
+
 
 Shape = tuple[Any, ...]  # ints and symbols: "B" (batch), "T" (sequence), "S" (encoder sequence)
 
@@ -96,6 +100,12 @@ class ActCfg:
     training: bool = True
     input_grad: bool = True
     weight_grad: bool = True
+    #: per input, where they differ (a towers model's head when one tower trains nothing); else ()
+    input_grads: tuple[bool, ...] = ()
+
+    def grads(self, n: int) -> tuple[bool, ...]:
+        """Whether each of ``n`` inputs needs a gradient."""
+        return self.input_grads or (self.input_grad,) * n
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,10 @@ class TokenEmbedding(Kind):
     ``E -> d`` (``project_in``; with ``project_bias`` a bias) joins it to the stack: right after the
     lookup (``project = early``: OPT-350m, positions added at d), or after the stack's positions and
     embedding norm, which then act at E (``project = late``: ALBERT's factorised embedding, Lan et al.
-    2020 §3.1). Heads decode at E: ``lm_head`` maps d -> E first (OPT's ``project_out``), ``mlm_head``
-    transforms d -> E. Parameters ``(vocab + types) E + E d (+ d)``; FLOPs ``2 N E d``."""
+    2020 §3.1), or nowhere (``project = none``: the input stays E wide, the memory a stack's latent
+    array cross-attends to — Perceiver, Jaegle et al. 2021). Heads decode at E: ``lm_head`` maps
+    d -> E first (OPT's ``project_out``), ``mlm_head`` transforms d -> E. Parameters
+    ``(vocab + types) E + E d (+ d)``; FLOPs ``2 N E d``."""
 
     name = "token_embedding"
     role = "embedding"
@@ -65,9 +67,10 @@ class TokenEmbedding(Kind):
             "project",
             "enum",
             default="early",
-            choices=("early", "late"),
+            choices=("early", "late", "none"),
             doc="where the projection to d_model sits: after the lookup (OPT), or after the stack's "
-            "positions and embedding norm, which then act at `width` (ALBERT)",
+            "positions and embedding norm, which then act at `width` (ALBERT); or nowhere: the "
+            "input stays `width` wide, the memory a stack's latents read (Perceiver)",
         ),
         Param("project_bias", "bool", default=False, doc="a bias on the projection (ALBERT: true)"),
     )
@@ -80,7 +83,7 @@ class TokenEmbedding(Kind):
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
         errs = _needs_vocab(self.name, ctx)
         if self.width(node, ctx) is None:
-            for name, value in (("project", "late"), ("project_bias", True)):
+            for name, value in (("project", "late"), ("project", "none"), ("project_bias", True)):
                 if node[name] == value:
                     v = "true" if value is True else value
                     errs.append(
@@ -100,7 +103,7 @@ class TokenEmbedding(Kind):
 
     def out_shape(self, node: Node, ctx: Ctx, ins: Sequence[Shape]) -> Shape:
         w = self.width(node, ctx)
-        return (*ins[0], w if w is not None and node["project"] == "late" else ctx.d_model)
+        return (*ins[0], w if w is not None and node["project"] != "early" else ctx.d_model)
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         w = self.width(node, ctx)
@@ -176,10 +179,12 @@ EMBEDDING_PROJECTION = EmbeddingProjection()
 
 class PatchEmbedding(Kind):
     """ViT's image input (Dosovitskiy et al. 2021): non-overlapping ``patch x patch`` patches, each
-    projected to d by a strided convolution, with an optional learned class token in front.
+    projected to d by a strided convolution (CLIP's has no bias), with an optional learned class token
+    in front.
 
-    Input (B, channels, image, image) -> (B, (image/patch)^2 [+1], d). Parameters ``channels p^2 d + d``
-    (+ d for the class token); FLOPs ``2 B N channels p^2 d`` for N patches (one matmul per patch).
+    Input (B, channels, image, image) -> (B, (image/patch)^2 [+1], d). Parameters ``channels p^2 d``
+    (+ d for the bias, + d for the class token); FLOPs ``2 B N channels p^2 d`` for N patches (one
+    matmul per patch).
     """
 
     name = "patch_embedding"
@@ -189,6 +194,7 @@ class PatchEmbedding(Kind):
         Param("patch", "int", min=1, doc="patch height and width; must divide image"),
         Param("channels", "int", default=3, min=1),
         Param("cls_token", "bool", default=True, doc="prepend a learned class token"),
+        Param("bias", "bool", default=True, doc="a bias on the patch projection (CLIP: none)"),
     )
 
     def validate(self, node: Node, ctx: Ctx, arity: int = 1) -> list[ShapeError]:
@@ -225,7 +231,7 @@ class PatchEmbedding(Kind):
 
     def n_params(self, node: Node, ctx: Ctx) -> int:
         c, p, d = int(node["channels"]), int(node["patch"]), ctx.d_model
-        return c * p * p * d + d + (d if node["cls_token"] else 0)
+        return c * p * p * d + (d if node["bias"] else 0) + (d if node["cls_token"] else 0)
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg) -> Saved:
         """The convolution keeps the pixels."""
@@ -236,6 +242,9 @@ class PatchEmbedding(Kind):
         return 2 * ins[0][0] * self.n_patches(node) * c * p * p * ctx.d_model
 
     def ctor(self, node: Node, ctx: Ctx) -> Ctor:
+        args: dict[str, Any] = {}
+        if not node["bias"]:
+            args["bias"] = False
         return ours(
             NN,
             "PatchEmbedding",
@@ -243,6 +252,7 @@ class PatchEmbedding(Kind):
             patch=node["patch"],
             d_model=ctx.d_model,
             cls_token=node["cls_token"],
+            **args,
         )
 
 

@@ -7,9 +7,9 @@ import torch.nn as nn
 class PatchEmbedding(nn.Module):
     """Image -> patch tokens: a strided convolution cuts and projects patches (ViT), plus a class token."""
 
-    def __init__(self, channels: int, patch: int, d_model: int, cls_token: bool = True):
+    def __init__(self, channels: int, patch: int, d_model: int, cls_token: bool = True, bias: bool = True):
         super().__init__()
-        self.proj = nn.Conv2d(channels, d_model, kernel_size=patch, stride=patch)
+        self.proj = nn.Conv2d(channels, d_model, kernel_size=patch, stride=patch, bias=bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model)) if cls_token else None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

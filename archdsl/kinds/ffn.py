@@ -12,7 +12,7 @@ from archdsl.lower.ctor import Ctor, ours, torch_nn
 NN = "archdsl.kinds.ffn_nn"
 
 # activation word -> torch.nn constructor (GELU's tanh form is GPT-2's "gelu_new"; relu2 is Primer's
-# squared ReLU, So et al. 2021).
+# squared ReLU, So et al. 2021; quick_gelu is CLIP's x * sigmoid(1.702 x), Radford et al. 2021).
 ACTIVATIONS: dict[str, Ctor] = {
     "relu": torch_nn("ReLU"),
     "gelu": torch_nn("GELU"),
@@ -20,6 +20,7 @@ ACTIVATIONS: dict[str, Ctor] = {
     "silu": torch_nn("SiLU"),
     "relu2": ours(NN, "SquaredReLU"),
     "sigmoid": torch_nn("Sigmoid"),
+    "quick_gelu": ours(NN, "QuickGELU"),
 }
 
 
@@ -34,7 +35,10 @@ KEEPS_OUTPUT = ("relu", "sigmoid")
 
 def act_saved(activation: str, n: Any, h: Any, by: int) -> Any:
     """Bytes an activation between two linear maps adds: its input, or nothing when it keeps its output
-    (which the next map keeps anyway); squared ReLU keeps relu's output besides."""
+    (which the next map keeps anyway); squared ReLU keeps relu's output besides; quick GELU its input
+    and the sigmoid's output (the product keeps both)."""
+    if activation == "quick_gelu":
+        return 2 * n * h * by
     return 0 if activation in KEEPS_OUTPUT else n * h * by
 
 

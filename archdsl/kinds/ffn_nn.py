@@ -97,6 +97,14 @@ class GatedMLP(nn.Module):
         return self.dropout(self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x)))  # (B, T, C)
 
 
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): CLIP's approximation of GELU (Radford et al. 2021; Hendrycks & Gimpel
+    2016, §2)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
 class SquaredReLU(nn.Module):
     """relu(x)^2 (Primer, So et al. 2021)."""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archdsl.ir import Node
-from archdsl.kinds.base import Ctx, Kind, Param, Saved, Shape, chain_backward
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, chain_backward
 from archdsl.kinds.ffn import ACTIVATIONS, tokens
 from archdsl.lower.ctor import Ctor, ours
 
@@ -79,14 +79,14 @@ class Adapter(Kind):
         return 4 * tokens(ins[0]) * ctx.d_model * node["hidden"]
 
     def backward_flops(
-        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: Any, mask_aware: bool = False
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, mask_aware: bool = False
     ) -> Any:
-        """Two linear maps in a chain (``chain_backward``): the up map's input needs a gradient even
-        where the adapter's does not (the down map's weights train), so ``up`` costs 2 x always."""
+        """Two linear maps in a chain (``chain_backward``): the bottleneck's gradient is needed for the
+        first map's weights even where the adapter's input needs none (the first adapter of a frozen
+        base)."""
         n, d, h = tokens(ins[0]), ctx.d_model, int(node["hidden"])
-        return chain_backward(
-            None, [[("down", n, d, h)], [("up", n, h, d)]], act.input_grad, act.weight_grad
-        )[0]
+        stages = [[("down", n, d, h)], [("up", n, h, d)]]
+        return chain_backward(None, stages, act.input_grad, act.weight_grad)[0]
 
     def saved(self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: Any) -> Saved:
         """Its input; the bottleneck activation (and its pre-activation, unless it keeps its output)."""

@@ -87,6 +87,8 @@ NN_MODULES = (
     "archdsl.kinds.rwkv_nn",
     "archdsl.kinds.ssm_nn",
     "archdsl.kinds.vision_nn",
+    "archdsl.kinds.perceiver_nn",
+    "archdsl.kinds.towers_nn",
 )
 
 
@@ -586,7 +588,7 @@ def _config(w: Writer, plan: Plan, extra: dict[str, str], dtype: str) -> None:
             else:
                 w(f"{name}: {f.type} = {literal(f.value)}")
         w(f"{extra['dtype']}: str = {py_str(dtype)}  # the parameters' dtype: {', '.join(DTYPES)}")
-        flags = {flag for stack in plan.model.stacks for flag in stack.checkpoint}
+        flags = {flag for stack in plan.model.all_stacks for flag in stack.checkpoint}
         default = literal(flags.pop()) if len(flags) == 1 else "None"
         w(
             f"{extra['checkpoint']}: bool | None = {default}"
@@ -723,6 +725,9 @@ def _main(
                 w(f"seq = min({', '.join(['16', *(literal(x) for x in limits)])})  # within the context")
             else:
                 w("seq = 16")
+        if plan.model.towers:  # one input per tower, in a list (tower names are not locals here)
+            _tower_inputs(w, plan, inputs, extra)
+            return
         names = []
         for name, shape in inputs:
             dims = ", ".join("2" if d == "B" else "seq" if d in ("T", "S") else literal(d) for d in shape)
@@ -741,3 +746,24 @@ def _main(
         with w.indent():
             w(f"out = model({', '.join(names)})")
         w('print(f"{sum(p.numel() for p in model.parameters()):,} parameters; output {tuple(out.shape)}")')
+
+
+def _tower_inputs(
+    w: Writer, plan: Plan, inputs: list[tuple[str, tuple[Any, ...]]], extra: dict[str, str]
+) -> None:
+    """A towers model's example: a list of inputs, one per tower in order, and the first of its
+    outputs (CLIP's logits per image)."""
+    vocab = {t.name: t.vocab for t in plan.model.towers}
+    w("inputs = [")
+    with w.indent():
+        for name, shape in inputs:
+            dims = ", ".join("2" if d == "B" else "seq" if d in ("T", "S") else literal(d) for d in shape)
+            if len(shape) == 2:
+                w(f"torch.randint(0, {literal(vocab[name])}, ({dims})),  # {name}: token ids")
+            else:
+                w(f"torch.randn({dims}, dtype=DTYPES[config.{extra['dtype']}]),  # {name}: images")
+    w("]")
+    w("with torch.no_grad():")
+    with w.indent():
+        w("out = model(*inputs)")
+    w('print(f"{sum(p.numel() for p in model.parameters()):,} parameters; output {tuple(out[0].shape)}")')

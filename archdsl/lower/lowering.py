@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from archdsl.graph import (
     additive_position,
@@ -18,7 +19,7 @@ from archdsl.ir import Apply, Block, Model, Node, Ref, Stack, Stmt
 from archdsl.kinds import REGISTRY, Ctx
 from archdsl.kinds.embed import EMBEDDING_PROJECTION
 from archdsl.lower.codegen import block_class, structure
-from archdsl.lower.ctor import ClassRef, Ctor, Layers, ours, torch_nn
+from archdsl.lower.ctor import ClassRef, Ctor, Layers, Shared, ours, torch_nn
 from archdsl.lower.emit import taken_names
 
 MODEL_NN = "archdsl.lower.model_nn"
@@ -118,8 +119,46 @@ def _stack_options(model: Model, s: Stack, ctx: Ctx) -> dict[str, object]:
     return out
 
 
+def _towers(model: Model, classes: _Classes) -> Ctor:
+    """A towers model: each tower as an embedding, its stack and its projection head, then the head
+    that combines them; parameters named by tower (``vision.h.0.attn.c_attn.weight``)."""
+    towers = []
+    for t in model.towers:
+        ctx, s = ctx_of(t), t.stacks[0]
+        tower = ours(
+            MODEL_NN,
+            "Tower",
+            wte=_comp(t.embedding, ctx),
+            wpe=_optional(additive_position(s), embedding_ctx(t, ctx)),
+            h=_layers(t, s, classes),
+            ln_f=_comp(s.final_norm, output_ctx(t, s)),
+            head=_comp(t.head, output_ctx(t)),
+            **_stack_options(t, s, ctx),
+        )
+        towers.append((t.name, _scoped(tower, t.name)))
+    head = _comp(model.head, ctx_of(model))
+    return _frozen(model, Ctor(ClassRef(MODEL_NN, "Towers"), (), (("head", head), *towers)))
+
+
+def _scoped(x: Any, prefix: str) -> Any:
+    """A tower's constructor tree with its shared modules' keys made its own: a table one stack shares
+    (T5's ``encoder.pos``) is shared within the tower, not with the other towers' stacks."""
+    if isinstance(x, Shared):
+        return Shared(f"{prefix}.{x.key}", _scoped(x.ctor, prefix))
+    if isinstance(x, Ctor):
+        args = tuple(_scoped(a, prefix) for a in x.args)
+        return Ctor(x.cls, args, tuple((k, _scoped(v, prefix)) for k, v in x.kwargs))
+    if isinstance(x, Layers):
+        return replace(x, ctors=tuple(_scoped(c, prefix) for c in x.ctors))
+    if isinstance(x, tuple):
+        return tuple(_scoped(v, prefix) for v in x)
+    return x
+
+
 def lower(model: Model) -> Ctor:
     classes = _Classes()
+    if model.towers:
+        return _towers(model, classes)
     tie = REGISTRY[model.head.kind].shares_embedding(model.head)
     if model.type == "encoder_decoder":
         stacks = {}
@@ -149,6 +188,23 @@ def lower(model: Model) -> Ctor:
         )
     ctx = ctx_of(model)
     s = model.stacks[0]
+    if s.latents is not None:  # Perceiver: the blocks run over the latents, the input is their memory
+        return _frozen(
+            model,
+            ours(
+                MODEL_NN,
+                "LatentTransformer",
+                wte=_comp(model.embedding, ctx),
+                wpe=_optional(additive_position(s), embedding_ctx(model, ctx)),
+                latents=_comp(s.latents, ctx),
+                h=_layers(model, s, classes),
+                ln_f=_comp(s.final_norm, output_ctx(model, s)),
+                lm_head=_comp(model.head, output_ctx(model)),
+                reads_memory=[len(b.inputs) > 1 for b in s.layers],
+                **_stack_options(model, s, ctx),
+                **_loss_options(model.head),
+            ),
+        )
     return _frozen(
         model,
         ours(

@@ -323,3 +323,118 @@ class EncoderDecoder(nn.Module):
         finally:
             clear_caches(self.decoder)
         return torch.cat(out, dim=1)
+
+
+class Tower(Stack):
+    """One tower of a towers model (CLIP's image or text encoder): its input — token ids (B, T) or
+    pixels (B, C, H, W) — embedded, its stack, then its head pools it into the embedding space the
+    towers share: (B, width)."""
+
+    def __init__(
+        self,
+        wte: nn.Module,
+        wpe: nn.Module | None,
+        h: list[nn.Module],
+        ln_f: nn.Module,
+        head: nn.Module,
+        ln_emb: nn.Module | None = None,
+        dropout: float = 0.0,
+        layerdrop: float = 0.0,
+        checkpoint: list[bool] | None = None,
+        pos: nn.Module | None = None,
+        proj_emb: nn.Module | None = None,
+    ):
+        super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint, pos, proj_emb)
+        self.wte = wte
+        self.head = head
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` (B, T): 1 for tokens, 0 for padding (token towers)."""
+        h = super().forward(self.wte(x), mask=mask)  # (B, T, C)
+        return self.head(h, x, mask)  # (B, width); pooling at a token reads the ids
+
+
+class Towers(nn.Module):
+    """Several towers, each from its own input to one embedding per example, and a head that combines
+    them (CLIP, Radford et al. 2021: contrastive logits). The inputs come in the order of the towers;
+    ``masks`` maps a token tower's name to its (B, T) padding mask."""
+
+    def __init__(self, head: nn.Module, **towers: nn.Module):
+        super().__init__()
+        self.names = list(towers)  # the towers, in the order of the inputs
+        for name, tower in towers.items():
+            self.add_module(name, tower)
+        self.head = head
+        self.apply(init_weights)
+
+    def embed(
+        self, *inputs: torch.Tensor, masks: dict[str, torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        """Each tower's (B_i, width) embeddings of its input (CLIP's image and text features)."""
+        masks, towers = masks or {}, dict(self.named_children())
+        return [towers[name](x, mask=masks.get(name)) for name, x in zip(self.names, inputs, strict=True)]
+
+    def forward(
+        self, *inputs: torch.Tensor, return_loss: bool = False, masks: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """CLIP: (logits_per_image (B_img, B_txt), logits_per_text), and the loss with ``return_loss``
+        (image i and text i are the pairs)."""
+        return self.head(*self.embed(*inputs, masks=masks), return_loss=return_loss)
+
+
+class LatentTransformer(Stack):
+    """An encoder over a learned latent array (Perceiver, Jaegle et al. 2021): the input — token ids
+    (B, n) — embedded, with its positions, norm and dropout, is the memory the blocks' cross-attentions
+    read; the blocks run over the latents (B, N, d), and the head pools them: costs linear in n.
+    ``reads_memory[i]``: block i takes the memory (a cross-attention block) or the latents alone."""
+
+    def __init__(
+        self,
+        wte: nn.Module,
+        wpe: nn.Module | None,
+        latents: nn.Module,
+        h: list[nn.Module],
+        ln_f: nn.Module,
+        lm_head: nn.Module,
+        reads_memory: list[bool],
+        ln_emb: nn.Module | None = None,
+        dropout: float = 0.0,
+        layerdrop: float = 0.0,
+        checkpoint: list[bool] | None = None,
+        pos: nn.Module | None = None,
+        label_smoothing: float | None = 0.0,
+    ):
+        super().__init__(wpe, h, ln_f, ln_emb, dropout, layerdrop, checkpoint, pos)
+        self.wte, self.latents, self.lm_head = wte, latents, lm_head
+        self.reads_memory = reads_memory
+        self.label_smoothing = label_smoothing  # None: the head gives features, not logits (no loss)
+        self.apply(init_weights)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits of the pooled latents; with ``targets`` (B,) also the loss. ``attention_mask`` (B, n):
+        1 for the input's tokens, 0 for padding (the cross-attentions skip it)."""
+        memory = self.wte(idx)  # (B, n, c)
+        if self.wpe is not None:
+            memory = self.wpe(memory, None)
+        memory = self.drop(self.ln_emb(memory))
+        x = self.latents(memory)  # (B, N, d)
+        for block, reads, recompute in zip(self.h, self.reads_memory, self.checkpoint, strict=True):
+            if self.training and self.layerdrop and torch.rand(()) < self.layerdrop:
+                continue  # LayerDrop: this layer sits out this step
+            args, kw = ((x, memory), {"memory_mask": attention_mask}) if reads else ((x,), {})
+            if self.training and recompute:
+                x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False, **kw)
+            else:
+                x = block(*args, **kw)
+        logits = self.lm_head(self.ln_f(x))  # pooled over the latents
+        if targets is None:
+            return logits
+        if self.label_smoothing is None:
+            raise ValueError("this model's head gives features, not logits: it has no loss for targets")
+        return logits, lm_loss(self, logits, targets, self.label_smoothing)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from archdsl.graph import input_shapes
+from archdsl.graph import input_shapes, input_vocabs
 from archdsl.ir import Spec
 
 
@@ -46,13 +46,14 @@ def example_inputs(
     spec: Spec, batch: int = 2, seq_len: int = 17, src_len: int = 13, seed: int = 0
 ) -> tuple[torch.Tensor, ...]:
     """Inputs in the forward's argument order: token ids (B, T) — an encoder-decoder's source (B, S)
-    first — or images (B, C, H, W). Deterministic in ``seed``."""
+    first — or images (B, C, H, W); a towers model's, one per tower. Deterministic in ``seed``."""
     gen = torch.Generator().manual_seed(seed)
+    vocabs = input_vocabs(spec.model)
     out = []
-    for shape in input_shapes(spec.model).values():
+    for name, shape in input_shapes(spec.model).items():
         dims = [batch if d == "B" else seq_len if d == "T" else src_len if d == "S" else d for d in shape]
         if len(dims) == 2:
-            out.append(torch.randint(0, spec.model.vocab, dims, generator=gen))
+            out.append(torch.randint(0, vocabs[name], dims, generator=gen))
         else:
             out.append(torch.randn([int(d) for d in dims], generator=gen))  # type: ignore[call-overload]
     return tuple(out)
@@ -78,15 +79,23 @@ def export_program(model: nn.Module, spec: Spec, max_len: int) -> torch.export.E
         return torch.export.export(model, args, dynamic_shapes=_dynamic_shapes(spec, max_len))
 
 
-def _dynamic_shapes(spec: Spec, max_len: int) -> tuple[dict[int, Any], ...]:
+def _dynamic_shapes(spec: Spec, max_len: int) -> tuple[Any, ...]:
     from torch.export import Dim
 
     batch = Dim("batch", min=1)
     length = {"T": Dim("seq", min=1, max=max_len), "S": Dim("src_seq", min=1, max=max_len)}
-    return tuple(
-        {i: batch if d == "B" else length[str(d)] for i, d in enumerate(shape) if d in ("B", "T", "S")}
-        for shape in input_shapes(spec.model).values()
+    shapes = input_shapes(spec.model)
+    # a towers model's inputs each have their own batch (CLIP: 3 images against 2 texts)
+    batches = {name: Dim(f"{name}_batch", min=1) if spec.model.towers else batch for name in shapes}
+    out = tuple(
+        {
+            i: batches[name] if d == "B" else length[str(d)]
+            for i, d in enumerate(shape)
+            if d in ("B", "T", "S")
+        }
+        for name, shape in shapes.items()
     )
+    return (out,) if spec.model.towers else out  # a towers model's forward takes them as *inputs
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, str]) -> dict[str, str]:

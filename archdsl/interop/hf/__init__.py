@@ -258,7 +258,10 @@ def load_hf_weights(model: nn.Module, source: Any) -> dict[str, Tensor]:
 
 def family_of_spec(spec: Spec) -> Family:
     """The exportable family a spec belongs to (each family's ``claims`` decides)."""
-    found = [f for f in FAMILIES.values() if f.claims is not None and f.claims(spec)]
+    # the families read a model of one or two stacks: a towers model (CLIP) is in none of them
+    found = [
+        f for f in FAMILIES.values() if not spec.model.towers and f.claims is not None and f.claims(spec)
+    ]
     if not found:
         exportable = ", ".join(sorted(f.model_type for f in FAMILIES.values() if f.claims is not None))
         raise ValueError(
