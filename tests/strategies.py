@@ -1411,7 +1411,7 @@ def specs(draw: Callable[..., Any], require: str | None = None) -> GeneratedSpec
     elif latents:
         n_latents = g.int_in(1, 6)
         model.append(f"latents = {g.call('latent_array', {'length': g.int_(n_latents)})}")
-        env = Env(d, vocab, "encoder", max(seq_len, n_latents), memory=True)
+        env = out_env = Env(d, vocab, "encoder", max(seq_len, n_latents), memory=True)
         model.extend(stack(g, env, 0, ""))
     else:
         role = "encoder" if mtype == "encoder" else "decoder"

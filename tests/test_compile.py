@@ -22,6 +22,7 @@ _NONZERO_MOE = (
 )
 GRAPH_BREAKS = {
     "deepseek_v2_lite": _NONZERO_MOE,
+    "jamba_like": _NONZERO_MOE,
     "mixtral_8x7b": _NONZERO_MOE,
     "moe_1t": _NONZERO_MOE,
     "moe_first_dense": _NONZERO_MOE,

@@ -117,6 +117,7 @@ class WindowAttention(Kind):
 
     name = "swin"
     role = "attention"
+    attends = True  # queries meet keys (though no positional scheme acts in it: its bias is its own)
     reads_grid = True
     params = (
         Param("heads", "int", min=1, doc="number of heads"),
