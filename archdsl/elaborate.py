@@ -364,7 +364,7 @@ class Elaborator:
         self.diags: list[Diagnostic] = []
         self.env: dict[str, Value] = {}
         self.blocks: dict[str, S.Section] = {}
-        self._resolved: dict[str, S.Section] = {}
+        self._resolved: dict[int, tuple[S.Section, S.Section]] = {}  # id(block) -> (it, its base laid under)
         self._cache: dict[tuple[int, str, int, Ctx | None], Block | None] = {}
         self.depths: tuple[int, int] = (0, 0)  # layers in the encoder and the decoder
 
@@ -1275,6 +1275,7 @@ class Elaborator:
         instances: list[int] = []
         checkpoint: list[bool] = []
         keys: dict[tuple[int, str], int] = {}
+        labelled: dict[tuple[int, str], tuple[Block, Block]] = {}  # (block, label) -> the layer's block
         starts = [stage.start for stage in stages or ()] or [0]
         for i, (key, bsec) in enumerate(plan):
             k = max(j for j, start in enumerate(starts) if start <= i)  # the stage layer i is in
@@ -1292,7 +1293,10 @@ class Elaborator:
                         return None
             blk = self.block(bsec, lctx, role, memory)
             label = key.replace(" ", "_") if key != "inline" else ""
-            layers.append(replace(_per_layer(blk, i - starts[k]), label=label) if blk is not None else None)
+            if blk is not None:  # repeated layers are one object (lowering and emitting compare by it)
+                blk = _per_layer(blk, i - starts[k])
+                blk = labelled.setdefault((id(blk), label), (blk, replace(blk, label=label)))[1]
+            layers.append(blk)
             if self.setting(bsec, "shared") is True and not key.startswith("layer "):
                 if stages and i == starts[k] and stages[k].transition is not None:
                     self.error(
@@ -1446,7 +1450,15 @@ class Elaborator:
     # -- blocks ------------------------------------------------------------------------------------
 
     def resolve_base(self, sec: S.Section, chain: tuple[str, ...] = ()) -> S.Section:
-        """A block written ``base = other`` is ``other``'s entries with its own laid over them."""
+        """A block written ``base = other`` is ``other``'s entries with its own laid over them: one
+        section per definition (its layers are then one block, elaborated once)."""
+        if chain:
+            return self._resolve_base(sec, chain)
+        if id(sec) not in self._resolved:
+            self._resolved[id(sec)] = (sec, self._resolve_base(sec, chain))
+        return self._resolved[id(sec)][1]
+
+    def _resolve_base(self, sec: S.Section, chain: tuple[str, ...]) -> S.Section:
         base = next((e for e in sec.entries if isinstance(e, S.Attr) and e.key.name == "base"), None)
         if base is None:
             return sec

@@ -136,35 +136,95 @@ def layer_runs(x: Layers) -> list[tuple[tuple[Ctor, ...], tuple[str, ...], Any]]
     return runs if i == len(x.ctors) else None
 
 
-def concrete(x: Any, env: Mapping[str, Any]) -> Any:
+def concrete(x: Any, env: Mapping[str, Any], memo: dict[int, Any] | None = None) -> Any:
     """The tree the emitted code builds for the config ``env``: traced values evaluated, repeated layers
-    repeated as often as the config says."""
+    repeated as often as the config says. A subtree met again (repeated layers and a mixture's experts
+    are one object many times over) is evaluated once and shared."""
     if traced(x):
         return evaluate(x.expr, env)
+    if not isinstance(x, Ctor | Shared | Layers | FrozenDict | tuple | list):
+        return x
+    if memo is None:
+        memo = {}
+    if id(x) not in memo:
+        memo[id(x)] = (x, _concrete(x, env, memo))  # x kept alive: its id is not reused meanwhile
+    return memo[id(x)][1]
+
+
+def _concrete(x: Any, env: Mapping[str, Any], memo: dict[int, Any]) -> Any:
+    def concrete_(v: Any, env: Mapping[str, Any]) -> Any:
+        return concrete(v, env, memo)
+
     if isinstance(x, Ctor):
         return Ctor(
-            x.cls, tuple(concrete(a, env) for a in x.args), tuple((k, concrete(v, env)) for k, v in x.kwargs)
+            x.cls,
+            tuple(concrete_(a, env) for a in x.args),
+            tuple((k, concrete_(v, env)) for k, v in x.kwargs),
         )
     if isinstance(x, Shared):
-        return Shared(x.key, concrete(x.ctor, env))
+        return Shared(x.key, concrete_(x.ctor, env))
     if isinstance(x, Layers):
         runs = layer_runs(x)
         if runs is None:
-            return Layers(tuple(concrete(c, env) for c in x.ctors), x.instances, x.labels)
+            return Layers(tuple(concrete_(c, env) for c in x.ctors), x.instances, x.labels)
         ctors: list[Ctor] = []
         labels: list[str] = []
         for block, names_, k in runs:
-            count = concrete(k, env)
-            ctors += [concrete(c, env) for c in block] * count
+            count = concrete_(k, env)
+            ctors += [concrete_(c, env) for c in block] * count
             labels += list(names_) * count
         return Layers(tuple(ctors), tuple(range(len(ctors))), tuple(labels) if x.labels else ())
     if isinstance(x, FrozenDict):
-        return FrozenDict({k: concrete(v, env) for k, v in x.items()})
+        return FrozenDict({k: concrete_(v, env) for k, v in x.items()})
     if isinstance(x, tuple | list):
         if x and x.count(x[0]) == len(x):  # one item repeated (a MoE's experts): evaluated once
-            return type(x)([concrete(x[0], env)] * len(x))
-        return type(x)(concrete(v, env) for v in x)
+            return type(x)([concrete_(x[0], env)] * len(x))
+        return type(x)(concrete_(v, env) for v in x)
     return x
+
+
+def same_tree(a: Any, b: Any, memo: dict[tuple[int, int], bool] | None = None) -> bool:
+    """``a == b`` for constructor trees, each pair of subtrees compared once: repeated layers and a
+    mixture's experts are one object many times over in both trees, so a model of a thousand experts
+    compares as fast as one of one."""
+    if a is b:
+        return True
+    if memo is None:
+        memo = {}
+    key = (id(a), id(b))
+    if key in memo:
+        return memo[key]
+    if type(a) is not type(b) or not isinstance(a, Ctor | Shared | Layers | FrozenDict | tuple | list):
+        same = bool(a == b)
+    elif isinstance(a, Ctor):
+        same = a.cls == b.cls and same_tree(a.args, b.args, memo) and same_tree(a.kwargs, b.kwargs, memo)
+    elif isinstance(a, Shared):
+        same = a.key == b.key and same_tree(a.ctor, b.ctor, memo)
+    elif isinstance(a, Layers):
+        same = (a.instances, a.labels) == (b.instances, b.labels) and same_tree(a.ctors, b.ctors, memo)
+    elif isinstance(a, FrozenDict):
+        same = a.keys() == b.keys() and all(same_tree(a[k], b[k], memo) for k in a)
+    else:
+        same = len(a) == len(b) and _same_items(a, b, memo)
+    memo[key] = same
+    return same
+
+
+def _same_items(
+    a: tuple[Any, ...] | list[Any], b: tuple[Any, ...] | list[Any], memo: dict[Any, bool]
+) -> bool:
+    """Two sequences of one length, item by item; a run of the same pair of objects (a mixture's
+    experts: one object n times in each tree) is compared once."""
+    if len(a) > 8 and len(set(map(id, a))) == 1 and len(set(map(id, b))) == 1:
+        return same_tree(a[0], b[0], memo)
+    last: tuple[Any, Any] | None = None
+    for x, y in zip(a, b, strict=True):
+        if last is not None and x is last[0] and y is last[1]:
+            continue
+        if not same_tree(x, y, memo):
+            return False
+        last = (x, y)
+    return True
 
 
 def config_env(fields: tuple[Field, ...], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,7 +281,7 @@ class _Planner:
             real = self.real({f.name: value})
             if real is None:
                 continue  # not a valid spec at this value
-            return bool(concrete(ctor, env) == real)
+            return same_tree(concrete(ctor, env), real)
         return False
 
 
@@ -253,7 +313,7 @@ def plan(spec: Spec) -> Plan:
             )
             for k, v in p.values.items()
         )
-        if concrete(ctor, config_env(fields, {})) != p.base:
+        if not same_tree(concrete(ctor, config_env(fields, {})), p.base):
             break  # tracing does not even reproduce the spec: fall back to fixed values below
         failed = {f.name for f in fields if f.fixed is None and not p.verify(f, fields, ctor, guards)}
         if not failed:

@@ -88,13 +88,17 @@ def _block(blk: Block, ctx: Ctx, classes: _Classes, transition: tuple[Node, Ctx]
 def _layers(model: Model, stack: Stack, classes: _Classes) -> Layers:
     stages = {st.start: (st, ctx, tctx) for st, ctx, tctx in stage_contexts(model, stack)}
     ctors = []
+    made: dict[int, Ctor] = {}  # one constructor per block object of the stage (repeated layers share it)
     for i, b in enumerate(stack.layers):
         if i in stages:
             st, ctx, tctx = stages[i]
+            made = {}
             into = (st.transition, tctx) if st.transition is not None and tctx is not None else None
             ctors.append(_block(b, ctx, classes, into))
         else:
-            ctors.append(_block(b, ctx, classes))
+            if id(b) not in made:
+                made[id(b)] = _block(b, ctx, classes)
+            ctors.append(made[id(b)])
     return Layers(tuple(ctors), stack.instances, tuple(b.label for b in stack.layers), stack.repeats)
 
 
