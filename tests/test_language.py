@@ -355,6 +355,13 @@ def test_mixer_slot_names_the_sublayer_mixer(tmp_path: Path) -> None:
         ("ffn = mlp(hidden = 8)", None, "E007", "block needs `attention` (or a sequence `mixer`"),
         ("attention = none\n ffn = none", None, "E007", "block has no sublayer"),
         ("attention = mha(heads = 4)", None, "E007", "block needs `ffn`"),
+        ("mixer = mamba(d_state = 4)\n ffn = none", "rope()", "E016", "no layer of this stack attends"),
+        (
+            "attention = retention(heads = 2)\n ffn = none",
+            "alibi()",
+            "E016",
+            "no layer of this stack attends",
+        ),
     ],
 )
 def test_slot_errors(tmp_path: Path, slots: str, position: str | None, code: str, needle: str) -> None:
@@ -399,3 +406,35 @@ model m {
     names = [[n for n, _ in b.sublayers] for b in spec.model.stacks[0].layers]
     assert names == [["ln_1", "attn", "ln_2", "mlp"], ["ln_1", "mixer"]] * 2
     assert archdsl.build(spec)(torch.randint(0, 50, (1, 5))).shape == (1, 5, 50)
+
+
+def test_a_position_acting_in_attention_acts_in_the_attention_layers_of_a_hybrid(tmp_path: Path) -> None:
+    """RoPE in a stack of Mamba and attention layers: accepted, and it turns q and k of the attention
+    layers only (a flow block without attention at all keeps working with it, as it always did)."""
+    text = """
+block ssm {
+  norm  = rmsnorm()
+  mixer = mamba(d_state = 4, chunk = 4)
+  ffn   = none
+}
+block attn {
+  norm      = rmsnorm()
+  attention = mha(heads = 4)
+  ffn       = swiglu(hidden = 48)
+}
+model hybrid {
+  d_model    = 32
+  vocab      = 50
+  embedding  = token_embedding()
+  position   = rope(max_len = 64)
+  layers     = [ssm, ssm, attn] * 2
+  final_norm = rmsnorm()
+  head       = lm_head()
+}
+"""
+    spec = load(tmp_path, text)
+    model = archdsl.build(spec).eval()
+    rotary = [name for name, m in model.named_modules() if type(m).__name__ == "RotaryEmbedding"]
+    assert rotary and all(name.split(".")[2] == "attn" for name in rotary), rotary
+    with torch.no_grad():
+        assert model(torch.randint(0, 50, (2, 9))).shape == (2, 9, 50)

@@ -188,10 +188,15 @@ def _adjacent(a: Piece, b: Piece) -> bool:
 # -- the KV cache of one component ----------------------------------------------------------------------
 
 
+#: lengths a component's KV-cache form is checked at one by one, at most (bounded work for any regime)
+MAX_CHECKED = 4096
+
+
 def _checked_lengths(multiple: int, above: int, limit: int | None) -> tuple[int, list[int]]:
     """(K, beyond): every length up to K is checked — two whole blocks past the kind's regime, and
-    past twice its threshold — and then the powers of two from K to the context (or 2^24)."""
-    top = 2 * above + 4 * multiple + 2
+    past twice its threshold, but at most ``MAX_CHECKED`` — and then the powers of two from K to the
+    context (or 2^24)."""
+    top = min(2 * above + 4 * multiple + 2, MAX_CHECKED)
     if limit is not None:
         top = min(top, limit)
     end = limit if limit is not None else 2**24
