@@ -15,6 +15,7 @@ from archdsl.interop.hf.base import (
     Geometry,
     Rule,
     Text,
+    call,
     model_name,
     num,
     register,
@@ -76,9 +77,15 @@ def to_text(c: Mapping[str, Any]) -> Text:
         args.append(("bias", "true"))
     tied = bool(f.get("tie_word_embeddings", True))
     f.finish()
-    mixer = f"mamba({', '.join(f'{k} = {v}' for k, v in args)})"
+    body = mixer_decoder(model_name(c, "mamba"), call("mamba", args), tied)
+    return Text(["Mamba (Gu & Dao 2023), imported from a Hugging Face config."], consts, body)
+
+
+def mixer_decoder(name: str, mixer: str, tied: bool) -> str:
+    """A decoder of RMSNorm pre-norm blocks of one ``mixer`` each, without feed-forwards or positions,
+    as HF's Mamba and Mamba-2 models are (constants ``vocab``, ``d_model``, ``n_layers``, ``eps``)."""
     body = [
-        f"model {model_name(c, 'mamba')} {{",
+        f"model {name} {{",
         "  type       = decoder",
         "  d_model    = d_model",
         "  vocab      = vocab",
@@ -97,7 +104,7 @@ def to_text(c: Mapping[str, Any]) -> Text:
         f"  head       = lm_head(tied = {num(tied)})",
         "}",
     ]
-    return Text(["Mamba (Gu & Dao 2023), imported from a Hugging Face config."], consts, "\n".join(body))
+    return "\n".join(body)
 
 
 MIXER = ("in_proj", "conv1d", "x_proj", "dt_proj", "out_proj")

@@ -16,13 +16,14 @@ from archdsl.interop.hf.base import (
     Geometry,
     Rule,
     Text,
+    call,
     model_name,
     num,
     register,
     same,
     suffix_prefix,
 )
-from archdsl.interop.hf.mamba import uniform_blocks
+from archdsl.interop.hf.mamba import mixer_decoder, uniform_blocks
 from archdsl.ir import Spec
 
 #: fields that change no result: initialisation, Mamba-1's Δ rank (Mamba-2 has no Δ projection),
@@ -76,28 +77,8 @@ def to_text(c: Mapping[str, Any]) -> Text:
         args.append(("bias", "true"))
     tied = bool(f.get("tie_word_embeddings", False))
     f.finish()
-    mixer = f"mamba2({', '.join(f'{k} = {v}' for k, v in args)})"
-    body = [
-        f"model {model_name(c, 'mamba2')} {{",
-        "  type       = decoder",
-        "  d_model    = d_model",
-        "  vocab      = vocab",
-        "  embedding  = token_embedding()",
-        "  position   = none",
-        "",
-        "  block {",
-        "    repeat    = n_layers",
-        "    placement = pre",
-        "    norm      = rmsnorm(eps = eps)",
-        f"    mixer     = {mixer}",
-        "    ffn       = none",
-        "  }",
-        "",
-        "  final_norm = rmsnorm(eps = eps)",
-        f"  head       = lm_head(tied = {num(tied)})",
-        "}",
-    ]
-    return Text(["Mamba-2 (Dao & Gu 2024), imported from a Hugging Face config."], consts, "\n".join(body))
+    body = mixer_decoder(model_name(c, "mamba2"), call("mamba2", args), tied)
+    return Text(["Mamba-2 (Dao & Gu 2024), imported from a Hugging Face config."], consts, body)
 
 
 def _number(v: Any) -> float | None:
