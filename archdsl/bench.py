@@ -134,19 +134,19 @@ class Clock:
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """File descriptor 2 pointed at /dev/null: Kineto prints a ``USDT: … profiler_start`` line there at
-    every start and stop of the profiler, whatever its log level."""
+    every start and stop of the profiler, whatever its log level (and whatever ``sys.stderr`` is)."""
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (captured): nothing to hide
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no descriptor 2: nothing to hide
         yield
         return
-    sys.stderr.flush()
-    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, fd)
+        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, fd)
+        os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
 
@@ -530,7 +530,9 @@ def plan_decode(spec: Spec, seq_len: int, prompt: int | None, new_tokens: int | 
             )
         return DecodePlan(skipped=f"{what} does not generate (decode is for decoders and encoder-decoders)")
     if new_tokens is not None and new_tokens < 2:
-        raise BenchUsageError("--new-tokens must be at least 2 (a step's time is generate(K) - generate(1))")
+        raise BenchUsageError(
+            "--new-tokens must be at least 2 (a step is generate(K) less the prompt's forward, over K - 1)"
+        )
     limit = min(position_limits(m), default=None)
     if m.type == "encoder_decoder":
         if prompt is not None:
