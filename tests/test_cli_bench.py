@@ -97,13 +97,14 @@ def test_decoder_json_beside_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert_predictions_are_the_reports(d, report_json(capsys, GPT2, "--batch", "2", "--seq", "16"))
 
     dec = d["phases"]["decode"]
-    assert (dec["prompt"], dec["source"], dec["new_tokens"], dec["steps"], dec["tokens"]) == (4, None, 6, 5, 2)
+    sizes = (dec["prompt"], dec["source"], dec["new_tokens"], dec["steps"], dec["tokens"])
+    assert sizes == (4, None, 6, 5, 2)
     before, after, cache = (report_json(capsys, GPT2, "--batch", "2", "--seq", n) for n in ("4", "9", "10"))
     steps = after["flops"]["forward_mask_aware"] - before["flops"]["forward_mask_aware"]
     assert dec["flops"]["predicted"] == pytest.approx(steps / 5)
     assert dec["kv_cache_bytes"] == cache["memory"]["kv_cache_bytes"] > 0
-    weights = before["memory"]["weights_bytes"]
-    assert dec["memory_bytes"]["predicted"] == weights + dec["kv_cache_bytes"] + before["memory"]["largest_op_bytes"]
+    weights, largest = before["memory"]["weights_bytes"], before["memory"]["largest_op_bytes"]
+    assert dec["memory_bytes"]["predicted"] == weights + dec["kv_cache_bytes"] + largest
     assert dec["bytes_per_step"]["predicted"] == weights + dec["kv_cache_bytes"]
     assert dec["bytes_per_step"]["per_s"] > 0
     # each step attends over the whole preallocated cache (static shapes): at least the mask-aware work
