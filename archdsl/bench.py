@@ -6,10 +6,11 @@ Three measurements, each the median of ``repeats`` runs after ``warmup`` runs:
 * **forward + backward**: train mode, the model's own loss (cross-entropy on random targets; a towers
   model's contrastive loss; the sum of the output where the head gives features, not logits), then
   ``loss.backward()``; gradients are set to None before each run, so each run allocates them;
-* **decode** (decoders and encoder-decoders): greedy ``generate``. ``generate(x, 1)`` (the prompt, or
-  the source, and one token) and ``generate(x, K)`` are timed in alternation; a decode step's time is
-  their difference over the K - 1 steps between them, run by run, so the prompt's forward is left
-  out. Tokens per second: B per step; end to end: B·K over the whole ``generate``.
+* **decode** (decoders and encoder-decoders): greedy ``generate(x, K)`` and its prefill (a decoder's
+  cache for P + K positions, the prompt's forward and its token; an encoder-decoder's
+  ``generate(src, 1)``: see :func:`prefill_call`) are timed in alternation; a decode step's time is
+  their difference over the K - 1 steps, pair by pair, so the prompt's forward is left out. Tokens
+  per second: B per step; end to end: B·K over the whole ``generate``.
 
 Time: ``time.perf_counter`` around each call on CPU; on CUDA, CUDA events recorded around it on the
 stream (the device synchronised before and after), so the GPU's time is what counts.
@@ -363,7 +364,8 @@ def measure(
     """Time the model's forward (``train=False``: eval mode, no_grad) or its training step (forward
     with its own loss, then backward; gradients set to None before each run). ``targets`` default to
     random ones shaped like the logits (one extra eval forward). ``device`` defaults to the
-    parameters'. See :func:`measure_call` for the rest."""
+    parameters'. The model is left in eval mode, its gradients None. See :func:`measure_call` for the
+    rest."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     base = live_bytes(model, inputs)
     if not train:
@@ -541,8 +543,10 @@ def plan_decode(spec: Spec, seq_len: int, prompt: int | None, new_tokens: int | 
                 "and a start token; --prompt is for decoders"
             )
         room = None if limit is None else limit - 1  # the start token, then K
-        k = new_tokens if new_tokens is not None else min(DEFAULT_NEW_TOKENS, room or DEFAULT_NEW_TOKENS)
-        if room is not None and k > room:
+        k = new_tokens if new_tokens is not None else DEFAULT_NEW_TOKENS
+        if new_tokens is None and room is not None:
+            k = min(DEFAULT_NEW_TOKENS, room)
+        elif room is not None and k > room:
             raise BenchUsageError(
                 f"--new-tokens {k}: {m.name}'s positions reach {limit}, so it decodes at most {room} tokens"
             )
@@ -693,11 +697,11 @@ def _predictions(
     assert k is not None
     if plan.prompt is not None:
         p = plan.prompt
-        before, after, cache, first = at(p), at(p + k - 1), at(p + k), at(p)
+        before, after, cache = at(p), at(p + k - 1), at(p + k)
         what = f"F(P + K - 1) - F(P), F mask-aware forward FLOPs, P = {p}, K = {k}"
     else:
         s = plan.source
-        before, after, cache, first = at(1, s), at(k, s), at(k + 1, s), at(1, s)
+        before, after, cache = at(1, s), at(k, s), at(k + 1, s)
         what = f"F(S, K) - F(S, 1), F mask-aware forward FLOPs, S = {s}, K = {k}"
     kv = cache.memory["kv_cache_bytes"]
     steps = after.flops()["forward_mask_aware"] - before.flops()["forward_mask_aware"]
@@ -705,7 +709,7 @@ def _predictions(
         "decode",
         batch,
         _per(steps, k - 1),
-        weights + kv + first.memory["largest_op_bytes"],
+        weights + kv + before.memory["largest_op_bytes"],  # the prompt's (the source's) forward
         "weights + KV cache (or state) for all positions + the prompt's largest op",
         extra={
             "prompt": plan.prompt,
@@ -743,9 +747,8 @@ def _refuse_if_too_big(spec: Spec, phases: dict[str, Phase], device: torch.devic
     if need <= MEMORY_FRACTION * have:
         return
     names = dict(spec.constants)
-    sizes = [n for n in SIZE_NAMES if isinstance(names.get(n), int)] or [
-        n for n, v in names.items() if isinstance(v, int) and not isinstance(v, bool)
-    ][:6]
+    ints = [n for n, v in names.items() if isinstance(v, int) and not isinstance(v, bool)]
+    sizes = [n for n in SIZE_NAMES if n in ints] or ints[:6]
     example = f"e.g. --set {sizes[0]}=2; its sizes: {', '.join(sizes)}" if sizes else "--set NAME=VALUE"
     hint = f"measure a smaller variant with --set ({example}) or a smaller --batch/--seq"
     raise BenchUsageError(
@@ -994,6 +997,10 @@ def _rate(x: float | None) -> str:
     return human(x) if x >= 1000 else f"{x:.1f}"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def render(result: BenchResult) -> str:
     """The text table: each measurement's time (median, min–max), tokens/s, FLOPs and peak memory,
     measured beside predicted, with the ratios."""
@@ -1002,8 +1009,8 @@ def render(result: BenchResult) -> str:
     lines = [
         f"{result.model}: {result.model_type.replace('_', '-')}, {result.params:,} parameters",
         f"batch {s['batch']}, seq_len {s['seq_len']}, {s['dtype']}, {env['device']} "
-        f"({env['device_name'] or 'unknown'}, {env['threads']} threads), {compiled}; "
-        f"median of {s['repeats']} runs after {s['warmup']} warm-up{'s' if s['warmup'] != 1 else ''}",
+        f"({env['device_name'] or 'unknown'}, {_plural(env['threads'], 'thread')}), {compiled}; "
+        f"median of {_plural(s['repeats'], 'run')} after {_plural(s['warmup'], 'warm-up')}",
         "",
     ]
     head = (
@@ -1049,6 +1056,8 @@ def render(result: BenchResult) -> str:
     for p in result.phases:
         if p.skipped is None and p.first_s is not None:
             lines.append(f"{p.name}: first call (compilation) {_secs(p.first_s)}")
+    if s["compile"]:
+        lines.append("")
     for p in result.phases:
         if p.name != "decode" or p.skipped is not None:
             continue
@@ -1056,16 +1065,17 @@ def render(result: BenchResult) -> str:
         start = f"prompt {e['prompt']}" if e.get("prompt") is not None else f"source {e['source']}"
         bps = e["bytes_per_step"]
         lines.append(
-            f"decode: {start}, {e['new_tokens']} new tokens, greedy; a step makes one token for each "
-            f"of the {s['batch']} sequences"
+            f"decode: {start}, {e['new_tokens']} new tokens, greedy; a step makes one token "
+            + ("(batch 1)" if s["batch"] == 1 else f"for each of the {s['batch']} sequences")
         )
         prefill, whole = _secs(e["prefill_s"]["median"]), _secs(e["generate_s"]["median"])
+        first = "the prompt's forward" if e.get("prompt") is not None else "the source encoded"
         lines.append(
-            f"  prefill (the prompt's forward and first token) {prefill}; generate {e['new_tokens']} "
+            f"  prefill ({first} and the first token) {prefill}; generate {e['new_tokens']} "
             f"tokens {whole}, {_rate(e['end_to_end_tokens_per_s'])} tokens/s end to end"
         )
         lines.append(
-            f"  a step reads at least {_bytes(bps['predicted'])} ({bps['predicted_is']}): "
+            f"  a step reads at least {_bytes(bps['predicted'])}, {bps['predicted_is']}: "
             f"{_bytes(bps.get('per_s'))}/s achieved"
         )
         lines.append(f"  predicted FLOPs per step: ({e['predicted_flops_are']}) / {e['steps']} steps")
