@@ -233,7 +233,7 @@ def _bench_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="build the spec and time forward, forward + backward and decode beside the predictions",
     )
     b.add_argument("spec", metavar="SPEC")
-    b.add_argument("--batch", type=_positive, default=1, help="batch size (default 1)")
+    b.add_argument("--batch", type=_positive, default=1, metavar="B", help="batch size (default 1)")
     b.add_argument(
         "--seq",
         type=_length,
@@ -242,9 +242,15 @@ def _bench_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="sequence length of forward and forward + backward (an encoder-decoder: source and "
         "target; default: the model's context, as report)",
     )
-    b.add_argument("--prompt", type=_positive, default=None, metavar="P", help="decode: prompt tokens (32)")
     b.add_argument(
-        "--new-tokens", type=_positive, default=None, metavar="K", help="decode: tokens generated (128)"
+        "--prompt", type=_positive, default=None, metavar="P", help="decode: prompt tokens (default 32)"
+    )
+    b.add_argument(
+        "--new-tokens",
+        type=_positive,
+        default=None,
+        metavar="K",
+        help="decode: tokens generated (default 128; both defaults shrink to fit the positions)",
     )
     b.add_argument(
         "--dtype",
@@ -500,7 +506,6 @@ def _weights(spec: Spec, args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from archdsl.bench import BenchUsageError, bench
     from archdsl.pipeline import sources
 
     if args.backend is not None and not args.compile:
@@ -519,6 +524,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bar = tqdm(total=total, desc="bench", unit="run", disable=None, file=sys.stderr, leave=False)
         bar.set_description(what, refresh=False)
         bar.update()
+
+    from archdsl.bench import BenchUsageError, bench  # imports torch
 
     try:
         result = bench(
