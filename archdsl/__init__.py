@@ -7,6 +7,7 @@
     model = archdsl.build(spec, seed=0)        # nn.Module: (B, T) ids -> (B, T, V) logits
     model = archdsl.build(spec, dtype="bfloat16", compile=True)   # cast, then torch.compile'd
     source = archdsl.emit_source(spec)         # standalone .py, torch only
+    archdsl.bench.bench(spec, batch=2, seq_len=128).render()   # built and timed (import archdsl.bench)
 
 Importing archdsl does not import torch; only ``build`` does.
 """

@@ -1,4 +1,4 @@
-"""Command line: ``archdsl check | report | compare | compile | fmt | schema | explain``.
+"""Command line: ``archdsl check | report | compare | compile | bench | fmt | schema | explain``.
 
 Exit codes (as ruff): 0 clean, 1 spec errors, 2 usage, I/O or internal errors. Data goes to stdout,
 diagnostics to stderr. No traceback for bad input; ``--debug`` shows one for internal errors.
@@ -66,6 +66,13 @@ def _model_dtype(text: str) -> str:
         return dtype_name(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _count(text: str) -> int:
+    t = text.strip()
+    if not (t.isascii() and t.isdigit()) or len(t) > 12:
+        raise argparse.ArgumentTypeError(f"expected a count (0 or more), got {printable(repr(text))}")
+    return int(t)
 
 
 def _seed(text: str) -> int:
@@ -215,7 +222,54 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the seed of the initial weights, for --target export and weights (default 0)",
     )
+    _bench_parser(sub, common)
     return p
+
+
+def _bench_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    b = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="build the spec and time forward, forward + backward and decode beside the predictions",
+    )
+    b.add_argument("spec", metavar="SPEC")
+    b.add_argument("--batch", type=_positive, default=1, metavar="B", help="batch size (default 1)")
+    b.add_argument(
+        "--seq",
+        type=_length,
+        default=None,
+        metavar="N",
+        help="sequence length of forward and forward + backward (an encoder-decoder: source and "
+        "target; default: the model's context, as report)",
+    )
+    b.add_argument(
+        "--prompt", type=_positive, default=None, metavar="P", help="decode: prompt tokens (default 32)"
+    )
+    b.add_argument(
+        "--new-tokens",
+        type=_positive,
+        default=None,
+        metavar="K",
+        help="decode: tokens generated (default 128; both defaults shrink to fit the positions)",
+    )
+    b.add_argument(
+        "--dtype",
+        type=_model_dtype,
+        default="float32",
+        metavar="float32|bfloat16|float16",
+        help="the weights' and activations' dtype (fp32, bf16, fp16 also accepted; default float32)",
+    )
+    b.add_argument("--device", default="auto", metavar="cpu|cuda|auto", help="where to run (default auto)")
+    b.add_argument(
+        "--threads", type=_positive, default=None, metavar="N", help="torch's CPU threads (default: torch's)"
+    )
+    b.add_argument("--compile", action="store_true", help="torch.compile the model (its time is shown apart)")
+    b.add_argument(
+        "--backend", default=None, metavar="NAME", help="torch.compile backend with --compile (inductor)"
+    )
+    b.add_argument("--repeats", type=_positive, default=5, metavar="R", help="timed runs (default 5)")
+    b.add_argument("--warmup", type=_count, default=1, metavar="W", help="untimed runs first (default 1)")
+    b.add_argument("--json", action="store_true", help="print the results as JSON (docs/cli.md)")
 
 
 def _report_diags(diags: list[Diagnostic], cache: SourceCache, fmt: str = "text") -> None:
@@ -451,6 +505,56 @@ def _weights(spec: Spec, args: argparse.Namespace) -> None:
     print(f"wrote {printable(args.output)} ({spec.model.name}, safetensors{note})", file=sys.stderr)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from archdsl.pipeline import sources
+
+    if args.backend is not None and not args.compile:
+        raise _UsageError("--backend chooses torch.compile's backend: it goes with --compile")
+    spec, failed = _load(args.spec, _overrides(args.set))
+    if failed:
+        _report_diags(*failed)
+        return EXIT_SPEC
+    bar = None
+
+    def progress(what: str, done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="bench", unit="run", disable=None, file=sys.stderr, leave=False)
+        bar.set_description(what, refresh=False)
+        bar.update()
+
+    from archdsl.bench import BenchUsageError, bench  # imports torch
+
+    try:
+        result = bench(
+            spec,
+            batch=args.batch,
+            seq_len=args.seq,
+            prompt=args.prompt,
+            new_tokens=args.new_tokens,
+            dtype=args.dtype,
+            device=args.device,
+            compile=args.compile,
+            backend=args.backend or "inductor",
+            repeats=args.repeats,
+            warmup=args.warmup,
+            threads=args.threads,
+            progress=progress,
+        )
+    except BenchUsageError as e:
+        raise _UsageError(str(e)) from None
+    except SpecError as e:
+        _report_diags(e.diagnostics, sources(spec, e.sources))
+        return EXIT_SPEC
+    finally:
+        if bar is not None:
+            bar.close()
+    _write(json.dumps(result.to_dict(), indent=2) + "\n" if args.json else result.render(), "-")
+    return EXIT_OK
+
+
 def cmd_fmt(args: argparse.Namespace) -> int:
     from archdsl.fmt import to_text, to_yaml
     from archdsl.frontend import YAML_SUFFIXES, SourceError, parse_source, read_source
@@ -572,6 +676,7 @@ COMMANDS = {
     "report": cmd_report,
     "compare": cmd_compare,
     "compile": cmd_compile,
+    "bench": cmd_bench,
     "fmt": cmd_fmt,
     "schema": cmd_schema,
     "import-hf": cmd_import_hf,
