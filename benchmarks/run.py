@@ -328,6 +328,13 @@ def analysis_rows(repeats: int, quick: bool) -> list[Row]:
 # -- the table ------------------------------------------------------------------------------------------
 
 
+def progress(rows: list[Row]) -> list[Row]:
+    """Each section's rows on stderr as soon as they are measured (the table comes at the end)."""
+    for r in rows:
+        print("  " + " | ".join(r.cells()), file=sys.stderr, flush=True)
+    return rows
+
+
 def print_table(rows: list[Row]) -> None:
     cells = [["section", "figure", "value", "unit", "target", ""]] + [r.cells() for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(6)]
@@ -369,17 +376,21 @@ def main(argv: list[str] | None = None) -> list[Row]:
         bandwidth[torch.bfloat16] = gemv_bandwidth(repeats, torch.bfloat16, mib=16 if args.quick else 256)
     rows = [Row("limits", "fp32 GEMM (2048^3)", peak / 1e9, "GFLOP/s")]
     rows += [Row("limits", f"GEMV bandwidth, {str(d)[6:]}", b / 1e9, "GB/s") for d, b in bandwidth.items()]
+    progress(rows)
+    prompt, new = (8, 8) if args.quick else (32, 128)
+    parts: list[Callable[[], list[Row]]] = []
     if "forward" in only:
-        for s in shapes:
-            rows += model_rows(s, repeats, peak)
+        parts += [lambda s=s: model_rows(s, repeats, peak) for s in shapes]
     if "decode" in only:
-        for s in shapes:
-            prompt, new = (8, 8) if args.quick else (32, 128)
-            rows += decode_rows(s, repeats, bandwidth, prompt, new, not args.no_compile)
+        parts += [
+            lambda s=s: decode_rows(s, repeats, bandwidth, prompt, new, not args.no_compile) for s in shapes
+        ]
     if "long" in only:
-        rows += long_rows(repeats, args.quick)
+        parts.append(lambda: long_rows(repeats, args.quick))
     if "analysis" in only:
-        rows += analysis_rows(repeats, args.quick)
+        parts.append(lambda: analysis_rows(repeats, args.quick))
+    for part in parts:
+        rows += progress(part())
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
