@@ -41,8 +41,12 @@ def check_seq_len(g: nx.DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
     ``max_len`` that sets the limit (``length_limits``: the stack's rotary table, say, or BigBird's
     own). A length the input fixes (an image) is ``check``'s already (``check_fixed_lengths``)."""
     diags = []
-    for n, node, limit in length_limits(g):
-        length = concrete(g.nodes[inputs_of(g, n)[0]]["shape"], sizes)[1]
+    if "archdsl_length_limits" not in g.graph:  # the same for every length of a sweep
+        g.graph["archdsl_length_limits"] = [
+            (g.nodes[inputs_of(g, n)[0]]["shape"], node, limit) for n, node, limit in length_limits(g)
+        ]
+    for shape, node, limit in g.graph["archdsl_length_limits"]:
+        length = concrete(shape, sizes)[1]
         if isinstance(length, int) and length > limit:
             d = Diagnostic(
                 "E014",

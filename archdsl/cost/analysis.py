@@ -202,11 +202,17 @@ class NodePlan:
     output_grad: bool  # its output needs a gradient: it is on autograd's graph
     input_grads: tuple[bool, ...]  # per input, where they differ (else ())
     sig: int  # equal for nodes of equal kind, parameters, context and input shapes (repeated layers)
+    cls: int  # equal for nodes of equal ``sig`` and gradient flow: every cost and saved tensor is equal
     preds: tuple[str, ...]  # the nodes its inputs come from
     params: int
     trainable: int
     active: int
     caches: bool  # a decoder's attention or recurrent component: it keeps a KV cache or a state
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """(params, trainable, active): the parameter fields of its :class:`ComponentCost`."""
+        return self.params, self.trainable, self.active
 
 
 def plan(g: nx.DiGraph) -> list[NodePlan]:
@@ -217,6 +223,7 @@ def plan(g: nx.DiGraph) -> list[NodePlan]:
     flow = gradient_flow(g)
     out = []
     sigs: dict[tuple[Any, ...], int] = {}
+    classes: dict[tuple[Any, ...], int] = {}
     for n in g.nodes:
         a = g.nodes[n]
         if "kind" not in a:
@@ -225,7 +232,8 @@ def plan(g: nx.DiGraph) -> list[NodePlan]:
         owner = a["owner"]
         preds = tuple(inputs_of(g, n))
         shapes = tuple(g.nodes[p]["shape"] for p in preds)
-        sig = sigs.setdefault((node.kind, node, ctx, shapes), len(sigs))
+        # the kind itself too: one IR node may be costed by two kinds (ALBERT's table and projection)
+        sig = sigs.setdefault((id(kind), node.kind, node, ctx, shapes), len(sigs))
         out.append(
             NodePlan(
                 nid=n,
@@ -240,6 +248,7 @@ def plan(g: nx.DiGraph) -> list[NodePlan]:
                 output_grad=flow[n][2],
                 input_grads=flow[n][3],
                 sig=sig,
+                cls=classes.setdefault((sig, *flow[n]), len(classes)),
                 preds=preds,
                 params=int(kind.n_params(node, ctx)) if owner else 0,
                 trainable=int(kind.trainable_params(node, ctx)) if owner else 0,
@@ -259,31 +268,39 @@ def params_total(g: nx.DiGraph) -> int:
 def poly_regime(g: nx.DiGraph) -> tuple[int, int]:
     """(m, t): the model's polynomials equal its exact counts for lengths that are multiples of m and
     above t — the lcm of its components' blocks and the largest of their dense thresholds."""
-    multiple, above = 1, 0
-    for p in plan(g):
-        m, t = p.kind.regime(p.node)
-        multiple, above = math.lcm(multiple, m), max(above, t)
-    return multiple, above
+    if "archdsl_regime" not in g.graph:
+        multiple, above = 1, 0
+        for p in plan(g):
+            m, t = p.kind.regime(p.node)
+            multiple, above = math.lcm(multiple, m), max(above, t)
+        g.graph["archdsl_regime"] = multiple, above
+    return g.graph["archdsl_regime"]  # type: ignore[no-any-return]
 
 
 def free_length(g: nx.DiGraph) -> bool:
     """Whether some input's length is not fixed by the input itself (token ids, not an image): then a
     length an input fixes (an image's patches, a latent array) is named N beside it, n."""
-    return any(a["op"] == "input" and any(d in ("T", "S") for d in a["shape"]) for _, a in g.nodes(data=True))
+    if "archdsl_free_length" not in g.graph:
+        g.graph["archdsl_free_length"] = any(
+            a["op"] == "input" and any(d in ("T", "S") for d in a["shape"]) for _, a in g.nodes(data=True)
+        )
+    return g.graph["archdsl_free_length"]  # type: ignore[no-any-return]
 
 
 def context_limit(g: nx.DiGraph) -> int | None:
     """The longest length the model takes: its shortest positional table (``max_len``), or None. In a
     model whose inputs fix some lengths but not all (CLIP's image and text towers), only the tables
     that bound a length the input does not fix."""
-    mixed = free_length(g)
-    limits = [
-        p.kind.max_seq_len(p.node, p.ctx)
-        for p in plan(g)
-        if not mixed or any(isinstance(s[1], str) for s in p.shapes if len(s) > 1)
-    ]
-    known = [x for x in limits if x is not None]
-    return min(known) if known else None
+    if "archdsl_context" not in g.graph:
+        mixed = free_length(g)
+        limits = [
+            p.kind.max_seq_len(p.node, p.ctx)
+            for p in plan(g)
+            if not mixed or any(isinstance(s[1], str) for s in p.shapes if len(s) > 1)
+        ]
+        known = [x for x in limits if x is not None]
+        g.graph["archdsl_context"] = min(known) if known else None
+    return g.graph["archdsl_context"]  # type: ignore[no-any-return]
 
 
 def kv_piecewise(g: nx.DiGraph, model: Model) -> Piecewise | None:
@@ -338,55 +355,69 @@ def component_costs(
     g: nx.DiGraph, sizes: Sizes, act: ActCfg, policy: str, recomputed: set[str]
 ) -> list[ComponentCost]:
     """Every component node's costs. ``recomputed``: the layers whose forward backward redoes whole
-    (full recomputation, or blocks the spec checkpoints)."""
+    (full recomputation, or blocks the spec checkpoints). Each class of equal nodes (``NodePlan.cls``)
+    is costed once; its nodes differ only in their names."""
     selective = policy == "selective"
     cache = memo(g)
     acts: dict[Any, Any] = {}
     skey = size_key(sizes.values)
     mixed = free_length(g)
+    costs: dict[tuple[int, bool], tuple[Any, ...]] = {}
     out = []
     for p in plan(g):
-        nact, akey = node_act(act, p, acts)
-        key = ("sym", p.sig, akey, selective)
-        if key not in cache:
-            cache[key] = _symbolic(p, sizes.symbols, nact, selective, mixed)
-        pf, pm, pb, pbm, pr, pkv, growth = cache[key]
-        key = ("costs", p.sig, skey, akey, selective)
-        if key not in cache:
-            ins = tuple(concrete(s, sizes.values) for s in p.shapes)
-            kv = p.kind.kv_cache(p.node, p.ctx, ins[-1][1]) if p.caches else 0
-            kv_mha = p.kind.kv_cache_mha(p.node, p.ctx, ins[-1][1]) if p.caches else 0
-            cache[key] = (*_node_costs(p.kind, p.node, p.ctx, ins, nact, selective), kv, kv_mha)
-        fwd, mask, bwd, bwd_mask, rec, kv, kv_mha = cache[key]
-        if p.layer in recomputed:  # the whole forward again, and the kernel's own recomputation
-            rec, pr = rec + fwd, pr + pf
-        out.append(
-            ComponentCost(
-                path=p.nid,
-                module=p.module,
-                kind=p.node.kind,
-                role=p.kind.role,
-                layer=p.layer,
-                params=p.params,
-                trainable=p.trainable,
-                active=p.active,
-                flops_forward=int(fwd),
-                flops_mask_aware=exact(mask),
-                flops_backward=int(bwd),
-                flops_backward_mask_aware=exact(bwd_mask),
-                flops_recompute=int(rec),
-                kv_cache_elements=int(kv),
-                forward_poly=pf,
-                mask_aware_poly=pm,
-                backward_poly=pb,
-                backward_mask_aware_poly=pbm,
-                recompute_poly=pr,
-                kv_cache_poly=pkv,
-                big_o=growth,
-                kv_cache_mha_elements=int(kv_mha),
+        again = p.layer in recomputed
+        values = costs.get((p.cls, again))
+        if values is None:
+            values = costs[p.cls, again] = _class_costs(
+                p, cache, acts, act, sizes, skey, selective, mixed, again
             )
-        )
+        out.append(ComponentCost(p.nid, p.module, p.node.kind, p.kind.role, p.layer, *p.counts, *values))
     return out
+
+
+def _class_costs(
+    p: NodePlan,
+    cache: dict[Any, Any],
+    acts: dict[Any, Any],
+    act: ActCfg,
+    sizes: Sizes,
+    skey: tuple[Any, ...],
+    selective: bool,
+    mixed: bool,
+    again: bool,
+) -> tuple[Any, ...]:
+    """The fields of a node's :class:`ComponentCost` after its names and parameter counts, in order
+    (``again``: its layer's forward is recomputed whole)."""
+    nact, akey = node_act(act, p, acts)
+    key = ("sym", p.sig, akey, selective)
+    if key not in cache:
+        cache[key] = _symbolic(p, sizes.symbols, nact, selective, mixed)
+    pf, pm, pb, pbm, pr, pkv, growth = cache[key]
+    key = ("costs", p.sig, skey, akey, selective)
+    if key not in cache:
+        ins = tuple(concrete(s, sizes.values) for s in p.shapes)
+        kv = p.kind.kv_cache(p.node, p.ctx, ins[-1][1]) if p.caches else 0
+        kv_mha = p.kind.kv_cache_mha(p.node, p.ctx, ins[-1][1]) if p.caches else 0
+        cache[key] = (*_node_costs(p.kind, p.node, p.ctx, ins, nact, selective), kv, kv_mha)
+    fwd, mask, bwd, bwd_mask, rec, kv, kv_mha = cache[key]
+    if again:  # the whole forward again, and the kernel's own recomputation
+        rec, pr = rec + fwd, pr + pf
+    return (
+        int(fwd),
+        exact(mask),
+        int(bwd),
+        exact(bwd_mask),
+        int(rec),
+        int(kv),
+        pf,
+        pm,
+        pb,
+        pbm,
+        pr,
+        pkv,
+        growth,
+        int(kv_mha),
+    )
 
 
 # -- big-O, read off the polynomial -----------------------------------------------------------------

@@ -35,10 +35,11 @@ from archdsl.cost.analysis import (
     jsonable,
     kv_piecewise,
     leading_terms,
+    memo,
     poly_regime,
     symbols,
 )
-from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy, tensor_bytes
+from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy, shape_bytes
 from archdsl.cost.poly import B, Poly
 from archdsl.cost.regime import Piecewise, Regime
 from archdsl.ir import Model
@@ -416,12 +417,28 @@ def largest_op_bytes(g: nx.DiGraph, sizes: Mapping[str, int], by: int) -> int:
     """The most any one op holds at once in a forward: its inputs and its output (the LM head's
     hidden states and logits, typically)."""
     best = 0
-    for n in g.nodes:
-        if "kind" not in g.nodes[n]:
-            continue
-        held = sum(tensor_bytes(g, p, sizes, by) for p in g.predecessors(n)) + tensor_bytes(g, n, sizes, by)
+    for op in _op_tensors(g):
+        held = sum(shape_bytes(t, sizes, by) for t in op)
         best = max(best, int(held))
     return best
+
+
+def _op_tensors(g: nx.DiGraph) -> list[tuple[tuple[Any, bool], ...]]:
+    """Each distinct op's tensors as (shape, token ids): its inputs', then its output's (a deep stack
+    has thousands of ops and a handful of these); read off the graph once."""
+    if "archdsl_op_tensors" not in g.graph:
+
+        def tensor(n: str) -> tuple[Any, bool]:
+            a = g.nodes[n]
+            return a["shape"], a["op"] == "input" and len(a["shape"]) == 2
+
+        ops = {
+            (*(tensor(p) for p in g.predecessors(n)), tensor(n)): None
+            for n in g.nodes
+            if "kind" in g.nodes[n]
+        }
+        g.graph["archdsl_op_tensors"] = list(ops)
+    return g.graph["archdsl_op_tensors"]  # type: ignore[no-any-return]
 
 
 def _sizes_of(model_type: str, s: Settings) -> dict[str, int]:
@@ -453,8 +470,15 @@ def memory_section(
     kv = sum(r.kv_cache_bytes for r in rows)
     kv_mha = sum(c.kv_cache_mha_elements for r in rows for c in r.components) * s.batch * by
     largest = largest_op_bytes(g, sizes, by)
-    act_poly = sum((r.activation_poly for r in rows), Poly())
-    kv_poly = sum((c.kv_cache_poly for r in rows for c in r.components), Poly()) * by * B
+    # the polynomials are the same at every length of a sweep: summed once per graph and settings
+    act_poly = once(
+        g, ("act_poly", s.act(), s.recompute), lambda: sum((r.activation_poly for r in rows), Poly())
+    )
+    kv_poly = once(
+        g,
+        ("kv_poly", by),
+        lambda: sum((c.kv_cache_poly for r in rows for c in r.components), Poly()) * by * B,
+    )
     at = _sizes_of(model.type, s)
     return {
         "weights_bytes": weights,
@@ -532,7 +556,11 @@ def add_regimes(r: Report, g: nx.DiGraph, model: Model, sym: Mapping[str, Any]) 
     and the KV cache's pieces (exact at every length) and the regime of its polynomial."""
     m, s, sizes = r.memory, r.settings, r.sizes()
     one = activation_polys(g, model, {**sym, "B": 1}, s)
-    act_one = sum((Poly.lift(lm.saved) for lm in one.values()), Poly())
+    act_one = once(
+        g,
+        ("act_poly_1", s.act(), s.recompute),
+        lambda: sum((Poly.lift(lm.saved) for lm in one.values()), Poly()),
+    )
     m["activation_poly_regime"] = r.activation_regime.to_dict()
     m["activation_poly_batch_1"] = act_one
     m["activation_poly_batch_1_exact"] = act_one(**sizes) == m["activation_bytes"] if s.batch == 1 else None
@@ -559,5 +587,14 @@ def kv_bytes_piecewise(
     elements = kv_piecewise(g, model)
     if elements is None:
         return None
-    out = elements.map(lambda p: p * s.bytes * B)
+    out = once(g, ("kv_pieces", s.bytes), lambda: elements.map(lambda p: p * s.bytes * B))
     return out if out.at(sizes)(**sizes) == kv else None
+
+
+def once(g: nx.DiGraph, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """``make()``, computed once per graph and ``key`` (a figure every length of a sweep shares)."""
+    cache = memo(g)
+    key = ("once", *key)
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
