@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -61,25 +61,42 @@ def weights_train(a: Mapping[str, Any]) -> bool:
     return not a["ctx"].frozen or a["kind"].always_trains
 
 
-def gradient_flow(g: nx.DiGraph) -> dict[str, tuple[bool, bool, bool, tuple[bool, ...]]]:
+def gradient_flow(
+    g: nx.DiGraph,
+    preds: Mapping[str, tuple[str, ...]] | None = None,
+    trains: Callable[[str], tuple[bool, bool]] | None = None,
+) -> dict[str, tuple[bool, bool, bool, tuple[bool, ...]]]:
     """For every component node: (its input needs a gradient, its own weights train, its output needs
     a gradient, and per input whether it needs one where its inputs differ — else ()). Nothing before
-    the first trainable weight needs one: autograd records no backward for it."""
+    the first trainable weight needs one: autograd records no backward for it. ``preds`` (each node's
+    inputs) and ``trains`` (a component's (own weights train, it trains something)) where known."""
     grad: dict[str, bool] = {}
     out: dict[str, tuple[bool, bool, bool, tuple[bool, ...]]] = {}
-    for n in nx.topological_sort(g):
+    for n in topological_order(g):
         a = g.nodes[n]
-        grads = tuple(grad[p] for p in inputs_of(g, n))
+        grads = tuple(grad[p] for p in (preds[n] if preds is not None else inputs_of(g, n)))
         input_grad = any(grads)
         if "kind" not in a:
             grad[n] = input_grad
             continue
-        kind, node, ctx = a["kind"], a["node"], a["ctx"]
-        own = weights_train(a)
-        trains = kind.trainable_params(node, ctx) > 0 or (own and kind.shares_embedding(node))
-        grad[n] = input_grad or trains
+        own, trains_any = trains(n) if trains is not None else _trains(a)
+        grad[n] = input_grad or trains_any
         out[n] = (input_grad, own, grad[n], grads if len(set(grads)) > 1 else ())
     return out
+
+
+def _trains(a: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(its own weights train, it trains a weight: its own, or the embedding a tied head shares)."""
+    kind, node, ctx = a["kind"], a["node"], a["ctx"]
+    own = weights_train(a)
+    return own, kind.trainable_params(node, ctx) > 0 or (own and kind.shares_embedding(node))
+
+
+def topological_order(g: nx.DiGraph) -> list[str]:
+    """The nodes in a topological order (kept from shape inference, which walks the graph in one)."""
+    if "archdsl_topo" not in g.graph:
+        g.graph["archdsl_topo"] = list(nx.topological_sort(g))
+    return g.graph["archdsl_topo"]  # type: ignore[no-any-return]
 
 
 # -- one component ---------------------------------------------------------------------------------
@@ -217,43 +234,68 @@ class NodePlan:
 
 def plan(g: nx.DiGraph) -> list[NodePlan]:
     """The component nodes in graph order, with their shapes, gradient flow and parameter counts;
-    computed once per graph (a sweep reuses it)."""
+    computed once per graph (a sweep reuses it). Nodes of equal signature (the repeated layers of a
+    deep stack) ask their kind for their parameter counts once."""
     if "archdsl_plan" in g.graph:
         return g.graph["archdsl_plan"]  # type: ignore[no-any-return]
-    flow = gradient_flow(g)
-    out = []
+    preds = {n: tuple(inputs_of(g, n)) for n in g.nodes}
     sigs: dict[tuple[Any, ...], int] = {}
+    sig_of: dict[str, int] = {}
+    for n in g.nodes:
+        a = g.nodes[n]
+        if "kind" in a:
+            shapes = tuple(g.nodes[p]["shape"] for p in preds[n])
+            # the kind itself too: one IR node may be costed by two kinds (ALBERT's table and projection)
+            sig_of[n] = sigs.setdefault(
+                (id(a["kind"]), a["node"].kind, a["node"], a["ctx"], shapes), len(sigs)
+            )
+    per_sig: dict[int, Any] = {}
+
+    def of_sig(n: str) -> Any:
+        """(own weights train, it trains, params, trainable, active, caches) of a node's signature."""
+        sig = sig_of[n]
+        if sig not in per_sig:
+            a = g.nodes[n]
+            kind, node, ctx = a["kind"], a["node"], a["ctx"]
+            per_sig[sig] = (
+                *_trains(a),
+                int(kind.n_params(node, ctx)),
+                int(kind.trainable_params(node, ctx)),
+                int(kind.active_params(node, ctx)),
+                (kind.role == "attention" or kind.recurrent) and ctx.stack == "decoder",
+            )
+        return per_sig[sig]
+
+    flow = gradient_flow(g, preds, lambda n: of_sig(n)[:2])
+    out = []
     classes: dict[tuple[Any, ...], int] = {}
     for n in g.nodes:
         a = g.nodes[n]
         if "kind" not in a:
             continue
-        kind, node, ctx = a["kind"], a["node"], a["ctx"]
+        sig = sig_of[n]
+        _, _, params, trainable, active, caches = of_sig(n)
         owner = a["owner"]
-        preds = tuple(inputs_of(g, n))
-        shapes = tuple(g.nodes[p]["shape"] for p in preds)
-        # the kind itself too: one IR node may be costed by two kinds (ALBERT's table and projection)
-        sig = sigs.setdefault((id(kind), node.kind, node, ctx, shapes), len(sigs))
         out.append(
             NodePlan(
                 nid=n,
-                kind=kind,
-                node=node,
-                ctx=ctx,
+                kind=a["kind"],
+                node=a["node"],
+                ctx=a["ctx"],
                 layer=a["layer"],
                 module=a["path"],
-                shapes=shapes,
+                shapes=tuple(g.nodes[p]["shape"] for p in preds[n]),
                 input_grad=flow[n][0],
                 own_grad=flow[n][1],
                 output_grad=flow[n][2],
                 input_grads=flow[n][3],
                 sig=sig,
                 cls=classes.setdefault((sig, *flow[n]), len(classes)),
-                preds=preds,
-                params=int(kind.n_params(node, ctx)) if owner else 0,
-                trainable=int(kind.trainable_params(node, ctx)) if owner else 0,
-                active=int(kind.active_params(node, ctx)) if owner else 0,
-                caches=(kind.role == "attention" or kind.recurrent) and ctx.stack == "decoder",
+                preds=preds[n],
+                params=params if owner else 0,
+                trainable=trainable if owner else 0,
+                active=active if owner else 0,
+                caches=caches,
             )
         )
     g.graph["archdsl_plan"] = out

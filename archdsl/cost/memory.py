@@ -63,6 +63,7 @@ class _Recorded:
     nodes: tuple[NodePlan, ...]  # in graph order
     classes: dict[int, NodePlan]  # class -> a node of it
     profiles: dict[str, tuple[int, ...]]  # layer -> its nodes' classes, in order
+    distinct: tuple[tuple[int, ...], ...]  # the profiles, each once
 
 
 def _recorded(g: nx.DiGraph) -> _Recorded:
@@ -71,21 +72,28 @@ def _recorded(g: nx.DiGraph) -> _Recorded:
         profiles: dict[str, list[int]] = {}
         for p in nodes:
             profiles.setdefault(p.layer, []).append(p.cls)
+        layers = {k: tuple(v) for k, v in profiles.items()}
         g.graph["archdsl_recorded"] = _Recorded(
-            nodes, {p.cls: p for p in nodes}, {k: tuple(v) for k, v in profiles.items()}
+            nodes, {p.cls: p for p in nodes}, layers, tuple(dict.fromkeys(layers.values()))
         )
     return g.graph["archdsl_recorded"]  # type: ignore[no-any-return]
 
 
-def _payers(
+#: a group of layers that keep the same: their profile (None: recomputed, nothing of their own kept),
+#: and the tensors they pay for, as ((shape, token ids), how many)
+_Group = tuple[tuple[int, ...] | None, tuple[tuple[tuple[Any, bool], int], ...]]
+
+
+def _layout(
     g: nx.DiGraph, rec: _Recorded, flags: dict[int, tuple[tuple[bool, ...], bool]], recomputed: frozenset[str]
-) -> dict[str, tuple[tuple[tuple[Any, bool], int], ...]]:
-    """For every layer, the tensors it pays for, as (shape, token ids) -> how many: each tensor is paid
-    for once, by the first layer that keeps it and is not recomputed; a recomputed block keeps the
-    tensors that enter it (its input, and in a decoder the encoder's output), unless a layer before
-    has paid for them already. ``flags``: per class, which inputs its nodes keep, and whether their
-    output. The same for every size at which the kinds keep the same tensors, so cached."""
-    key = ("archdsl_payers", tuple(sorted(flags.items())), recomputed)
+) -> tuple[list[_Group], list[int]]:
+    """The layers in groups that keep the same bytes: (the groups, each layer's group, in the order of
+    ``_layer_names``). A layer pays for each tensor it is the first to keep and is not recomputed; a
+    recomputed block keeps the tensors that enter it (its input, and in a decoder the encoder's
+    output), unless a layer before has paid for them already. ``flags``: per class, which inputs its
+    nodes keep, and whether their output. The same at every size at which the kinds keep the same
+    tensors, so cached."""
+    key = ("archdsl_layout", tuple(sorted(flags.items())), recomputed)
     if key in g.graph:
         return g.graph[key]  # type: ignore[no-any-return]
     keepers: dict[str, list[str]] = {}  # tensor -> the layers that keep it, in order
@@ -102,7 +110,8 @@ def _payers(
         if live:
             payer[tensor] = live[0]
     entering = _entering_all(g)
-    for name in _layer_names(g):  # in the order of the graph: an encoder's blocks before a decoder's
+    names = _layer_names(g)
+    for name in names:  # in the order of the graph: an encoder's blocks before a decoder's
         if name in recomputed and name in rec.profiles:
             for t in entering.get(name, ()):
                 payer.setdefault(t, name)  # a checkpoint keeps the block's inputs
@@ -112,8 +121,12 @@ def _payers(
         a = g.nodes[tensor]
         shape = (a["shape"], a["op"] == "input" and len(a["shape"]) == 2)
         counts[shape] = counts.get(shape, 0) + 1
-    out = {name: tuple(counts.items()) for name, counts in paid.items()}
-    g.graph[key] = out
+    groups: dict[_Group, int] = {}
+    index = []
+    for name in names:
+        profile = None if name in recomputed else rec.profiles.get(name)
+        index.append(groups.setdefault((profile, tuple(paid.get(name, {}).items())), len(groups)))
+    g.graph[key] = out = list(groups), index
     return out
 
 
@@ -151,42 +164,45 @@ def saved_by_policy(
         kept[c] = cache[key]
     flags = {c: (tuple(bool(x) for x in s.inputs), bool(s.output)) for c, s in kept.items()}
     own: dict[tuple[int, ...], tuple[Any, Any]] = {}  # profile -> (bytes its nodes keep, of which core)
-    for profile in rec.profiles.values():
-        if profile not in own:
-            internal: Any = 0
-            core: Any = 0
-            for c in profile:
-                internal += kept[c].internal
-                core += kept[c].core
-            own[profile] = internal, core
+    for profile in rec.distinct:
+        internal: Any = 0
+        core: Any = 0
+        for c in profile:
+            internal += kept[c].internal
+            core += kept[c].core
+        own[profile] = internal, core
     size_of: dict[tuple[Any, bool], Any] = {}
     names = _layer_names(g)
-    blocks = block_layers(model)
+    blocks = _blocks(g, model)
     out: dict[str, dict[str, LayerMemory]] = {}
+    done: dict[str, tuple[list[tuple[Any, Any]], list[int]]] = {}  # policy -> its groups' values, index
     for policy in policies:
-        if policy == "selective" and "none" in out:  # the same tensors, less the attention core
-            out[policy] = {name: LayerMemory(name, lm.saved - lm.core, 0) for name, lm in out["none"].items()}
+        if policy == "selective" and "none" in done:  # the same tensors, less the attention core
+            values, index = done["none"]
+            values = [(saved - core, 0) for saved, core in values]
+            out[policy] = {name: LayerMemory(name, *values[i]) for name, i in zip(names, index, strict=True)}
             continue
         recomputed = frozenset(name for name, ck in blocks.items() if policy == "full" or ck)
-        paid = _payers(g, rec, flags, recomputed)
-        group: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-        layers = {}
-        for name in names:
-            profile = None if name in recomputed else rec.profiles.get(name)
-            tensors = paid.get(name, ())
-            gkey = (profile, tensors)
-            if gkey not in group:
-                saved, core = own[profile] if profile is not None else (0, 0)
-                for shape, count in tensors:
-                    if shape not in size_of:
-                        size_of[shape] = shape_bytes(shape, sizes, act.bytes)
-                    saved += size_of[shape] * count
-                if policy == "selective":
-                    saved, core = saved - core, 0
-                group[gkey] = saved, core
-            layers[name] = LayerMemory(name, *group[gkey])
-        out[policy] = layers
+        groups, index = _layout(g, rec, flags, recomputed)
+        values = []
+        for profile, tensors in groups:
+            saved, core = own[profile] if profile is not None else (0, 0)
+            for shape, count in tensors:
+                if shape not in size_of:
+                    size_of[shape] = shape_bytes(shape, sizes, act.bytes)
+                saved += size_of[shape] * count
+            values.append((saved - core, 0) if policy == "selective" else (saved, core))
+        out[policy] = {name: LayerMemory(name, *values[i]) for name, i in zip(names, index, strict=True)}
+        done[policy] = values, index
     return out
+
+
+def _blocks(g: nx.DiGraph, model: Model) -> dict[str, bool]:
+    """``block_layers(model)``, kept with the graph of that model."""
+    kept = g.graph.get("archdsl_blocks")
+    if kept is None or kept[0] is not model:
+        kept = g.graph["archdsl_blocks"] = model, block_layers(model)
+    return kept[1]  # type: ignore[no-any-return]
 
 
 def shape_bytes(shape: tuple[Any, bool], sizes: Mapping[str, Any], by: int) -> Any:
@@ -198,7 +214,7 @@ def shape_bytes(shape: tuple[Any, bool], sizes: Mapping[str, Any], by: int) -> A
 
 def _layer_names(g: nx.DiGraph) -> list[str]:
     if "archdsl_layers" not in g.graph:
-        names = dict.fromkeys(g.nodes[n]["layer"] for n in g.nodes)
+        names = dict.fromkeys(layer for _, layer in g.nodes(data="layer"))
         g.graph["archdsl_layers"] = [x for x in names if x not in ("input", "output")]
     return g.graph["archdsl_layers"]  # type: ignore[no-any-return]
 
@@ -208,10 +224,11 @@ def _entering_all(g: nx.DiGraph) -> dict[str, list[str]]:
     read off the graph once."""
     if "archdsl_entering" not in g.graph:
         found: dict[str, set[str]] = {}
-        for n in g.nodes:
-            layer = g.nodes[n]["layer"]
-            for p in g.predecessors(n):
-                if g.nodes[p]["layer"] != layer:
+        layers = dict(g.nodes(data="layer"))
+        for n, preds in g.pred.items():
+            layer = layers[n]
+            for p in preds:
+                if layers[p] != layer:
                     found.setdefault(layer, set()).add(p)
         g.graph["archdsl_entering"] = {k: sorted(v) for k, v in found.items()}
     return g.graph["archdsl_entering"]  # type: ignore[no-any-return]

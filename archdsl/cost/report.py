@@ -36,6 +36,7 @@ from archdsl.cost.analysis import (
     kv_piecewise,
     leading_terms,
     memo,
+    plan,
     poly_regime,
     symbols,
 )
@@ -517,8 +518,11 @@ def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
         if name in rows:
             rows[name].activation_bytes = int(lm.saved)
             rows[name].activation_poly = Poly.lift(act_sym[name].saved)
+    elements: dict[str, int] = {}  # KV cache per sequence, by layer: only caching components have one
+    for i in once(g, ("caching",), lambda: [k for k, p in enumerate(plan(g)) if p.caches]):
+        elements[comps[i].layer] = elements.get(comps[i].layer, 0) + comps[i].kv_cache_elements
     for r in rows.values():
-        r.kv_cache_bytes = sum(c.kv_cache_elements for c in r.components) * s.batch * s.bytes
+        r.kv_cache_bytes = elements.get(r.name, 0) * s.batch * s.bytes
     layers = list(rows.values())
     report = Report(
         model=model.name,
@@ -535,7 +539,8 @@ def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
         towers=tower_summary(model),
         _rebuild=lambda other: build_report(g, model, other),
     )
-    report.memory = memory_section(g, model, s, layers, report.params_total, report.params_trainable, saved)
+    params = once(g, ("params",), lambda: (report.params_total, report.params_trainable))
+    report.memory = memory_section(g, model, s, layers, *params, saved)
     add_regimes(report, g, model, sym)
     return report
 

@@ -14,13 +14,16 @@ from archdsl.kinds import ShapeError
 
 
 def inputs_of(g: nx.DiGraph, n: str) -> list[str]:
-    return sorted(g.predecessors(n), key=lambda p: g.edges[p, n]["index"])
+    ins = g.pred[n]  # source -> the edge's attributes
+    return sorted(ins, key=lambda p: ins[p]["index"])
 
 
 def infer_shapes(g: nx.DiGraph) -> list[Diagnostic]:
     diags: list[Diagnostic] = []
     failed: set[str] = set()
-    for n in nx.topological_sort(g):
+    order = list(nx.topological_sort(g))
+    known: dict[tuple[object, ...], object] = {}  # a component's shape, by kind, node, context and inputs
+    for n in order:
         a = g.nodes[n]
         preds = inputs_of(g, n)
         if any(p in failed for p in preds):
@@ -37,8 +40,11 @@ def infer_shapes(g: nx.DiGraph) -> list[Diagnostic]:
                 if any(s != ins[0] for s in ins):
                     raise ShapeError(f"`{n}` adds tensors of shapes " + ", ".join(map(str, ins)))
                 a["shape"] = ins[0]
-            else:
-                a["shape"] = a["kind"].out_shape(a["node"], a["ctx"], ins)
+            else:  # the repeated layers of a deep stack ask their kinds once
+                key = (id(a["kind"]), a["node"], a["ctx"], tuple(ins))
+                if key not in known:
+                    known[key] = a["kind"].out_shape(a["node"], a["ctx"], ins)
+                a["shape"] = known[key]
         except ShapeError as e:
             node = a.get("node")
             span = node.span_of(e.param) if node is not None and e.param else a["span"]
@@ -47,6 +53,7 @@ def infer_shapes(g: nx.DiGraph) -> list[Diagnostic]:
             continue
         for _, dst in g.out_edges(n):
             g.edges[n, dst]["shape"] = a["shape"]
+    g.graph["archdsl_topo"] = order  # the cost passes walk the graph in it too
     return dedupe(diags)
 
 
