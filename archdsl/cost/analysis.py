@@ -240,15 +240,17 @@ def plan(g: nx.DiGraph) -> list[NodePlan]:
         return g.graph["archdsl_plan"]  # type: ignore[no-any-return]
     preds = {n: tuple(inputs_of(g, n)) for n in g.nodes}
     sigs: dict[tuple[Any, ...], int] = {}
+    same: dict[tuple[Any, ...], int] = {}  # by the objects' identity: repeated layers share them
     sig_of: dict[str, int] = {}
-    for n in g.nodes:
-        a = g.nodes[n]
+    for n, a in g.nodes(data=True):
         if "kind" in a:
+            kind, node, ctx = a["kind"], a["node"], a["ctx"]
             shapes = tuple(g.nodes[p]["shape"] for p in preds[n])
-            # the kind itself too: one IR node may be costed by two kinds (ALBERT's table and projection)
-            sig_of[n] = sigs.setdefault(
-                (id(a["kind"]), a["node"].kind, a["node"], a["ctx"], shapes), len(sigs)
-            )
+            key = (id(kind), id(node), id(ctx), shapes)
+            if key not in same:  # by value: equal nodes written apart share one too
+                # the kind itself too: one IR node may be costed by two kinds (ALBERT's table and projection)
+                same[key] = sigs.setdefault((id(kind), node.kind, node, ctx, shapes), len(sigs))
+            sig_of[n] = same[key]
     per_sig: dict[int, Any] = {}
 
     def of_sig(n: str) -> Any:
@@ -540,6 +542,15 @@ def big_o_text(terms: tuple[str, ...]) -> str:
     return f"O({' + '.join(terms)})" if terms else "O(1)"
 
 
+def poly_sum(polys: tuple[Poly, ...], sums: dict[tuple[Poly, ...], Poly]) -> Poly:
+    """The sum of ``polys``, made once per ``sums``: equal layers of a deep stack hold the same
+    polynomial objects (their nodes' classes are costed once), so their sums are one sum."""
+    out = sums.get(polys)
+    if out is None:
+        out = sums[polys] = sum(polys, Poly())
+    return out
+
+
 @dataclass
 class LayerCost:
     """A report row: the embedding, a block (``h.3``, ``encoder.h.0``), the final norm, the head."""
@@ -549,9 +560,13 @@ class LayerCost:
     activation_bytes: int = 0
     activation_poly: Poly = field(default_factory=Poly)
     kv_cache_bytes: int = 0
+    #: sums of polynomials made so far, shared by the layers of a report (see :func:`poly_sum`)
+    sums: dict[tuple[Poly, ...], Poly] = field(default_factory=dict, repr=False, compare=False)
 
     def total(self, attr: str) -> Any:
-        return sum((getattr(c, attr) for c in self.components), Poly() if attr.endswith("poly") else 0)
+        if attr.endswith("poly"):
+            return poly_sum(tuple(getattr(c, attr) for c in self.components), self.sums)
+        return sum(getattr(c, attr) for c in self.components)
 
     @property
     def params(self) -> int:

@@ -34,7 +34,7 @@ def _norm(c: Number) -> Number:
 class Poly:
     """A polynomial with rational coefficients in ``b``, ``n`` and ``m``; immutable."""
 
-    __slots__ = ("_hash", "terms")
+    __slots__ = ("_hash", "_texts", "terms")
 
     def __init__(self, terms: dict[Mono, Number] | None = None) -> None:
         out: dict[Mono, Number] = {}
@@ -43,6 +43,7 @@ class Poly:
                 out[k] = v.numerator if type(v) is Fraction and v.denominator == 1 else v
         self.terms = out
         self._hash: int | None = None
+        self._texts: dict[str, str] | None = None  # immutable: written out once per notation
 
     @classmethod
     def var(cls, name: str) -> Poly:
@@ -218,13 +219,20 @@ class Poly:
         text = " ".join(parts)
         return text[2:] if text.startswith("+ ") else "-" + text[2:]
 
+    def _written(self, mul: str, power: Any) -> str:
+        if self._texts is None:
+            self._texts = {}
+        if mul not in self._texts:
+            self._texts[mul] = self._text(mul, power)
+        return self._texts[mul]
+
     def __str__(self) -> str:
         """Unicode, for people: ``36864·b·n² + 247064064·b·n``."""
-        return self._text("·", lambda v, e: v if e == 1 else v + str(e).translate(_SUPERSCRIPT))
+        return self._written("·", lambda v, e: v if e == 1 else v + str(e).translate(_SUPERSCRIPT))
 
     def expr(self) -> str:
         """Python / sympy syntax, for programs: ``36864*b*n**2 + 247064064*b*n``."""
-        return self._text("*", lambda v, e: v if e == 1 else f"{v}**{e}")
+        return self._written("*", lambda v, e: v if e == 1 else f"{v}**{e}")
 
     def __repr__(self) -> str:
         return f"Poly({self.expr()})"

@@ -38,6 +38,7 @@ from archdsl.cost.analysis import (
     memo,
     plan,
     poly_regime,
+    poly_sum,
     symbols,
 )
 from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy, shape_bytes
@@ -158,6 +159,7 @@ class Report:
     _flops: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     _rebuild: Callable[[Settings], Report] | None = field(default=None, repr=False, compare=False)
     _others: dict[int, Report] = field(default_factory=dict, repr=False, compare=False)
+    _sums: dict[tuple[Poly, ...], Poly] = field(default_factory=dict, repr=False, compare=False)
 
     # -- where the polynomials hold ------------------------------------------------------------------
 
@@ -232,7 +234,9 @@ class Report:
 
     def total(self, attr: str) -> Any:
         """A component attribute summed over the model (as ``LayerCost.total`` over a layer)."""
-        return sum((layer.total(attr) for layer in self.layers), Poly() if attr.endswith("poly") else 0)
+        if attr.endswith("poly"):
+            return poly_sum(tuple(layer.total(attr) for layer in self.layers), self._sums)
+        return sum(layer.total(attr) for layer in self.layers)
 
     @property
     def params_total(self) -> int:
@@ -336,7 +340,7 @@ class Report:
                 for r in self.layers
                 if (m := _BLOCK.match(r.name)) and (m[1] or self.stack_roles[0]) == role
             ]
-            fp = sum((r.total("forward_poly") for r in rows), Poly())
+            fp = poly_sum(tuple(r.total("forward_poly") for r in rows), self._sums)
             flops = sum(r.flops_forward for r in rows)
             out.append(
                 {
@@ -508,9 +512,13 @@ def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
     blocks = block_layers(model)
     recomputed = {name for name, ck in blocks.items() if s.recompute == "full" or ck}
     comps = component_costs(g, Sizes(values, sym), s.act(), s.recompute, recomputed)
+    sums = once(g, ("sums",), dict)  # the polynomials' sums, made once for a sweep
     rows: dict[str, LayerCost] = {}
     for c in comps:
-        rows.setdefault(c.layer, LayerCost(c.layer)).components.append(c)
+        row = rows.get(c.layer)
+        if row is None:
+            row = rows[c.layer] = LayerCost(c.layer, sums=sums)
+        row.components.append(c)
     saved = {attention: saved_by_policy(g, model, values, s.act(attention)) for attention in ATTENTION}
     act = saved[s.attention][s.recompute]
     act_sym = activation_polys(g, model, sym, s)
@@ -538,6 +546,7 @@ def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
         context=context_limit(g),
         towers=tower_summary(model),
         _rebuild=lambda other: build_report(g, model, other),
+        _sums=sums,
     )
     params = once(g, ("params",), lambda: (report.params_total, report.params_trainable))
     report.memory = memory_section(g, model, s, layers, *params, saved)

@@ -24,11 +24,15 @@ def length_limits(g: nx.DiGraph) -> Iterator[tuple[str, Node, int]]:
     """Every component node with a length limit, as (graph node, the IR node whose ``max_len`` sets
     the limit, the limit). An attention's limit may come from its own table (BigBird), from the
     stack's positional scheme acting in it (RoPE), or both: each that binds is given."""
+    limits: dict[tuple[int, int, int], int | None] = {}  # by the objects (repeated layers share them)
     for n, a in g.nodes(data=True):
         if "kind" not in a:
             continue
         kind, node, ctx = a["kind"], a["node"], a["ctx"]
-        limit = kind.max_seq_len(node, ctx)
+        key = (id(kind), id(node), id(ctx))
+        if key not in limits:
+            limits[key] = kind.max_seq_len(node, ctx)
+        limit = limits[key]
         if limit is None:
             continue
         pos = ctx.position if kind.role == "attention" and not node.get("cross", False) else None

@@ -41,7 +41,7 @@ def infer_shapes(g: nx.DiGraph) -> list[Diagnostic]:
                     raise ShapeError(f"`{n}` adds tensors of shapes " + ", ".join(map(str, ins)))
                 a["shape"] = ins[0]
             else:  # the repeated layers of a deep stack ask their kinds once
-                key = (id(a["kind"]), a["node"], a["ctx"], tuple(ins))
+                key = (id(a["kind"]), id(a["node"]), id(a["ctx"]), tuple(ins))  # objects the graph holds
                 if key not in known:
                     known[key] = a["kind"].out_shape(a["node"], a["ctx"], ins)
                 a["shape"] = known[key]
@@ -51,8 +51,8 @@ def infer_shapes(g: nx.DiGraph) -> list[Diagnostic]:
             diags.append(Diagnostic(e.code, e.message, span, e.help))
             failed.add(n)
             continue
-        for _, dst in g.out_edges(n):
-            g.edges[n, dst]["shape"] = a["shape"]
+        for edge in g.succ[n].values():  # the edges out of n: their attributes
+            edge["shape"] = a["shape"]
     g.graph["archdsl_topo"] = order  # the cost passes walk the graph in it too
     return dedupe(diags)
 
