@@ -30,7 +30,6 @@ from archdsl.frontend.text import parse_expr
 from archdsl.graph import build_graph, ctx_of, input_shapes, input_vocabs
 from archdsl.ir import Model, Spec
 from archdsl.kinds import REGISTRY
-from archdsl.lower.lowering import lower
 from archdsl.names import OVERRIDE_HELP, override_name_problem
 from archdsl.passes import run_passes
 
@@ -284,6 +283,7 @@ def build(
     once with the length symbolic, and later lengths reuse that graph."""
     from archdsl.lower.build import build_module, instantiate
     from archdsl.lower.fits import ensure_fits
+    from archdsl.lower.lowering import lower
 
     g = checked_graph(spec)
     ctor = lower(spec.model)

@@ -562,11 +562,20 @@ class LayerCost:
     kv_cache_bytes: int = 0
     #: sums of polynomials made so far, shared by the layers of a report (see :func:`poly_sum`)
     sums: dict[tuple[Poly, ...], Poly] = field(default_factory=dict, repr=False, compare=False)
+    _totals: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _counted: int = field(default=0, repr=False, compare=False)  # components when _totals was made
 
     def total(self, attr: str) -> Any:
-        if attr.endswith("poly"):
-            return poly_sum(tuple(getattr(c, attr) for c in self.components), self.sums)
-        return sum(getattr(c, attr) for c in self.components)
+        """A component attribute summed over the layer (once, unless components are added)."""
+        if self._counted != len(self.components):
+            self._totals.clear()
+            self._counted = len(self.components)
+        if attr not in self._totals:
+            if attr.endswith("poly"):
+                self._totals[attr] = poly_sum(tuple(getattr(c, attr) for c in self.components), self.sums)
+            else:
+                self._totals[attr] = sum(getattr(c, attr) for c in self.components)
+        return self._totals[attr]
 
     @property
     def params(self) -> int:

@@ -34,7 +34,7 @@ def _norm(c: Number) -> Number:
 class Poly:
     """A polynomial with rational coefficients in ``b``, ``n`` and ``m``; immutable."""
 
-    __slots__ = ("_hash", "_texts", "terms")
+    __slots__ = ("_hash", "_texts", "_values", "terms")
 
     def __init__(self, terms: dict[Mono, Number] | None = None) -> None:
         out: dict[Mono, Number] = {}
@@ -44,6 +44,7 @@ class Poly:
         self.terms = out
         self._hash: int | None = None
         self._texts: dict[str, str] | None = None  # immutable: written out once per notation
+        self._values: dict[tuple[Number, Number, Number], Number] | None = None  # and evaluated once
 
     @classmethod
     def var(cls, name: str) -> Poly:
@@ -170,6 +171,9 @@ class Poly:
     def __call__(self, b: Number = 1, n: Number = 0, m: Number = 0) -> Number:
         """The value at the given sizes (exact: an int, or a Fraction)."""
         vals = (b, n, m)
+        whole = type(b) is int and type(n) is int and type(m) is int  # sizes: kept (floats are not)
+        if whole and self._values is not None and vals in self._values:
+            return self._values[vals]
         total: Number = 0
         for k, c in self.terms.items():
             x = c
@@ -177,7 +181,12 @@ class Poly:
                 if e:
                     x = x * v**e
             total += x
-        return _norm(total)
+        out = _norm(total)
+        if whole:
+            if self._values is None:
+                self._values = {}
+            self._values[vals] = out
+        return out
 
     def with_batch(self, b: Number) -> Poly:
         """The polynomial with the batch set to ``b`` (a polynomial in the lengths)."""

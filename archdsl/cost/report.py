@@ -160,6 +160,7 @@ class Report:
     _rebuild: Callable[[Settings], Report] | None = field(default=None, repr=False, compare=False)
     _others: dict[int, Report] = field(default_factory=dict, repr=False, compare=False)
     _sums: dict[tuple[Poly, ...], Poly] = field(default_factory=dict, repr=False, compare=False)
+    _totals: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- where the polynomials hold ------------------------------------------------------------------
 
@@ -233,10 +234,14 @@ class Report:
         )
 
     def total(self, attr: str) -> Any:
-        """A component attribute summed over the model (as ``LayerCost.total`` over a layer)."""
-        if attr.endswith("poly"):
-            return poly_sum(tuple(layer.total(attr) for layer in self.layers), self._sums)
-        return sum(layer.total(attr) for layer in self.layers)
+        """A component attribute summed over the model (as ``LayerCost.total`` over a layer; once per
+        report and attribute)."""
+        if attr not in self._totals:
+            if attr.endswith("poly"):
+                self._totals[attr] = poly_sum(tuple(layer.total(attr) for layer in self.layers), self._sums)
+            else:
+                self._totals[attr] = sum(layer.total(attr) for layer in self.layers)
+        return self._totals[attr]
 
     @property
     def params_total(self) -> int:
@@ -401,9 +406,14 @@ class Report:
         )
 
 
+_LEAVES = frozenset((int, float, str, bool, type(None)))
+
+
 def plain(x: Any) -> Any:
     """JSON-ready: polynomials as expressions (``36864*b*n**2 + …``, which sympy.sympify reads),
     fractions as floats."""
+    if type(x) in _LEAVES:  # most of a report: numbers and names, as they are
+        return x
     if isinstance(x, dict):
         return {k: plain(v) for k, v in x.items()}
     if isinstance(x, list | tuple):

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+import lark
 from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
@@ -33,14 +37,57 @@ _COMMENTS: list[Token] = []  # filled by the lexer during one parse (see parse_t
 
 @functools.cache
 def _parser() -> Lark:
+    grammar = grammar_path().read_text(encoding="utf-8")
+    return build_parser(grammar, parser_cache(grammar))
+
+
+def build_parser(grammar: str, cache: str | bool = False) -> Lark:
+    """The LALR parser of ``grammar``. ``cache``: a file to keep the built tables in between runs
+    (building them is most of a ``check``'s start-up; loading them takes a few milliseconds). Lark
+    checks the file against the grammar, its options and its own version, rebuilds when they differ
+    or the file cannot be read, and writes it when it can (silently not, where it cannot)."""
     return Lark(
-        grammar_path().read_text(encoding="utf-8"),
+        grammar,
         parser="lalr",
         start=["start", "expr"],
         propagate_positions=True,
         maybe_placeholders=False,
         lexer_callbacks={"COMMENT": _COMMENTS.append},
+        cache=cache,
     )
+
+
+def parser_cache(grammar: str) -> str | bool:
+    """Where the built parser is kept: ``archdsl/`` in the user's cache folder (``$XDG_CACHE_HOME``,
+    else ``~/.cache``), a file named by the grammar's hash (the package may be installed read-only).
+    False — build it each time — without a folder to write, with ``ARCHDSL_NO_CACHE`` set, or where
+    the folder or file is not the user's own alone (a cache is loaded with pickle: only a file no one
+    else could have written is read)."""
+    if os.environ.get("ARCHDSL_NO_CACHE"):
+        return False
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):
+        return False  # no home to speak of
+    folder = Path(base) / "archdsl"
+    digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()[:16]
+    path = (
+        folder / f"parser-{digest}-lark{lark.__version__}-py{sys.version_info[0]}{sys.version_info[1]}.pickle"
+    )
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _own(folder) or (path.exists() and not _own(path)):
+            return False
+    except OSError:
+        return False
+    return str(path)
+
+
+def _own(path: Path) -> bool:
+    """Whether only the current user can have written ``path`` (always, where there are no owners)."""
+    if not hasattr(os, "getuid"):
+        return True
+    st = path.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 # Terminal names Lark reports, in words users know.
