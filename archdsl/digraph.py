@@ -85,10 +85,11 @@ class DiGraph:
         self._node: dict[Hashable, Attrs] = {}
         self.succ: dict[Hashable, dict[Hashable, Attrs]] = {}
         self.pred: dict[Hashable, dict[Hashable, Attrs]] = {}
+        self._nodes = NodeView(self._node)
 
     @property
     def nodes(self) -> NodeView:
-        return NodeView(self._node)
+        return self._nodes
 
     @property
     def edges(self) -> EdgeView:

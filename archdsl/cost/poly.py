@@ -47,6 +47,17 @@ class Poly:
         self._values: dict[tuple[Number, Number, Number], Number] | None = None  # and evaluated once
 
     @classmethod
+    def _of(cls, terms: dict[Mono, Number]) -> Poly:
+        """A polynomial of ``terms`` already in normal form (no zero coefficient, whole fractions as
+        ints): what arithmetic on polynomials makes, without checking it again."""
+        p = object.__new__(cls)
+        p.terms = terms
+        p._hash = None
+        p._texts = None
+        p._values = None
+        return p
+
+    @classmethod
     def var(cls, name: str) -> Poly:
         e = [0, 0, 0]
         e[VARS.index(name)] = 1
@@ -54,6 +65,10 @@ class Poly:
 
     @staticmethod
     def lift(x: Any) -> Poly:
+        if type(x) is Poly:
+            return x
+        if type(x) is int:  # the common case, checked first (bool is not int here)
+            return Poly._of({(0, 0, 0): x} if x else {})
         if isinstance(x, Poly):
             return x
         if isinstance(x, bool) or not isinstance(x, int | Fraction):
@@ -63,16 +78,22 @@ class Poly:
     # -- arithmetic ---------------------------------------------------------------------------------
 
     def __add__(self, other: Any) -> Poly:
+        if type(other) is int and not other:
+            return self
         o = Poly.lift(other)
         out = dict(self.terms)
         for k, v in o.terms.items():
-            out[k] = out.get(k, 0) + v
-        return Poly(out)
+            total = out.get(k, 0) + v
+            if total:
+                out[k] = total.numerator if type(total) is Fraction and total.denominator == 1 else total
+            else:
+                del out[k]  # v is not 0, so k was a term
+        return Poly._of(out)
 
     __radd__ = __add__
 
     def __neg__(self) -> Poly:
-        return Poly({k: -v for k, v in self.terms.items()})
+        return Poly._of({k: -v for k, v in self.terms.items()})
 
     def __sub__(self, other: Any) -> Poly:
         return self + (-Poly.lift(other))
@@ -81,6 +102,11 @@ class Poly:
         return Poly.lift(other) + (-self)
 
     def __mul__(self, other: Any) -> Poly:
+        if type(other) is int:  # a polynomial times a whole number: each coefficient
+            if not other:
+                return Poly._of({})
+            if all(type(v) is int for v in self.terms.values()):
+                return Poly._of({k: v * other for k, v in self.terms.items()})
         o = Poly.lift(other)
         out: dict[Mono, Number] = {}
         for (a1, a2, a3), u in self.terms.items():

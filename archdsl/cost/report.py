@@ -389,7 +389,7 @@ class Report:
             settings["src_len"] = self.src_len
         settings["optimizer"] = "adamw"
         settings["symbols"] = dict(self.legend)
-        return plain(
+        out = plain(
             {
                 "model": self.model,
                 "type": self.model_type,
@@ -400,9 +400,18 @@ class Report:
                 "memory": dict(self.memory),
                 "stacks": self.stacks(),
                 **({"towers": list(self.towers)} if self.towers else {}),
-                "layers": [self.layer_dict(r) for r in self.layers],
             }
         )
+        out["layers"] = [self._plain_layer(r) for r in self.layers]
+        return out  # type: ignore[no-any-return]
+
+    def _plain_layer(self, r: LayerCost) -> dict[str, Any]:
+        """``plain(self.layer_dict(r))``, its components (JSON-ready already) not walked again."""
+        d = self.layer_dict(r)
+        components = d.pop("components")
+        out = plain(d)
+        out["components"] = components
+        return out  # type: ignore[no-any-return]
 
 
 _LEAVES = frozenset((int, float, str, bool, type(None)))
