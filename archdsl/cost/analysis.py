@@ -303,6 +303,17 @@ def plan(g: DiGraph) -> list[NodePlan]:
     return out
 
 
+def layer_members(g: DiGraph) -> dict[str, tuple[int, ...]]:
+    """Each layer's component nodes, as positions in the plan (the layers in the order the plan meets
+    them: a report's rows)."""
+    if "archdsl_layer_members" not in g.graph:
+        members: dict[str, list[int]] = {}
+        for i, p in enumerate(plan(g)):
+            members.setdefault(p.layer, []).append(i)
+        g.graph["archdsl_layer_members"] = {k: tuple(v) for k, v in members.items()}
+    return g.graph["archdsl_layer_members"]  # type: ignore[no-any-return]
+
+
 def params_total(g: DiGraph) -> int:
     """The model's parameter count (what ``Report.params_total`` reports), from the plan alone."""
     return sum(p.params for p in plan(g))
@@ -546,7 +557,7 @@ def poly_sum(polys: tuple[Poly, ...], sums: dict[tuple[Poly, ...], Poly]) -> Pol
     polynomial objects (their nodes' classes are costed once), so their sums are one sum."""
     out = sums.get(polys)
     if out is None:
-        out = sums[polys] = sum(polys, Poly())
+        out = sums[polys] = Poly.sum(polys)
     return out
 
 

@@ -16,6 +16,7 @@ size (``min(n, w)``) raises ``TypeError``: kinds guard such code with ``isinstan
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
 
@@ -56,6 +57,15 @@ class Poly:
         p._texts = None
         p._values = None
         return p
+
+    @classmethod
+    def sum(cls, items: Iterable[Any]) -> Poly:
+        """The sum of polynomials (or numbers), added term by term into one polynomial."""
+        out: dict[Mono, Number] = {}
+        for item in items:
+            for k, v in Poly.lift(item).terms.items():
+                out[k] = out.get(k, 0) + v
+        return cls(out)
 
     @classmethod
     def var(cls, name: str) -> Poly:

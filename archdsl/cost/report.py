@@ -32,6 +32,7 @@ from archdsl.cost.analysis import (
     context_limit,
     jsonable,
     kv_piecewise,
+    layer_members,
     leading_terms,
     memo,
     plan,
@@ -494,13 +495,11 @@ def memory_section(
     kv_mha = sum(c.kv_cache_mha_elements for r in rows for c in r.components) * s.batch * by
     largest = largest_op_bytes(g, sizes, by)
     # the polynomials are the same at every length of a sweep: summed once per graph and settings
-    act_poly = once(
-        g, ("act_poly", s.act(), s.recompute), lambda: sum((r.activation_poly for r in rows), Poly())
-    )
+    act_poly = once(g, ("act_poly", s.act(), s.recompute), lambda: Poly.sum(r.activation_poly for r in rows))
     kv_poly = once(
         g,
         ("kv_poly", by),
-        lambda: sum((c.kv_cache_poly for r in rows for c in r.components), Poly()) * by * B,
+        lambda: Poly.sum(c.kv_cache_poly for r in rows for c in r.components) * by * B,
     )
     at = _sizes_of(model.type, s)
     return {
@@ -531,12 +530,9 @@ def build_report(g: DiGraph, model: Model, s: Settings) -> Report:
     recomputed = {name for name, ck in blocks.items() if s.recompute == "full" or ck}
     comps = component_costs(g, Sizes(values, sym), s.act(), s.recompute, recomputed)
     sums = once(g, ("sums",), dict)  # the polynomials' sums, made once for a sweep
-    rows: dict[str, LayerCost] = {}
-    for c in comps:
-        row = rows.get(c.layer)
-        if row is None:
-            row = rows[c.layer] = LayerCost(c.layer, sums=sums)
-        row.components.append(c)
+    rows = {  # the report's rows, in the order the graph meets their layers
+        layer: LayerCost(layer, [comps[i] for i in at], sums=sums) for layer, at in layer_members(g).items()
+    }
     saved = {attention: saved_by_policy(g, model, values, s.act(attention)) for attention in ATTENTION}
     act = saved[s.attention][s.recompute]
     act_sym = activation_polys(g, model, sym, s)
@@ -591,7 +587,7 @@ def add_regimes(r: Report, g: DiGraph, model: Model, sym: Mapping[str, Any]) -> 
     act_one = once(
         g,
         ("act_poly_1", s.act(), s.recompute),
-        lambda: sum((Poly.lift(lm.saved) for lm in one.values()), Poly()),
+        lambda: Poly.sum(lm.saved for lm in one.values()),
     )
     m["activation_poly_regime"] = r.activation_regime.to_dict()
     m["activation_poly_batch_1"] = act_one
