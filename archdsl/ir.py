@@ -37,10 +37,17 @@ class Node:
     param_spans: tuple[tuple[str, Span], ...] = field(default=(), compare=False, repr=False)
 
     def __getitem__(self, name: str) -> Value:
-        for k, v in self.params:
-            if k == name:
-                return v
-        raise KeyError(f"{self.kind} has no parameter {name!r}")
+        try:
+            index = self.__dict__["_index"]
+        except KeyError:  # the parameters by name, made on first use (the costs read them often)
+            index = {}
+            for k, v in self.params:
+                index.setdefault(k, v)
+            object.__setattr__(self, "_index", index)  # not a field: equality and hash ignore it
+        try:
+            return index[name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise KeyError(f"{self.kind} has no parameter {name!r}") from None
 
     def get(self, name: str, default: Value | None = None) -> Value | None:
         try:
