@@ -84,15 +84,19 @@ _Group = tuple[tuple[int, ...] | None, tuple[tuple[tuple[Any, bool], int], ...]]
 
 
 def _layout(
-    g: DiGraph, rec: _Recorded, flags: dict[int, tuple[tuple[bool, ...], bool]], recomputed: frozenset[str]
+    g: DiGraph,
+    rec: _Recorded,
+    flags: dict[int, tuple[tuple[bool, ...], bool]],
+    flags_key: tuple[Any, ...],
+    recomputed: frozenset[str],
 ) -> tuple[list[_Group], list[int]]:
     """The layers in groups that keep the same bytes: (the groups, each layer's group, in the order of
     ``_layer_names``). A layer pays for each tensor it is the first to keep and is not recomputed; a
     recomputed block keeps the tensors that enter it (its input, and in a decoder the encoder's
     output), unless a layer before has paid for them already. ``flags``: per class, which inputs its
-    nodes keep, and whether their output. The same at every size at which the kinds keep the same
-    tensors, so cached."""
-    key = ("archdsl_layout", tuple(sorted(flags.items())), recomputed)
+    nodes keep, and whether their output (``flags_key``: the same as a key). The same at every size
+    at which the kinds keep the same tensors, so cached."""
+    key = ("archdsl_layout", flags_key, recomputed)
     if key in g.graph:
         return g.graph[key]  # type: ignore[no-any-return]
     keepers: dict[str, list[str]] = {}  # tensor -> the layers that keep it, in order
@@ -155,13 +159,15 @@ def saved_by_policy(
     skey = size_key(sizes)
     acts: dict[Any, Any] = {}
     kept: dict[int, Saved] = {}
+    flags: dict[int, tuple[tuple[bool, ...], bool]] = {}  # per class: the inputs it keeps, its output
     for c, p in rec.classes.items():
         nact, akey = node_act(act, p, acts)
         key = ("saved", p.sig, skey, akey)
         if key not in cache:
-            cache[key] = p.kind.saved(p.node, p.ctx, tuple(concrete(s, sizes) for s in p.shapes), nact)
-        kept[c] = cache[key]
-    flags = {c: (tuple(bool(x) for x in s.inputs), bool(s.output)) for c, s in kept.items()}
+            keeps = p.kind.saved(p.node, p.ctx, tuple(concrete(x, sizes) for x in p.shapes), nact)
+            cache[key] = keeps, (tuple(bool(x) for x in keeps.inputs), bool(keeps.output))
+        kept[c], flags[c] = cache[key]
+    layout_key = tuple(flags.items())  # classes in the same order every call
     own: dict[tuple[int, ...], tuple[Any, Any]] = {}  # profile -> (bytes its nodes keep, of which core)
     for profile in rec.distinct:
         internal: Any = 0
@@ -182,7 +188,7 @@ def saved_by_policy(
             out[policy] = {name: LayerMemory(name, *values[i]) for name, i in zip(names, index, strict=True)}
             continue
         recomputed = frozenset(name for name, ck in blocks.items() if policy == "full" or ck)
-        groups, index = _layout(g, rec, flags, recomputed)
+        groups, index = _layout(g, rec, flags, layout_key, recomputed)
         values = []
         for profile, tensors in groups:
             saved, core = own[profile] if profile is not None else (0, 0)
