@@ -18,6 +18,7 @@ written as an explicit ``flow``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,7 +193,7 @@ class Model:
     #: a tower of a model whose base is frozen (LoRA or adapters anywhere in it): it freezes too
     base_frozen: bool = False
 
-    @property
+    @functools.cached_property  # a model never changes (the graph view asks for every context)
     def frozen(self) -> bool:
         """LoRA or adapters: the base weights are frozen and only those train."""
         return (
