@@ -236,8 +236,12 @@ def processes(repeats: int) -> tuple[list[dict[str, Any]], list[str]]:
             for i, (_, argv, cmd, name) in enumerate(runs):
                 before = os.times()
                 t = time.perf_counter()
-                subprocess.run(
-                    [*argv, cmd, str(ROOT / "specs" / name)], env=env, check=True, stdout=subprocess.DEVNULL
+                subprocess.run(  # from ROOT: `python -m` puts the working folder first on the path
+                    [*argv, cmd, str(ROOT / "specs" / name)],
+                    env=env,
+                    cwd=ROOT,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
                 )
                 elapsed = time.perf_counter() - t
                 after = os.times()
@@ -252,6 +256,7 @@ def processes(repeats: int) -> tuple[list[dict[str, Any]], list[str]]:
         imported = subprocess.run(
             [sys.executable, "-c", _IMPORT_CHECK, str(ROOT)],
             env=env,
+            cwd=ROOT,
             check=True,
             capture_output=True,
             text=True,
