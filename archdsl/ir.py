@@ -18,6 +18,7 @@ written as an explicit ``flow``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +38,17 @@ class Node:
     param_spans: tuple[tuple[str, Span], ...] = field(default=(), compare=False, repr=False)
 
     def __getitem__(self, name: str) -> Value:
-        for k, v in self.params:
-            if k == name:
-                return v
-        raise KeyError(f"{self.kind} has no parameter {name!r}")
+        try:
+            index = self.__dict__["_index"]
+        except KeyError:  # the parameters by name, made on first use (the costs read them often)
+            index = {}
+            for k, v in self.params:
+                index.setdefault(k, v)
+            object.__setattr__(self, "_index", index)  # not a field: equality and hash ignore it
+        try:
+            return index[name]  # type: ignore[no-any-return]
+        except KeyError:
+            raise KeyError(f"{self.kind} has no parameter {name!r}") from None
 
     def get(self, name: str, default: Value | None = None) -> Value | None:
         try:
@@ -185,7 +193,7 @@ class Model:
     #: a tower of a model whose base is frozen (LoRA or adapters anywhere in it): it freezes too
     base_frozen: bool = False
 
-    @property
+    @functools.cached_property  # a model never changes (the graph view asks for every context)
     def frozen(self) -> bool:
         """LoRA or adapters: the base weights are frozen and only those train."""
         return (

@@ -16,21 +16,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from archdsl import syntax as S
 from archdsl.compose import apply_overrides, compose_file
 from archdsl.cost import Report, Settings, build_report, ensure_seq_len
 from archdsl.cost.analysis import params_total
 from archdsl.cost.report import size_values
 from archdsl.diagnostics import Diagnostic, SourceCache, Span, SpecError, did_you_mean, printable
+from archdsl.digraph import DiGraph
 from archdsl.elaborate import elaborate
 from archdsl.frontend import parse_source, read_source
 from archdsl.frontend.text import parse_expr
 from archdsl.graph import build_graph, ctx_of, input_shapes, input_vocabs
 from archdsl.ir import Model, Spec
 from archdsl.kinds import REGISTRY
-from archdsl.lower.lowering import lower
 from archdsl.names import OVERRIDE_HELP, override_name_problem
 from archdsl.passes import run_passes
 
@@ -124,7 +122,7 @@ def override_file(file: S.File, overrides: Mapping[str, Override] | None) -> S.F
         raise SpecError(e.diagnostics, texts) from None
 
 
-def graph(spec: Spec) -> nx.DiGraph:
+def graph(spec: Spec) -> DiGraph:
     return build_graph(spec.model)
 
 
@@ -150,7 +148,7 @@ def located(diags: list[Diagnostic], where: Span) -> list[Diagnostic]:
     return [d if d.span is not None else replace(d, span=where) for d in diags]
 
 
-def checked_graph(spec: Spec) -> nx.DiGraph:
+def checked_graph(spec: Spec) -> DiGraph:
     g = graph(spec)
     diags = located(run_passes(g), _where(spec))
     if diags:
@@ -231,7 +229,7 @@ def sweep(
     return out
 
 
-def report_at(spec: Spec, g: nx.DiGraph, s: Settings, past_context: bool = False) -> Report:
+def report_at(spec: Spec, g: DiGraph, s: Settings, past_context: bool = False) -> Report:
     """The report at settings ``s``, for the spec's checked graph ``g``. Raises :class:`SpecError`
     (E014) for a length past a positional table, unless ``past_context``: then it gives the costs as
     if the tables were longer, the weights unchanged (``compare`` sets lengths past one variant's
@@ -284,6 +282,7 @@ def build(
     once with the length symbolic, and later lengths reuse that graph."""
     from archdsl.lower.build import build_module, instantiate
     from archdsl.lower.fits import ensure_fits
+    from archdsl.lower.lowering import lower
 
     g = checked_graph(spec)
     ctor = lower(spec.model)

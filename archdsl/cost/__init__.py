@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import networkx as nx
-
 from archdsl.cost.analysis import ComponentCost, LayerCost, big_o_text, concrete
 from archdsl.cost.poly import Poly
 from archdsl.cost.report import CONVENTIONS, DTYPES, POLICIES, Report, Settings, build_report
 from archdsl.diagnostics import Diagnostic, SpecError
+from archdsl.digraph import DiGraph
 from archdsl.passes.lengths import length_limits
 from archdsl.passes.shapes import inputs_of
 
@@ -36,13 +35,17 @@ __all__ = [
 ]
 
 
-def check_seq_len(g: nx.DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
+def check_seq_len(g: DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
     """E014 for a length past a positional table's ``max_len`` (or a scheme's limit), at the
     ``max_len`` that sets the limit (``length_limits``: the stack's rotary table, say, or BigBird's
     own). A length the input fixes (an image) is ``check``'s already (``check_fixed_lengths``)."""
     diags = []
-    for n, node, limit in length_limits(g):
-        length = concrete(g.nodes[inputs_of(g, n)[0]]["shape"], sizes)[1]
+    if "archdsl_length_limits" not in g.graph:  # the same for every length of a sweep
+        g.graph["archdsl_length_limits"] = [
+            (g.nodes[inputs_of(g, n)[0]]["shape"], node, limit) for n, node, limit in length_limits(g)
+        ]
+    for shape, node, limit in g.graph["archdsl_length_limits"]:
+        length = concrete(shape, sizes)[1]
         if isinstance(length, int) and length > limit:
             d = Diagnostic(
                 "E014",
@@ -55,7 +58,7 @@ def check_seq_len(g: nx.DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
     return diags
 
 
-def ensure_seq_len(g: nx.DiGraph, sizes: Mapping[str, Any]) -> None:
+def ensure_seq_len(g: DiGraph, sizes: Mapping[str, Any]) -> None:
     diags = check_seq_len(g, sizes)
     if diags:
         raise SpecError(diags)

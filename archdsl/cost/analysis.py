@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-import networkx as nx
-
 from archdsl.cost.poly import B, M, N, Poly
 from archdsl.cost.regime import Piecewise, component_kv, total
+from archdsl.digraph import DiGraph, topological_sort
 from archdsl.ir import Model
 from archdsl.kinds import ActCfg, Ctx
 from archdsl.kinds.base import Shape
@@ -61,25 +60,42 @@ def weights_train(a: Mapping[str, Any]) -> bool:
     return not a["ctx"].frozen or a["kind"].always_trains
 
 
-def gradient_flow(g: nx.DiGraph) -> dict[str, tuple[bool, bool, bool, tuple[bool, ...]]]:
+def gradient_flow(
+    g: DiGraph,
+    preds: Mapping[str, tuple[str, ...]] | None = None,
+    trains: Callable[[str], tuple[bool, bool]] | None = None,
+) -> dict[str, tuple[bool, bool, bool, tuple[bool, ...]]]:
     """For every component node: (its input needs a gradient, its own weights train, its output needs
     a gradient, and per input whether it needs one where its inputs differ — else ()). Nothing before
-    the first trainable weight needs one: autograd records no backward for it."""
+    the first trainable weight needs one: autograd records no backward for it. ``preds`` (each node's
+    inputs) and ``trains`` (a component's (own weights train, it trains something)) where known."""
     grad: dict[str, bool] = {}
     out: dict[str, tuple[bool, bool, bool, tuple[bool, ...]]] = {}
-    for n in nx.topological_sort(g):
+    for n in topological_order(g):
         a = g.nodes[n]
-        grads = tuple(grad[p] for p in inputs_of(g, n))
+        grads = tuple(grad[p] for p in (preds[n] if preds is not None else inputs_of(g, n)))
         input_grad = any(grads)
         if "kind" not in a:
             grad[n] = input_grad
             continue
-        kind, node, ctx = a["kind"], a["node"], a["ctx"]
-        own = weights_train(a)
-        trains = kind.trainable_params(node, ctx) > 0 or (own and kind.shares_embedding(node))
-        grad[n] = input_grad or trains
+        own, trains_any = trains(n) if trains is not None else _trains(a)
+        grad[n] = input_grad or trains_any
         out[n] = (input_grad, own, grad[n], grads if len(set(grads)) > 1 else ())
     return out
+
+
+def _trains(a: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(its own weights train, it trains a weight: its own, or the embedding a tied head shares)."""
+    kind, node, ctx = a["kind"], a["node"], a["ctx"]
+    own = weights_train(a)
+    return own, kind.trainable_params(node, ctx) > 0 or (own and kind.shares_embedding(node))
+
+
+def topological_order(g: DiGraph) -> list[str]:
+    """The nodes in a topological order (kept from shape inference, which walks the graph in one)."""
+    if "archdsl_topo" not in g.graph:
+        g.graph["archdsl_topo"] = topological_sort(g)
+    return g.graph["archdsl_topo"]  # type: ignore[no-any-return]
 
 
 # -- one component ---------------------------------------------------------------------------------
@@ -98,7 +114,7 @@ def _node_costs(
     )
 
 
-def memo(g: nx.DiGraph) -> dict[Any, Any]:
+def memo(g: DiGraph) -> dict[Any, Any]:
     """A graph's cache of node results, keyed by the node's signature (``NodePlan.sig``), the sizes
     and the settings: a deep stack of equal layers, or a sweep over lengths, costs each distinct
     evaluation once."""
@@ -202,91 +218,146 @@ class NodePlan:
     output_grad: bool  # its output needs a gradient: it is on autograd's graph
     input_grads: tuple[bool, ...]  # per input, where they differ (else ())
     sig: int  # equal for nodes of equal kind, parameters, context and input shapes (repeated layers)
+    cls: int  # equal for nodes of equal ``sig`` and gradient flow: every cost and saved tensor is equal
     preds: tuple[str, ...]  # the nodes its inputs come from
     params: int
     trainable: int
     active: int
     caches: bool  # a decoder's attention or recurrent component: it keeps a KV cache or a state
 
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """(params, trainable, active): the parameter fields of its :class:`ComponentCost`."""
+        return self.params, self.trainable, self.active
 
-def plan(g: nx.DiGraph) -> list[NodePlan]:
+
+def plan(g: DiGraph) -> list[NodePlan]:
     """The component nodes in graph order, with their shapes, gradient flow and parameter counts;
-    computed once per graph (a sweep reuses it)."""
+    computed once per graph (a sweep reuses it). Nodes of equal signature (the repeated layers of a
+    deep stack) ask their kind for their parameter counts once."""
     if "archdsl_plan" in g.graph:
         return g.graph["archdsl_plan"]  # type: ignore[no-any-return]
-    flow = gradient_flow(g)
-    out = []
+    preds = {n: tuple(inputs_of(g, n)) for n in g.nodes}
     sigs: dict[tuple[Any, ...], int] = {}
+    same: dict[tuple[Any, ...], int] = {}  # by the objects' identity: repeated layers share them
+    sig_of: dict[str, int] = {}
+    for n, a in g.nodes(data=True):
+        if "kind" in a:
+            kind, node, ctx = a["kind"], a["node"], a["ctx"]
+            shapes = tuple(g.nodes[p]["shape"] for p in preds[n])
+            key = (id(kind), id(node), id(ctx), shapes)
+            if key not in same:  # by value: equal nodes written apart share one too
+                # the kind itself too: one IR node may be costed by two kinds (ALBERT's table and projection)
+                same[key] = sigs.setdefault((id(kind), node.kind, node, ctx, shapes), len(sigs))
+            sig_of[n] = same[key]
+    per_sig: dict[int, Any] = {}
+
+    def of_sig(n: str) -> Any:
+        """(own weights train, it trains, params, trainable, active, caches) of a node's signature."""
+        sig = sig_of[n]
+        if sig not in per_sig:
+            a = g.nodes[n]
+            kind, node, ctx = a["kind"], a["node"], a["ctx"]
+            per_sig[sig] = (
+                *_trains(a),
+                int(kind.n_params(node, ctx)),
+                int(kind.trainable_params(node, ctx)),
+                int(kind.active_params(node, ctx)),
+                (kind.role == "attention" or kind.recurrent) and ctx.stack == "decoder",
+            )
+        return per_sig[sig]
+
+    flow = gradient_flow(g, preds, lambda n: of_sig(n)[:2])
+    out = []
+    classes: dict[tuple[Any, ...], int] = {}
     for n in g.nodes:
         a = g.nodes[n]
         if "kind" not in a:
             continue
-        kind, node, ctx = a["kind"], a["node"], a["ctx"]
+        sig = sig_of[n]
+        _, _, params, trainable, active, caches = of_sig(n)
         owner = a["owner"]
-        preds = tuple(inputs_of(g, n))
-        shapes = tuple(g.nodes[p]["shape"] for p in preds)
-        sig = sigs.setdefault((node.kind, node, ctx, shapes), len(sigs))
         out.append(
             NodePlan(
                 nid=n,
-                kind=kind,
-                node=node,
-                ctx=ctx,
+                kind=a["kind"],
+                node=a["node"],
+                ctx=a["ctx"],
                 layer=a["layer"],
                 module=a["path"],
-                shapes=shapes,
+                shapes=tuple(g.nodes[p]["shape"] for p in preds[n]),
                 input_grad=flow[n][0],
                 own_grad=flow[n][1],
                 output_grad=flow[n][2],
                 input_grads=flow[n][3],
                 sig=sig,
-                preds=preds,
-                params=int(kind.n_params(node, ctx)) if owner else 0,
-                trainable=int(kind.trainable_params(node, ctx)) if owner else 0,
-                active=int(kind.active_params(node, ctx)) if owner else 0,
-                caches=(kind.role == "attention" or kind.recurrent) and ctx.stack == "decoder",
+                cls=classes.setdefault((sig, *flow[n]), len(classes)),
+                preds=preds[n],
+                params=params if owner else 0,
+                trainable=trainable if owner else 0,
+                active=active if owner else 0,
+                caches=caches,
             )
         )
     g.graph["archdsl_plan"] = out
     return out
 
 
-def params_total(g: nx.DiGraph) -> int:
+def layer_members(g: DiGraph) -> dict[str, tuple[int, ...]]:
+    """Each layer's component nodes, as positions in the plan (the layers in the order the plan meets
+    them: a report's rows)."""
+    if "archdsl_layer_members" not in g.graph:
+        members: dict[str, list[int]] = {}
+        for i, p in enumerate(plan(g)):
+            members.setdefault(p.layer, []).append(i)
+        g.graph["archdsl_layer_members"] = {k: tuple(v) for k, v in members.items()}
+    return g.graph["archdsl_layer_members"]  # type: ignore[no-any-return]
+
+
+def params_total(g: DiGraph) -> int:
     """The model's parameter count (what ``Report.params_total`` reports), from the plan alone."""
     return sum(p.params for p in plan(g))
 
 
-def poly_regime(g: nx.DiGraph) -> tuple[int, int]:
+def poly_regime(g: DiGraph) -> tuple[int, int]:
     """(m, t): the model's polynomials equal its exact counts for lengths that are multiples of m and
     above t — the lcm of its components' blocks and the largest of their dense thresholds."""
-    multiple, above = 1, 0
-    for p in plan(g):
-        m, t = p.kind.regime(p.node)
-        multiple, above = math.lcm(multiple, m), max(above, t)
-    return multiple, above
+    if "archdsl_regime" not in g.graph:
+        multiple, above = 1, 0
+        for p in plan(g):
+            m, t = p.kind.regime(p.node)
+            multiple, above = math.lcm(multiple, m), max(above, t)
+        g.graph["archdsl_regime"] = multiple, above
+    return g.graph["archdsl_regime"]  # type: ignore[no-any-return]
 
 
-def free_length(g: nx.DiGraph) -> bool:
+def free_length(g: DiGraph) -> bool:
     """Whether some input's length is not fixed by the input itself (token ids, not an image): then a
     length an input fixes (an image's patches, a latent array) is named N beside it, n."""
-    return any(a["op"] == "input" and any(d in ("T", "S") for d in a["shape"]) for _, a in g.nodes(data=True))
+    if "archdsl_free_length" not in g.graph:
+        g.graph["archdsl_free_length"] = any(
+            a["op"] == "input" and any(d in ("T", "S") for d in a["shape"]) for _, a in g.nodes(data=True)
+        )
+    return g.graph["archdsl_free_length"]  # type: ignore[no-any-return]
 
 
-def context_limit(g: nx.DiGraph) -> int | None:
+def context_limit(g: DiGraph) -> int | None:
     """The longest length the model takes: its shortest positional table (``max_len``), or None. In a
     model whose inputs fix some lengths but not all (CLIP's image and text towers), only the tables
     that bound a length the input does not fix."""
-    mixed = free_length(g)
-    limits = [
-        p.kind.max_seq_len(p.node, p.ctx)
-        for p in plan(g)
-        if not mixed or any(isinstance(s[1], str) for s in p.shapes if len(s) > 1)
-    ]
-    known = [x for x in limits if x is not None]
-    return min(known) if known else None
+    if "archdsl_context" not in g.graph:
+        mixed = free_length(g)
+        limits = [
+            p.kind.max_seq_len(p.node, p.ctx)
+            for p in plan(g)
+            if not mixed or any(isinstance(s[1], str) for s in p.shapes if len(s) > 1)
+        ]
+        known = [x for x in limits if x is not None]
+        g.graph["archdsl_context"] = min(known) if known else None
+    return g.graph["archdsl_context"]  # type: ignore[no-any-return]
 
 
-def kv_piecewise(g: nx.DiGraph, model: Model) -> Piecewise | None:
+def kv_piecewise(g: DiGraph, model: Model) -> Piecewise | None:
     """KV-cache elements per sequence, piecewise in the lengths (see :mod:`archdsl.cost.regime`):
     the sum of every caching component's pieces in the length its keys come from. None where some
     component's count has no such form (it is then stated with the model's regime)."""
@@ -335,58 +406,72 @@ def _symbolic(
 
 
 def component_costs(
-    g: nx.DiGraph, sizes: Sizes, act: ActCfg, policy: str, recomputed: set[str]
+    g: DiGraph, sizes: Sizes, act: ActCfg, policy: str, recomputed: set[str]
 ) -> list[ComponentCost]:
     """Every component node's costs. ``recomputed``: the layers whose forward backward redoes whole
-    (full recomputation, or blocks the spec checkpoints)."""
+    (full recomputation, or blocks the spec checkpoints). Each class of equal nodes (``NodePlan.cls``)
+    is costed once; its nodes differ only in their names."""
     selective = policy == "selective"
     cache = memo(g)
     acts: dict[Any, Any] = {}
     skey = size_key(sizes.values)
     mixed = free_length(g)
+    costs: dict[tuple[int, bool], tuple[Any, ...]] = {}
     out = []
     for p in plan(g):
-        nact, akey = node_act(act, p, acts)
-        key = ("sym", p.sig, akey, selective)
-        if key not in cache:
-            cache[key] = _symbolic(p, sizes.symbols, nact, selective, mixed)
-        pf, pm, pb, pbm, pr, pkv, growth = cache[key]
-        key = ("costs", p.sig, skey, akey, selective)
-        if key not in cache:
-            ins = tuple(concrete(s, sizes.values) for s in p.shapes)
-            kv = p.kind.kv_cache(p.node, p.ctx, ins[-1][1]) if p.caches else 0
-            kv_mha = p.kind.kv_cache_mha(p.node, p.ctx, ins[-1][1]) if p.caches else 0
-            cache[key] = (*_node_costs(p.kind, p.node, p.ctx, ins, nact, selective), kv, kv_mha)
-        fwd, mask, bwd, bwd_mask, rec, kv, kv_mha = cache[key]
-        if p.layer in recomputed:  # the whole forward again, and the kernel's own recomputation
-            rec, pr = rec + fwd, pr + pf
-        out.append(
-            ComponentCost(
-                path=p.nid,
-                module=p.module,
-                kind=p.node.kind,
-                role=p.kind.role,
-                layer=p.layer,
-                params=p.params,
-                trainable=p.trainable,
-                active=p.active,
-                flops_forward=int(fwd),
-                flops_mask_aware=exact(mask),
-                flops_backward=int(bwd),
-                flops_backward_mask_aware=exact(bwd_mask),
-                flops_recompute=int(rec),
-                kv_cache_elements=int(kv),
-                forward_poly=pf,
-                mask_aware_poly=pm,
-                backward_poly=pb,
-                backward_mask_aware_poly=pbm,
-                recompute_poly=pr,
-                kv_cache_poly=pkv,
-                big_o=growth,
-                kv_cache_mha_elements=int(kv_mha),
+        again = p.layer in recomputed
+        values = costs.get((p.cls, again))
+        if values is None:
+            values = costs[p.cls, again] = _class_costs(
+                p, cache, acts, act, sizes, skey, selective, mixed, again
             )
-        )
+        out.append(ComponentCost(p.nid, p.module, p.node.kind, p.kind.role, p.layer, *p.counts, *values))
     return out
+
+
+def _class_costs(
+    p: NodePlan,
+    cache: dict[Any, Any],
+    acts: dict[Any, Any],
+    act: ActCfg,
+    sizes: Sizes,
+    skey: tuple[Any, ...],
+    selective: bool,
+    mixed: bool,
+    again: bool,
+) -> tuple[Any, ...]:
+    """The fields of a node's :class:`ComponentCost` after its names and parameter counts, in order
+    (``again``: its layer's forward is recomputed whole)."""
+    nact, akey = node_act(act, p, acts)
+    key = ("sym", p.sig, akey, selective)
+    if key not in cache:
+        cache[key] = _symbolic(p, sizes.symbols, nact, selective, mixed)
+    pf, pm, pb, pbm, pr, pkv, growth = cache[key]
+    key = ("costs", p.sig, skey, akey, selective)
+    if key not in cache:
+        ins = tuple(concrete(s, sizes.values) for s in p.shapes)
+        kv = p.kind.kv_cache(p.node, p.ctx, ins[-1][1]) if p.caches else 0
+        kv_mha = p.kind.kv_cache_mha(p.node, p.ctx, ins[-1][1]) if p.caches else 0
+        cache[key] = (*_node_costs(p.kind, p.node, p.ctx, ins, nact, selective), kv, kv_mha)
+    fwd, mask, bwd, bwd_mask, rec, kv, kv_mha = cache[key]
+    if again:  # the whole forward again, and the kernel's own recomputation
+        rec, pr = rec + fwd, pr + pf
+    return (
+        int(fwd),
+        exact(mask),
+        int(bwd),
+        exact(bwd_mask),
+        int(rec),
+        int(kv),
+        pf,
+        pm,
+        pb,
+        pbm,
+        pr,
+        pkv,
+        growth,
+        int(kv_mha),
+    )
 
 
 # -- big-O, read off the polynomial -----------------------------------------------------------------
@@ -467,6 +552,15 @@ def big_o_text(terms: tuple[str, ...]) -> str:
     return f"O({' + '.join(terms)})" if terms else "O(1)"
 
 
+def poly_sum(polys: tuple[Poly, ...], sums: dict[tuple[Poly, ...], Poly]) -> Poly:
+    """The sum of ``polys``, made once per ``sums``: equal layers of a deep stack hold the same
+    polynomial objects (their nodes' classes are costed once), so their sums are one sum."""
+    out = sums.get(polys)
+    if out is None:
+        out = sums[polys] = Poly.sum(polys)
+    return out
+
+
 @dataclass
 class LayerCost:
     """A report row: the embedding, a block (``h.3``, ``encoder.h.0``), the final norm, the head."""
@@ -476,9 +570,22 @@ class LayerCost:
     activation_bytes: int = 0
     activation_poly: Poly = field(default_factory=Poly)
     kv_cache_bytes: int = 0
+    #: sums of polynomials made so far, shared by the layers of a report (see :func:`poly_sum`)
+    sums: dict[tuple[Poly, ...], Poly] = field(default_factory=dict, repr=False, compare=False)
+    _totals: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _counted: int = field(default=0, repr=False, compare=False)  # components when _totals was made
 
     def total(self, attr: str) -> Any:
-        return sum((getattr(c, attr) for c in self.components), Poly() if attr.endswith("poly") else 0)
+        """A component attribute summed over the layer (once, unless components are added)."""
+        if self._counted != len(self.components):
+            self._totals.clear()
+            self._counted = len(self.components)
+        if attr not in self._totals:
+            if attr.endswith("poly"):
+                self._totals[attr] = poly_sum(tuple(getattr(c, attr) for c in self.components), self.sums)
+            else:
+                self._totals[attr] = sum(getattr(c, attr) for c in self.components)
+        return self._totals[attr]
 
     @property
     def params(self) -> int:

@@ -25,9 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
-
-from archdsl.cost.analysis import concrete, memo, node_act, plan, size_key
+from archdsl.cost.analysis import NodePlan, concrete, memo, node_act, plan, size_key
+from archdsl.digraph import DiGraph
 from archdsl.ir import Model
 from archdsl.kinds import ActCfg, Saved
 from archdsl.kinds.base import prod
@@ -42,20 +41,6 @@ class LayerMemory:
     core: Any = 0  # of which: the recomputable attention core
 
 
-def tensor_bytes(g: nx.DiGraph, n: str, sizes: Mapping[str, Any], by: int) -> Any:
-    """Bytes of the tensor node ``n`` makes, at ``by`` bytes per element (token ids: int64). Cached by
-    shape: a deep stack has thousands of tensors but a handful of shapes (and symbolic sizes make
-    each product a polynomial)."""
-    a = g.nodes[n]
-    ids = a["op"] == "input" and len(a["shape"]) == 2
-    key = ("shape_bytes", a["shape"], ids, size_key(sizes), by)
-    cache = memo(g)
-    if key not in cache:
-        shape = tuple(sizes.get(d, d) if isinstance(d, str) else d for d in a["shape"])
-        cache[key] = prod(shape) * (8 if ids else by)
-    return cache[key]
-
-
 def block_layers(model: Model) -> dict[str, bool]:
     """Layer names of the blocks, each with whether the spec checkpoints it."""
     out: dict[str, bool] = {}
@@ -68,45 +53,88 @@ def block_layers(model: Model) -> dict[str, bool]:
     return out
 
 
-@dataclass
-class _Pass:
-    """What every node keeps at one set of sizes, before a recompute policy is applied."""
+@dataclass(frozen=True)
+class _Recorded:
+    """The component nodes autograd records (those on the gradient's path), read off the graph once:
+    one representative node per class of equal nodes (``NodePlan.cls``), and each layer's nodes as the
+    tuple of their classes — its *profile*: layers of equal profile keep equal bytes of their own."""
 
-    internal: dict[str, Any]  # by layer: bytes of tensors the layer's nodes make and keep
-    core: dict[str, Any]  # by layer: of which the recomputable attention core
-    keepers: dict[str, list[str]]  # tensor (its producing node) -> the layers that keep it, in order
-    with_grad: set[str]  # layers some of whose nodes run on gradients
+    nodes: tuple[NodePlan, ...]  # in graph order
+    classes: dict[int, NodePlan]  # class -> a node of it
+    profiles: dict[str, tuple[int, ...]]  # layer -> its nodes' classes, in order
+    distinct: tuple[tuple[int, ...], ...]  # the profiles, each once
 
 
-def _pass(g: nx.DiGraph, sizes: Mapping[str, Any], act: ActCfg) -> _Pass:
-    internal: dict[str, Any] = {}
-    core: dict[str, Any] = {}
-    keepers: dict[str, list[str]] = {}
-    with_grad: set[str] = set()
-    cache = memo(g)
-    acts: dict[Any, Any] = {}
-    skey = size_key(sizes)
-    for p in plan(g):
-        if not p.output_grad:
-            continue  # nothing before the first trainable weight is recorded by autograd
-        with_grad.add(p.layer)
-        nact, akey = node_act(act, p, acts)
-        key = ("saved", p.sig, skey, akey)
-        if key not in cache:
-            cache[key] = p.kind.saved(p.node, p.ctx, tuple(concrete(s, sizes) for s in p.shapes), nact)
-        s: Saved = cache[key]
-        internal[p.layer] = internal.get(p.layer, 0) + s.internal
-        core[p.layer] = core.get(p.layer, 0) + s.core
-        for src, keep in zip(p.preds, s.inputs, strict=False):
+def _recorded(g: DiGraph) -> _Recorded:
+    if "archdsl_recorded" not in g.graph:
+        nodes = tuple(p for p in plan(g) if p.output_grad)  # nothing before the first trainable weight
+        profiles: dict[str, list[int]] = {}
+        for p in nodes:
+            profiles.setdefault(p.layer, []).append(p.cls)
+        layers = {k: tuple(v) for k, v in profiles.items()}
+        g.graph["archdsl_recorded"] = _Recorded(
+            nodes, {p.cls: p for p in nodes}, layers, tuple(dict.fromkeys(layers.values()))
+        )
+    return g.graph["archdsl_recorded"]  # type: ignore[no-any-return]
+
+
+#: a group of layers that keep the same: their profile (None: recomputed, nothing of their own kept),
+#: and the tensors they pay for, as ((shape, token ids), how many)
+_Group = tuple[tuple[int, ...] | None, tuple[tuple[tuple[Any, bool], int], ...]]
+
+
+def _layout(
+    g: DiGraph,
+    rec: _Recorded,
+    flags: dict[int, tuple[tuple[bool, ...], bool]],
+    flags_key: tuple[Any, ...],
+    recomputed: frozenset[str],
+) -> tuple[list[_Group], list[int]]:
+    """The layers in groups that keep the same bytes: (the groups, each layer's group, in the order of
+    ``_layer_names``). A layer pays for each tensor it is the first to keep and is not recomputed; a
+    recomputed block keeps the tensors that enter it (its input, and in a decoder the encoder's
+    output), unless a layer before has paid for them already. ``flags``: per class, which inputs its
+    nodes keep, and whether their output (``flags_key``: the same as a key). The same at every size
+    at which the kinds keep the same tensors, so cached."""
+    key = ("archdsl_layout", flags_key, recomputed)
+    if key in g.graph:
+        return g.graph[key]  # type: ignore[no-any-return]
+    keepers: dict[str, list[str]] = {}  # tensor -> the layers that keep it, in order
+    for p in rec.nodes:
+        inputs, output = flags[p.cls]
+        for src, keep in zip(p.preds, inputs, strict=False):
             if keep:
                 keepers.setdefault(src, []).append(p.layer)
-        if s.output:
+        if output:
             keepers.setdefault(p.nid, []).append(p.layer)
-    return _Pass(internal, core, keepers, with_grad)
+    payer: dict[str, str] = {}
+    for tensor, keeping in keepers.items():
+        live = [name for name in keeping if name not in recomputed]
+        if live:
+            payer[tensor] = live[0]
+    entering = _entering_all(g)
+    names = _layer_names(g)
+    for name in names:  # in the order of the graph: an encoder's blocks before a decoder's
+        if name in recomputed and name in rec.profiles:
+            for t in entering.get(name, ()):
+                payer.setdefault(t, name)  # a checkpoint keeps the block's inputs
+    paid: dict[str, dict[tuple[Any, bool], int]] = {}
+    for tensor, name in payer.items():
+        counts = paid.setdefault(name, {})
+        a = g.nodes[tensor]
+        shape = (a["shape"], a["op"] == "input" and len(a["shape"]) == 2)
+        counts[shape] = counts.get(shape, 0) + 1
+    groups: dict[_Group, int] = {}
+    index = []
+    for name in names:
+        profile = None if name in recomputed else rec.profiles.get(name)
+        index.append(groups.setdefault((profile, tuple(paid.get(name, {}).items())), len(groups)))
+    g.graph[key] = out = list(groups), index
+    return out
 
 
 def saved_activations(
-    g: nx.DiGraph, model: Model, sizes: Mapping[str, Any], act: ActCfg, policy: str = "none"
+    g: DiGraph, model: Model, sizes: Mapping[str, Any], act: ActCfg, policy: str = "none"
 ) -> dict[str, LayerMemory]:
     """Bytes kept for backward, per report layer.
 
@@ -117,68 +145,95 @@ def saved_activations(
 
 
 def saved_by_policy(
-    g: nx.DiGraph,
+    g: DiGraph,
     model: Model,
     sizes: Mapping[str, Any],
     act: ActCfg,
     policies: tuple[str, ...] = POLICIES,
 ) -> dict[str, dict[str, LayerMemory]]:
-    """``saved_activations`` for several policies, from one pass over the graph."""
-    raw = _pass(g, sizes, act)
-    blocks = block_layers(model)
-    names = _layer_names(g)
-    entering = _entering_all(g)
+    """``saved_activations`` for several policies. What each class of equal nodes keeps is asked of
+    its kind once, and each group of layers that keep the same (equal profiles, the same tensors paid
+    for: a deep stack's blocks) is summed once."""
+    rec = _recorded(g)
     cache = memo(g)
     skey = size_key(sizes)
+    acts: dict[Any, Any] = {}
+    kept: dict[int, Saved] = {}
+    flags: dict[int, tuple[tuple[bool, ...], bool]] = {}  # per class: the inputs it keeps, its output
+    for c, p in rec.classes.items():
+        nact, akey = node_act(act, p, acts)
+        key = ("saved", p.sig, skey, akey)
+        if key not in cache:
+            keeps = p.kind.saved(p.node, p.ctx, tuple(concrete(x, sizes) for x in p.shapes), nact)
+            cache[key] = keeps, (tuple(bool(x) for x in keeps.inputs), bool(keeps.output))
+        kept[c], flags[c] = cache[key]
+    layout_key = tuple(flags.items())  # classes in the same order every call
+    own: dict[tuple[int, ...], tuple[Any, Any]] = {}  # profile -> (bytes its nodes keep, of which core)
+    for profile in rec.distinct:
+        internal: Any = 0
+        core: Any = 0
+        for c in profile:
+            internal += kept[c].internal
+            core += kept[c].core
+        own[profile] = internal, core
+    size_of: dict[tuple[Any, bool], Any] = {}
+    names = _layer_names(g)
+    blocks = _blocks(g, model)
     out: dict[str, dict[str, LayerMemory]] = {}
+    done: dict[str, tuple[list[tuple[Any, Any]], list[int]]] = {}  # policy -> its groups' values, index
     for policy in policies:
-        recomputed = {name for name, ck in blocks.items() if policy == "full" or ck}
-        if policy == "selective" and "none" in out:  # the same tensors, less the attention core
-            out[policy] = {name: LayerMemory(name, lm.saved - lm.core, 0) for name, lm in out["none"].items()}
+        if policy == "selective" and "none" in done:  # the same tensors, less the attention core
+            values, index = done["none"]
+            values = [(saved - core, 0) for saved, core in values]
+            out[policy] = {name: LayerMemory(name, *values[i]) for name, i in zip(names, index, strict=True)}
             continue
-        layers = {name: LayerMemory(name) for name in names}
-        for name, layer in layers.items():
-            if name not in recomputed:
-                layer.saved += raw.internal.get(name, 0)
-                layer.core += raw.core.get(name, 0)
-        payer: dict[str, str] = {}
-        for tensor, keeping in raw.keepers.items():
-            live = [name for name in keeping if name not in recomputed]
-            if live:
-                payer[tensor] = live[0]
-        for name in layers:  # in the order of the graph: an encoder's blocks before a decoder's
-            if name in recomputed and name in raw.with_grad:
-                for p in entering.get(name, ()):
-                    payer.setdefault(p, name)  # a checkpoint keeps the block's inputs
-        for tensor, name in payer.items():
-            key = ("bytes", tensor, skey, act.bytes)
-            if key not in cache:
-                cache[key] = tensor_bytes(g, tensor, sizes, act.bytes)
-            layers[name].saved += cache[key]
-        if policy == "selective":
-            for layer in layers.values():
-                layer.saved -= layer.core
-                layer.core = 0
-        out[policy] = layers
+        recomputed = frozenset(name for name, ck in blocks.items() if policy == "full" or ck)
+        groups, index = _layout(g, rec, flags, layout_key, recomputed)
+        values = []
+        for profile, tensors in groups:
+            saved, core = own[profile] if profile is not None else (0, 0)
+            for shape, count in tensors:
+                if shape not in size_of:
+                    size_of[shape] = shape_bytes(shape, sizes, act.bytes)
+                saved += size_of[shape] * count
+            values.append((saved - core, 0) if policy == "selective" else (saved, core))
+        out[policy] = {name: LayerMemory(name, *values[i]) for name, i in zip(names, index, strict=True)}
+        done[policy] = values, index
     return out
 
 
-def _layer_names(g: nx.DiGraph) -> list[str]:
+def _blocks(g: DiGraph, model: Model) -> dict[str, bool]:
+    """``block_layers(model)``, kept with the graph of that model."""
+    kept = g.graph.get("archdsl_blocks")
+    if kept is None or kept[0] is not model:
+        kept = g.graph["archdsl_blocks"] = model, block_layers(model)
+    return kept[1]  # type: ignore[no-any-return]
+
+
+def shape_bytes(shape: tuple[Any, bool], sizes: Mapping[str, Any], by: int) -> Any:
+    """Bytes of a tensor given as (its shape in the graph's symbols, whether it holds token ids:
+    int64) at ``sizes``, ``by`` bytes per element otherwise (a polynomial at symbolic sizes)."""
+    dims, ids = shape
+    return prod(tuple(sizes.get(d, d) if isinstance(d, str) else d for d in dims)) * (8 if ids else by)
+
+
+def _layer_names(g: DiGraph) -> list[str]:
     if "archdsl_layers" not in g.graph:
-        names = dict.fromkeys(g.nodes[n]["layer"] for n in g.nodes)
+        names = dict.fromkeys(layer for _, layer in g.nodes(data="layer"))
         g.graph["archdsl_layers"] = [x for x in names if x not in ("input", "output")]
     return g.graph["archdsl_layers"]  # type: ignore[no-any-return]
 
 
-def _entering_all(g: nx.DiGraph) -> dict[str, list[str]]:
+def _entering_all(g: DiGraph) -> dict[str, list[str]]:
     """For every layer, the tensors that enter it from outside (a block's input, the encoder output);
     read off the graph once."""
     if "archdsl_entering" not in g.graph:
         found: dict[str, set[str]] = {}
-        for n in g.nodes:
-            layer = g.nodes[n]["layer"]
-            for p in g.predecessors(n):
-                if g.nodes[p]["layer"] != layer:
+        layers = dict(g.nodes(data="layer"))
+        for n, preds in g.pred.items():
+            layer = layers[n]
+            for p in preds:
+                if layers[p] != layer:
                     found.setdefault(layer, set()).add(p)
         g.graph["archdsl_entering"] = {k: sorted(v) for k, v in found.items()}
     return g.graph["archdsl_entering"]  # type: ignore[no-any-return]

@@ -16,6 +16,7 @@ size (``min(n, w)``) raises ``TypeError``: kinds guard such code with ``isinstan
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
 
@@ -34,7 +35,7 @@ def _norm(c: Number) -> Number:
 class Poly:
     """A polynomial with rational coefficients in ``b``, ``n`` and ``m``; immutable."""
 
-    __slots__ = ("_hash", "terms")
+    __slots__ = ("_hash", "_texts", "_values", "terms")
 
     def __init__(self, terms: dict[Mono, Number] | None = None) -> None:
         out: dict[Mono, Number] = {}
@@ -43,6 +44,28 @@ class Poly:
                 out[k] = v.numerator if type(v) is Fraction and v.denominator == 1 else v
         self.terms = out
         self._hash: int | None = None
+        self._texts: dict[str, str] | None = None  # immutable: written out once per notation
+        self._values: dict[tuple[Number, Number, Number], Number] | None = None  # and evaluated once
+
+    @classmethod
+    def _of(cls, terms: dict[Mono, Number]) -> Poly:
+        """A polynomial of ``terms`` already in normal form (no zero coefficient, whole fractions as
+        ints): what arithmetic on polynomials makes, without checking it again."""
+        p = object.__new__(cls)
+        p.terms = terms
+        p._hash = None
+        p._texts = None
+        p._values = None
+        return p
+
+    @classmethod
+    def sum(cls, items: Iterable[Any]) -> Poly:
+        """The sum of polynomials (or numbers), added term by term into one polynomial."""
+        out: dict[Mono, Number] = {}
+        for item in items:
+            for k, v in Poly.lift(item).terms.items():
+                out[k] = out.get(k, 0) + v
+        return cls(out)
 
     @classmethod
     def var(cls, name: str) -> Poly:
@@ -52,6 +75,10 @@ class Poly:
 
     @staticmethod
     def lift(x: Any) -> Poly:
+        if type(x) is Poly:
+            return x
+        if type(x) is int:  # the common case, checked first (bool is not int here)
+            return Poly._of({(0, 0, 0): x} if x else {})
         if isinstance(x, Poly):
             return x
         if isinstance(x, bool) or not isinstance(x, int | Fraction):
@@ -61,16 +88,22 @@ class Poly:
     # -- arithmetic ---------------------------------------------------------------------------------
 
     def __add__(self, other: Any) -> Poly:
+        if type(other) is int and not other:
+            return self
         o = Poly.lift(other)
         out = dict(self.terms)
         for k, v in o.terms.items():
-            out[k] = out.get(k, 0) + v
-        return Poly(out)
+            total = out.get(k, 0) + v
+            if total:
+                out[k] = total.numerator if type(total) is Fraction and total.denominator == 1 else total
+            else:
+                del out[k]  # v is not 0, so k was a term
+        return Poly._of(out)
 
     __radd__ = __add__
 
     def __neg__(self) -> Poly:
-        return Poly({k: -v for k, v in self.terms.items()})
+        return Poly._of({k: -v for k, v in self.terms.items()})
 
     def __sub__(self, other: Any) -> Poly:
         return self + (-Poly.lift(other))
@@ -79,6 +112,11 @@ class Poly:
         return Poly.lift(other) + (-self)
 
     def __mul__(self, other: Any) -> Poly:
+        if type(other) is int:  # a polynomial times a whole number: each coefficient
+            if not other:
+                return Poly._of({})
+            if all(type(v) is int for v in self.terms.values()):
+                return Poly._of({k: v * other for k, v in self.terms.items()})
         o = Poly.lift(other)
         out: dict[Mono, Number] = {}
         for (a1, a2, a3), u in self.terms.items():
@@ -169,6 +207,9 @@ class Poly:
     def __call__(self, b: Number = 1, n: Number = 0, m: Number = 0) -> Number:
         """The value at the given sizes (exact: an int, or a Fraction)."""
         vals = (b, n, m)
+        whole = type(b) is int and type(n) is int and type(m) is int  # sizes: kept (floats are not)
+        if whole and self._values is not None and vals in self._values:
+            return self._values[vals]
         total: Number = 0
         for k, c in self.terms.items():
             x = c
@@ -176,7 +217,12 @@ class Poly:
                 if e:
                     x = x * v**e
             total += x
-        return _norm(total)
+        out = _norm(total)
+        if whole:
+            if self._values is None:
+                self._values = {}
+            self._values[vals] = out
+        return out
 
     def with_batch(self, b: Number) -> Poly:
         """The polynomial with the batch set to ``b`` (a polynomial in the lengths)."""
@@ -218,13 +264,20 @@ class Poly:
         text = " ".join(parts)
         return text[2:] if text.startswith("+ ") else "-" + text[2:]
 
+    def _written(self, mul: str, power: Any) -> str:
+        if self._texts is None:
+            self._texts = {}
+        if mul not in self._texts:
+            self._texts[mul] = self._text(mul, power)
+        return self._texts[mul]
+
     def __str__(self) -> str:
         """Unicode, for people: ``36864·b·n² + 247064064·b·n``."""
-        return self._text("·", lambda v, e: v if e == 1 else v + str(e).translate(_SUPERSCRIPT))
+        return self._written("·", lambda v, e: v if e == 1 else v + str(e).translate(_SUPERSCRIPT))
 
     def expr(self) -> str:
         """Python / sympy syntax, for programs: ``36864*b*n**2 + 247064064*b*n``."""
-        return self._text("*", lambda v, e: v if e == 1 else f"{v}**{e}")
+        return self._written("*", lambda v, e: v if e == 1 else f"{v}**{e}")
 
     def __repr__(self) -> str:
         return f"Poly({self.expr()})"

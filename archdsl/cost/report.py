@@ -23,8 +23,6 @@ from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
-import networkx as nx
-
 from archdsl.cost.analysis import (
     EMBEDDING_ROLES,
     LayerCost,
@@ -34,13 +32,18 @@ from archdsl.cost.analysis import (
     context_limit,
     jsonable,
     kv_piecewise,
+    layer_members,
     leading_terms,
+    memo,
+    plan,
     poly_regime,
+    poly_sum,
     symbols,
 )
-from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy, tensor_bytes
+from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy, shape_bytes
 from archdsl.cost.poly import B, Poly
 from archdsl.cost.regime import Piecewise, Regime
+from archdsl.digraph import DiGraph
 from archdsl.ir import Model
 from archdsl.kinds import REGISTRY, ActCfg
 
@@ -156,6 +159,8 @@ class Report:
     _flops: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     _rebuild: Callable[[Settings], Report] | None = field(default=None, repr=False, compare=False)
     _others: dict[int, Report] = field(default_factory=dict, repr=False, compare=False)
+    _sums: dict[tuple[Poly, ...], Poly] = field(default_factory=dict, repr=False, compare=False)
+    _totals: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- where the polynomials hold ------------------------------------------------------------------
 
@@ -229,8 +234,14 @@ class Report:
         )
 
     def total(self, attr: str) -> Any:
-        """A component attribute summed over the model (as ``LayerCost.total`` over a layer)."""
-        return sum((layer.total(attr) for layer in self.layers), Poly() if attr.endswith("poly") else 0)
+        """A component attribute summed over the model (as ``LayerCost.total`` over a layer; once per
+        report and attribute)."""
+        if attr not in self._totals:
+            if attr.endswith("poly"):
+                self._totals[attr] = poly_sum(tuple(layer.total(attr) for layer in self.layers), self._sums)
+            else:
+                self._totals[attr] = sum(layer.total(attr) for layer in self.layers)
+        return self._totals[attr]
 
     @property
     def params_total(self) -> int:
@@ -334,7 +345,7 @@ class Report:
                 for r in self.layers
                 if (m := _BLOCK.match(r.name)) and (m[1] or self.stack_roles[0]) == role
             ]
-            fp = sum((r.total("forward_poly") for r in rows), Poly())
+            fp = poly_sum(tuple(r.total("forward_poly") for r in rows), self._sums)
             flops = sum(r.flops_forward for r in rows)
             out.append(
                 {
@@ -379,7 +390,7 @@ class Report:
             settings["src_len"] = self.src_len
         settings["optimizer"] = "adamw"
         settings["symbols"] = dict(self.legend)
-        return plain(
+        out = plain(
             {
                 "model": self.model,
                 "type": self.model_type,
@@ -390,14 +401,28 @@ class Report:
                 "memory": dict(self.memory),
                 "stacks": self.stacks(),
                 **({"towers": list(self.towers)} if self.towers else {}),
-                "layers": [self.layer_dict(r) for r in self.layers],
             }
         )
+        out["layers"] = [self._plain_layer(r) for r in self.layers]
+        return out  # type: ignore[no-any-return]
+
+    def _plain_layer(self, r: LayerCost) -> dict[str, Any]:
+        """``plain(self.layer_dict(r))``, its components (JSON-ready already) not walked again."""
+        d = self.layer_dict(r)
+        components = d.pop("components")
+        out = plain(d)
+        out["components"] = components
+        return out  # type: ignore[no-any-return]
+
+
+_LEAVES = frozenset((int, float, str, bool, type(None)))
 
 
 def plain(x: Any) -> Any:
     """JSON-ready: polynomials as expressions (``36864*b*n**2 + …``, which sympy.sympify reads),
     fractions as floats."""
+    if type(x) in _LEAVES:  # most of a report: numbers and names, as they are
+        return x
     if isinstance(x, dict):
         return {k: plain(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
@@ -412,16 +437,32 @@ def plain(x: Any) -> Any:
 # -- assembly ----------------------------------------------------------------------------------------
 
 
-def largest_op_bytes(g: nx.DiGraph, sizes: Mapping[str, int], by: int) -> int:
+def largest_op_bytes(g: DiGraph, sizes: Mapping[str, int], by: int) -> int:
     """The most any one op holds at once in a forward: its inputs and its output (the LM head's
     hidden states and logits, typically)."""
     best = 0
-    for n in g.nodes:
-        if "kind" not in g.nodes[n]:
-            continue
-        held = sum(tensor_bytes(g, p, sizes, by) for p in g.predecessors(n)) + tensor_bytes(g, n, sizes, by)
+    for op in _op_tensors(g):
+        held = sum(shape_bytes(t, sizes, by) for t in op)
         best = max(best, int(held))
     return best
+
+
+def _op_tensors(g: DiGraph) -> list[tuple[tuple[Any, bool], ...]]:
+    """Each distinct op's tensors as (shape, token ids): its inputs', then its output's (a deep stack
+    has thousands of ops and a handful of these); read off the graph once."""
+    if "archdsl_op_tensors" not in g.graph:
+
+        def tensor(n: str) -> tuple[Any, bool]:
+            a = g.nodes[n]
+            return a["shape"], a["op"] == "input" and len(a["shape"]) == 2
+
+        ops = {
+            (*(tensor(p) for p in g.predecessors(n)), tensor(n)): None
+            for n in g.nodes
+            if "kind" in g.nodes[n]
+        }
+        g.graph["archdsl_op_tensors"] = list(ops)
+    return g.graph["archdsl_op_tensors"]  # type: ignore[no-any-return]
 
 
 def _sizes_of(model_type: str, s: Settings) -> dict[str, int]:
@@ -431,7 +472,7 @@ def _sizes_of(model_type: str, s: Settings) -> dict[str, int]:
 
 
 def memory_section(
-    g: nx.DiGraph,
+    g: DiGraph,
     model: Model,
     s: Settings,
     rows: list[LayerCost],
@@ -453,8 +494,13 @@ def memory_section(
     kv = sum(r.kv_cache_bytes for r in rows)
     kv_mha = sum(c.kv_cache_mha_elements for r in rows for c in r.components) * s.batch * by
     largest = largest_op_bytes(g, sizes, by)
-    act_poly = sum((r.activation_poly for r in rows), Poly())
-    kv_poly = sum((c.kv_cache_poly for r in rows for c in r.components), Poly()) * by * B
+    # the polynomials are the same at every length of a sweep: summed once per graph and settings
+    act_poly = once(g, ("act_poly", s.act(), s.recompute), lambda: Poly.sum(r.activation_poly for r in rows))
+    kv_poly = once(
+        g,
+        ("kv_poly", by),
+        lambda: Poly.sum(c.kv_cache_poly for r in rows for c in r.components) * by * B,
+    )
     at = _sizes_of(model.type, s)
     return {
         "weights_bytes": weights,
@@ -476,16 +522,17 @@ def memory_section(
     }
 
 
-def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
+def build_report(g: DiGraph, model: Model, s: Settings) -> Report:
     """The report at settings ``s`` for a checked graph."""
     values = size_values(model, s)
     sym = symbols(model)
     blocks = block_layers(model)
     recomputed = {name for name, ck in blocks.items() if s.recompute == "full" or ck}
     comps = component_costs(g, Sizes(values, sym), s.act(), s.recompute, recomputed)
-    rows: dict[str, LayerCost] = {}
-    for c in comps:
-        rows.setdefault(c.layer, LayerCost(c.layer)).components.append(c)
+    sums = once(g, ("sums",), dict)  # the polynomials' sums, made once for a sweep
+    rows = {  # the report's rows, in the order the graph meets their layers
+        layer: LayerCost(layer, [comps[i] for i in at], sums=sums) for layer, at in layer_members(g).items()
+    }
     saved = {attention: saved_by_policy(g, model, values, s.act(attention)) for attention in ATTENTION}
     act = saved[s.attention][s.recompute]
     act_sym = activation_polys(g, model, sym, s)
@@ -493,8 +540,11 @@ def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
         if name in rows:
             rows[name].activation_bytes = int(lm.saved)
             rows[name].activation_poly = Poly.lift(act_sym[name].saved)
+    elements: dict[str, int] = {}  # KV cache per sequence, by layer: only caching components have one
+    for i in once(g, ("caching",), lambda: [k for k, p in enumerate(plan(g)) if p.caches]):
+        elements[comps[i].layer] = elements.get(comps[i].layer, 0) + comps[i].kv_cache_elements
     for r in rows.values():
-        r.kv_cache_bytes = sum(c.kv_cache_elements for c in r.components) * s.batch * s.bytes
+        r.kv_cache_bytes = elements.get(r.name, 0) * s.batch * s.bytes
     layers = list(rows.values())
     report = Report(
         model=model.name,
@@ -510,8 +560,10 @@ def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
         context=context_limit(g),
         towers=tower_summary(model),
         _rebuild=lambda other: build_report(g, model, other),
+        _sums=sums,
     )
-    report.memory = memory_section(g, model, s, layers, report.params_total, report.params_trainable, saved)
+    params = once(g, ("params",), lambda: (report.params_total, report.params_trainable))
+    report.memory = memory_section(g, model, s, layers, *params, saved)
     add_regimes(report, g, model, sym)
     return report
 
@@ -527,12 +579,16 @@ def tower_summary(model: Model) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
-def add_regimes(r: Report, g: nx.DiGraph, model: Model, sym: Mapping[str, Any]) -> None:
+def add_regimes(r: Report, g: DiGraph, model: Model, sym: Mapping[str, Any]) -> None:
     """Where the memory polynomials hold: the activations' regime and their own polynomial at b = 1,
     and the KV cache's pieces (exact at every length) and the regime of its polynomial."""
     m, s, sizes = r.memory, r.settings, r.sizes()
     one = activation_polys(g, model, {**sym, "B": 1}, s)
-    act_one = sum((Poly.lift(lm.saved) for lm in one.values()), Poly())
+    act_one = once(
+        g,
+        ("act_poly_1", s.act(), s.recompute),
+        lambda: Poly.sum(lm.saved for lm in one.values()),
+    )
     m["activation_poly_regime"] = r.activation_regime.to_dict()
     m["activation_poly_batch_1"] = act_one
     m["activation_poly_batch_1_exact"] = act_one(**sizes) == m["activation_bytes"] if s.batch == 1 else None
@@ -541,7 +597,7 @@ def add_regimes(r: Report, g: nx.DiGraph, model: Model, sym: Mapping[str, Any]) 
     m["kv_cache_piecewise"] = r.kv_pieces.to_list() if r.kv_pieces else None
 
 
-def activation_polys(g: nx.DiGraph, model: Model, sym: Mapping[str, Any], s: Settings) -> Mapping[str, Any]:
+def activation_polys(g: DiGraph, model: Model, sym: Mapping[str, Any], s: Settings) -> Mapping[str, Any]:
     """The layers' saved activations as polynomials, for the symbolic sizes ``sym`` (the batch a
     variable, or 1: with a batch of one, batched matmuls may keep views instead of copies); the same
     for every length of a sweep, so computed once per graph."""
@@ -552,12 +608,21 @@ def activation_polys(g: nx.DiGraph, model: Model, sym: Mapping[str, Any], s: Set
 
 
 def kv_bytes_piecewise(
-    g: nx.DiGraph, model: Model, s: Settings, sizes: Mapping[str, int], kv: int
+    g: DiGraph, model: Model, s: Settings, sizes: Mapping[str, int], kv: int
 ) -> Piecewise | None:
     """The KV cache in bytes, piecewise in the lengths (elements x batch x bytes); None where it is
     not known, or (a guard) where the piece for these sizes does not give the exact figure."""
     elements = kv_piecewise(g, model)
     if elements is None:
         return None
-    out = elements.map(lambda p: p * s.bytes * B)
+    out = once(g, ("kv_pieces", s.bytes), lambda: elements.map(lambda p: p * s.bytes * B))
     return out if out.at(sizes)(**sizes) == kv else None
+
+
+def once(g: DiGraph, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """``make()``, computed once per graph and ``key`` (a figure every length of a sweep shares)."""
+    cache = memo(g)
+    key = ("once", *key)
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]

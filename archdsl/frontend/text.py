@@ -6,15 +6,24 @@ become words a user knows, and no Lark traceback escapes (``from None``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
+import marshal
 import math
+import os
 import re
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import lark
 from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.grammar import Rule
+from lark.lexer import TerminalDef
 
 from archdsl import syntax as S
 from archdsl.diagnostics import Diagnostic, Span, SpecError
@@ -33,14 +42,108 @@ _COMMENTS: list[Token] = []  # filled by the lexer during one parse (see parse_t
 
 @functools.cache
 def _parser() -> Lark:
-    return Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        parser="lalr",
-        start=["start", "expr"],
-        propagate_positions=True,
-        maybe_placeholders=False,
-        lexer_callbacks={"COMMENT": _COMMENTS.append},
-    )
+    grammar = grammar_path().read_text(encoding="utf-8")
+    return build_parser(grammar, parser_cache(grammar))
+
+
+_OPTIONS: dict[str, Any] = {
+    "parser": "lalr",
+    "start": ["start", "expr"],
+    "propagate_positions": True,
+    "maybe_placeholders": False,
+}
+
+
+def build_parser(grammar: str, cache: Path | None = None) -> Lark:
+    """The LALR parser of ``grammar``. ``cache``: a file its tables are kept in between runs (building
+    them is most of a ``check``'s start-up; reading them back takes a few milliseconds): read when it
+    holds them, else written (silently not, where it cannot be)."""
+    callbacks = {"COMMENT": _COMMENTS.append}
+    if cache is not None:
+        kept = _read_tables(cache, callbacks)
+        if kept is not None:
+            return kept
+    parser = Lark(grammar, lexer_callbacks=callbacks, **_OPTIONS)
+    if cache is not None:
+        _write_tables(parser, cache)
+    return parser
+
+
+def parser_cache(grammar: str) -> Path | None:
+    """Where the parser's tables are kept: ``archdsl/`` in the user's cache folder (``$XDG_CACHE_HOME``,
+    else ``~/.cache``; the package itself may be installed read-only), in a file named by the
+    grammar's hash and the versions of Lark and Python that wrote it. None — build them each time —
+    with ``ARCHDSL_NO_CACHE`` set, without a folder to write, or where the folder is not the user's
+    own alone."""
+    if os.environ.get("ARCHDSL_NO_CACHE"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):
+        return None  # no home to speak of
+    folder = Path(base) / "archdsl"
+    digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()[:16]
+    version = f"lark{lark.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _own(folder):
+            return None
+    except OSError:
+        return None
+    return folder / f"parser-{digest}-{version}.marshal"
+
+
+def _own(path: Path) -> bool:
+    """Whether only the current user can have written ``path`` (always, where there are no owners)."""
+    if not hasattr(os, "getuid"):
+        return True
+    st = path.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _read_tables(path: Path, callbacks: dict[str, Any]) -> Lark | None:
+    """The parser from tables kept in ``path`` — plain data (``marshal``: no code is run to read it),
+    checked to be nothing but plain data — or None where there are none to use (no file, one another
+    user could have written, damaged, or of a Lark that reads them otherwise)."""
+    try:
+        if not _own(path):
+            return None
+        data, memo = marshal.loads(path.read_bytes())
+        if not (_plain(data) and _plain(memo)):
+            return None
+        return Lark._load_from_dict(data, memo, lexer_callbacks=callbacks)
+    except Exception:  # a missing or unusable file: the tables are built instead
+        return None
+
+
+def _write_tables(parser: Lark, path: Path) -> None:
+    """Keep the parser's tables in ``path`` (whole or not at all: written aside, then moved in)."""
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")
+    try:
+        data, memo = parser.memo_serialize([TerminalDef, Rule])
+        data["options"] = {k: v for k, v in data["options"].items() if k != "lexer_callbacks"}
+        part.write_bytes(marshal.dumps((data, memo)))
+        os.replace(part, path)
+    except Exception:  # a read-only or full disk, a Lark that keeps other data: no cache, no error
+        with contextlib.suppress(OSError):
+            part.unlink()
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(x: object) -> bool:
+    """Whether ``x`` is only dicts, lists and tuples of strings, numbers, booleans and None."""
+    todo = [x]
+    while todo:
+        y = todo.pop()
+        if isinstance(y, dict):
+            todo.extend(y.keys())
+            todo.extend(y.values())
+        elif isinstance(y, list | tuple):
+            todo.extend(y)
+        elif not isinstance(y, _PLAIN):
+            return False
+    return True
 
 
 # Terminal names Lark reports, in words users know.
@@ -364,8 +467,11 @@ class _ToSyntax(Transformer_NonRecursive):
     """Lark tree -> surface tree. Non-recursive, so deep nesting cannot overflow the Python stack."""
 
     def __init__(self, path: str) -> None:
-        super().__init__()
+        super().__init__(visit_tokens=False)  # no callbacks for tokens: they pass as they are
         self.path = path
+        for name, method in vars(_ToSyntax).items():  # each rule's method bound once, not per node
+            if hasattr(method, "visit_wrapper"):
+                setattr(self, name, getattr(self, name))
 
     def _s(self, meta: object) -> Span | None:
         return _span(self.path, meta)
@@ -503,9 +609,20 @@ def _deep(span: Span | None) -> Diagnostic:
     )
 
 
+_LOCAL = threading.local()  # one transformer per thread, its methods bound once
+
+
+def _transformer(path: str) -> _ToSyntax:
+    t: _ToSyntax | None = getattr(_LOCAL, "transformer", None)
+    if t is None:
+        t = _LOCAL.transformer = _ToSyntax(path)
+    t.path = path
+    return t
+
+
 def _transform(path: str, tree: object) -> Any:
     try:
-        out = _ToSyntax(path).transform(tree)
+        out = _transformer(path).transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, SpecError):
             raise e.orig_exc from None

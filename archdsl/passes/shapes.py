@@ -7,20 +7,22 @@ diagnostic pointing at the offending argument.
 
 from __future__ import annotations
 
-import networkx as nx
-
 from archdsl.diagnostics import Diagnostic
+from archdsl.digraph import DiGraph, topological_sort
 from archdsl.kinds import ShapeError
 
 
-def inputs_of(g: nx.DiGraph, n: str) -> list[str]:
-    return sorted(g.predecessors(n), key=lambda p: g.edges[p, n]["index"])
+def inputs_of(g: DiGraph, n: str) -> list[str]:
+    ins = g.pred[n]  # source -> the edge's attributes
+    return sorted(ins, key=lambda p: ins[p]["index"])
 
 
-def infer_shapes(g: nx.DiGraph) -> list[Diagnostic]:
+def infer_shapes(g: DiGraph) -> list[Diagnostic]:
     diags: list[Diagnostic] = []
     failed: set[str] = set()
-    for n in nx.topological_sort(g):
+    order = topological_sort(g)
+    known: dict[tuple[object, ...], object] = {}  # a component's shape, by kind, node, context and inputs
+    for n in order:
         a = g.nodes[n]
         preds = inputs_of(g, n)
         if any(p in failed for p in preds):
@@ -37,16 +39,20 @@ def infer_shapes(g: nx.DiGraph) -> list[Diagnostic]:
                 if any(s != ins[0] for s in ins):
                     raise ShapeError(f"`{n}` adds tensors of shapes " + ", ".join(map(str, ins)))
                 a["shape"] = ins[0]
-            else:
-                a["shape"] = a["kind"].out_shape(a["node"], a["ctx"], ins)
+            else:  # the repeated layers of a deep stack ask their kinds once
+                key = (id(a["kind"]), id(a["node"]), id(a["ctx"]), tuple(ins))  # objects the graph holds
+                if key not in known:
+                    known[key] = a["kind"].out_shape(a["node"], a["ctx"], ins)
+                a["shape"] = known[key]
         except ShapeError as e:
             node = a.get("node")
             span = node.span_of(e.param) if node is not None and e.param else a["span"]
             diags.append(Diagnostic(e.code, e.message, span, e.help))
             failed.add(n)
             continue
-        for _, dst in g.out_edges(n):
-            g.edges[n, dst]["shape"] = a["shape"]
+        for edge in g.succ[n].values():  # the edges out of n: their attributes
+            edge["shape"] = a["shape"]
+    g.graph["archdsl_topo"] = order  # the cost passes walk the graph in it too
     return dedupe(diags)
 
 
