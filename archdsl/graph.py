@@ -1,4 +1,4 @@
-"""The model as a directed graph (:class:`archdsl.digraph.DiGraph`): nodes are ops, edges are tensors.
+"""The model as a networkx graph: nodes are ops, edges are tensors.
 
 The graph is a *view* derived from the IR. Every node has ``op`` (a registry kind's name, or one of
 ``input``, ``add``, ``scale``, ``output``), ``layer`` (the report row it belongs to: ``embedding``,
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from archdsl.digraph import DiGraph
+import networkx as nx
+
 from archdsl.ir import Apply, Block, Model, Node, Ref, Scale, Stack, Stage, Sum, TExpr
 from archdsl.kinds import REGISTRY, Ctx, Kind
 from archdsl.kinds.embed import EMBEDDING_PROJECTION
@@ -120,7 +121,7 @@ def additive_position(stack: Stack) -> Node | None:
 class _Builder:
     def __init__(self, model: Model) -> None:
         self.model = model
-        self.g = DiGraph(model=model.name)
+        self.g = nx.DiGraph(model=model.name)
         self.owned: set[str] = set()
 
     def op(self, nid: str, op: str, layer: str, inputs: list[str], **attrs: object) -> str:
@@ -248,7 +249,7 @@ def input_vocabs(model: Model) -> dict[str, int]:
     return dict.fromkeys(input_shapes(model), model.vocab)
 
 
-def build_graph(model: Model) -> DiGraph:
+def build_graph(model: Model) -> nx.DiGraph:
     b = _Builder(model)
     shapes = input_shapes(model)
     for name, shape in shapes.items():
@@ -286,7 +287,7 @@ def build_graph(model: Model) -> DiGraph:
     return b.g
 
 
-def layer_order(g: DiGraph) -> list[str]:
+def layer_order(g: nx.DiGraph) -> list[str]:
     """Layer names in the order the builder met them (inputs first, the head last)."""
     seen: dict[str, None] = {}
     for n in g.nodes:

@@ -16,13 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import networkx as nx
+
 from archdsl import syntax as S
 from archdsl.compose import apply_overrides, compose_file
 from archdsl.cost import Report, Settings, build_report, ensure_seq_len
 from archdsl.cost.analysis import params_total
 from archdsl.cost.report import size_values
 from archdsl.diagnostics import Diagnostic, SourceCache, Span, SpecError, did_you_mean, printable
-from archdsl.digraph import DiGraph
 from archdsl.elaborate import elaborate
 from archdsl.frontend import parse_source, read_source
 from archdsl.frontend.text import parse_expr
@@ -122,7 +123,7 @@ def override_file(file: S.File, overrides: Mapping[str, Override] | None) -> S.F
         raise SpecError(e.diagnostics, texts) from None
 
 
-def graph(spec: Spec) -> DiGraph:
+def graph(spec: Spec) -> nx.DiGraph:
     return build_graph(spec.model)
 
 
@@ -148,7 +149,7 @@ def located(diags: list[Diagnostic], where: Span) -> list[Diagnostic]:
     return [d if d.span is not None else replace(d, span=where) for d in diags]
 
 
-def checked_graph(spec: Spec) -> DiGraph:
+def checked_graph(spec: Spec) -> nx.DiGraph:
     g = graph(spec)
     diags = located(run_passes(g), _where(spec))
     if diags:
@@ -229,7 +230,7 @@ def sweep(
     return out
 
 
-def report_at(spec: Spec, g: DiGraph, s: Settings, past_context: bool = False) -> Report:
+def report_at(spec: Spec, g: nx.DiGraph, s: Settings, past_context: bool = False) -> Report:
     """The report at settings ``s``, for the spec's checked graph ``g``. Raises :class:`SpecError`
     (E014) for a length past a positional table, unless ``past_context``: then it gives the costs as
     if the tables were longer, the weights unchanged (``compare`` sets lengths past one variant's

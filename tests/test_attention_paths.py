@@ -6,15 +6,15 @@ import torch
 from archdsl.kinds.attention_nn import FEW_QUERIES, Attention
 
 
-@pytest.mark.parametrize("T", [1, 3, FEW_QUERIES])
+@pytest.mark.parametrize("t", [1, 3, FEW_QUERIES])
 @pytest.mark.parametrize(("heads", "kv_heads"), [(6, 6), (6, 2), (6, 1)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_few_queries_equal_sdpa(T: int, heads: int, kv_heads: int, dtype: torch.dtype) -> None:
+def test_few_queries_equal_sdpa(t: int, heads: int, kv_heads: int, dtype: torch.dtype) -> None:
     """A decoding step (a few queries, no autograd) runs two matmuls instead of SDPA's fused kernel:
     same output, with grouped key/value heads, empty cache slots and padding."""
-    torch.manual_seed(T * heads + kv_heads)
+    torch.manual_seed(t * heads + kv_heads)
     attn = Attention(d_model=24, n_heads=heads, n_kv_heads=kv_heads, head_dim=8, causal=True).eval()
-    B, S = 2, 11
+    B, S, T = 2, 11, t
     q = torch.randn(B, heads, T, 8, dtype=dtype)
     k, v = torch.randn(B, kv_heads, S, 8, dtype=dtype), torch.randn(B, kv_heads, S, 8, dtype=dtype)
     qpos = torch.arange(S - T - 2, S - 2)  # the last two slots are not written yet

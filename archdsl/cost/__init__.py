@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import networkx as nx
+
 from archdsl.cost.analysis import ComponentCost, LayerCost, big_o_text, concrete
 from archdsl.cost.poly import Poly
 from archdsl.cost.report import CONVENTIONS, DTYPES, POLICIES, Report, Settings, build_report
 from archdsl.diagnostics import Diagnostic, SpecError
-from archdsl.digraph import DiGraph
 from archdsl.passes.lengths import length_limits
 from archdsl.passes.shapes import inputs_of
 
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-def check_seq_len(g: DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
+def check_seq_len(g: nx.DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
     """E014 for a length past a positional table's ``max_len`` (or a scheme's limit), at the
     ``max_len`` that sets the limit (``length_limits``: the stack's rotary table, say, or BigBird's
     own). A length the input fixes (an image) is ``check``'s already (``check_fixed_lengths``)."""
@@ -58,7 +59,7 @@ def check_seq_len(g: DiGraph, sizes: Mapping[str, Any]) -> list[Diagnostic]:
     return diags
 
 
-def ensure_seq_len(g: DiGraph, sizes: Mapping[str, Any]) -> None:
+def ensure_seq_len(g: nx.DiGraph, sizes: Mapping[str, Any]) -> None:
     diags = check_seq_len(g, sizes)
     if diags:
         raise SpecError(diags)

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+import networkx as nx
+
 from archdsl.cost.poly import B, M, N, Poly
 from archdsl.cost.regime import Piecewise, component_kv, total
-from archdsl.digraph import DiGraph, topological_sort
 from archdsl.ir import Model
 from archdsl.kinds import ActCfg, Ctx
 from archdsl.kinds.base import Shape
@@ -61,7 +62,7 @@ def weights_train(a: Mapping[str, Any]) -> bool:
 
 
 def gradient_flow(
-    g: DiGraph,
+    g: nx.DiGraph,
     preds: Mapping[str, tuple[str, ...]] | None = None,
     trains: Callable[[str], tuple[bool, bool]] | None = None,
 ) -> dict[str, tuple[bool, bool, bool, tuple[bool, ...]]]:
@@ -91,10 +92,10 @@ def _trains(a: Mapping[str, Any]) -> tuple[bool, bool]:
     return own, kind.trainable_params(node, ctx) > 0 or (own and kind.shares_embedding(node))
 
 
-def topological_order(g: DiGraph) -> list[str]:
+def topological_order(g: nx.DiGraph) -> list[str]:
     """The nodes in a topological order (kept from shape inference, which walks the graph in one)."""
     if "archdsl_topo" not in g.graph:
-        g.graph["archdsl_topo"] = topological_sort(g)
+        g.graph["archdsl_topo"] = list(nx.topological_sort(g))
     return g.graph["archdsl_topo"]  # type: ignore[no-any-return]
 
 
@@ -114,7 +115,7 @@ def _node_costs(
     )
 
 
-def memo(g: DiGraph) -> dict[Any, Any]:
+def memo(g: nx.DiGraph) -> dict[Any, Any]:
     """A graph's cache of node results, keyed by the node's signature (``NodePlan.sig``), the sizes
     and the settings: a deep stack of equal layers, or a sweep over lengths, costs each distinct
     evaluation once."""
@@ -231,7 +232,7 @@ class NodePlan:
         return self.params, self.trainable, self.active
 
 
-def plan(g: DiGraph) -> list[NodePlan]:
+def plan(g: nx.DiGraph) -> list[NodePlan]:
     """The component nodes in graph order, with their shapes, gradient flow and parameter counts;
     computed once per graph (a sweep reuses it). Nodes of equal signature (the repeated layers of a
     deep stack) ask their kind for their parameter counts once."""
@@ -303,7 +304,7 @@ def plan(g: DiGraph) -> list[NodePlan]:
     return out
 
 
-def layer_members(g: DiGraph) -> dict[str, tuple[int, ...]]:
+def layer_members(g: nx.DiGraph) -> dict[str, tuple[int, ...]]:
     """Each layer's component nodes, as positions in the plan (the layers in the order the plan meets
     them: a report's rows)."""
     if "archdsl_layer_members" not in g.graph:
@@ -314,12 +315,12 @@ def layer_members(g: DiGraph) -> dict[str, tuple[int, ...]]:
     return g.graph["archdsl_layer_members"]  # type: ignore[no-any-return]
 
 
-def params_total(g: DiGraph) -> int:
+def params_total(g: nx.DiGraph) -> int:
     """The model's parameter count (what ``Report.params_total`` reports), from the plan alone."""
     return sum(p.params for p in plan(g))
 
 
-def poly_regime(g: DiGraph) -> tuple[int, int]:
+def poly_regime(g: nx.DiGraph) -> tuple[int, int]:
     """(m, t): the model's polynomials equal its exact counts for lengths that are multiples of m and
     above t — the lcm of its components' blocks and the largest of their dense thresholds."""
     if "archdsl_regime" not in g.graph:
@@ -331,7 +332,7 @@ def poly_regime(g: DiGraph) -> tuple[int, int]:
     return g.graph["archdsl_regime"]  # type: ignore[no-any-return]
 
 
-def free_length(g: DiGraph) -> bool:
+def free_length(g: nx.DiGraph) -> bool:
     """Whether some input's length is not fixed by the input itself (token ids, not an image): then a
     length an input fixes (an image's patches, a latent array) is named N beside it, n."""
     if "archdsl_free_length" not in g.graph:
@@ -341,7 +342,7 @@ def free_length(g: DiGraph) -> bool:
     return g.graph["archdsl_free_length"]  # type: ignore[no-any-return]
 
 
-def context_limit(g: DiGraph) -> int | None:
+def context_limit(g: nx.DiGraph) -> int | None:
     """The longest length the model takes: its shortest positional table (``max_len``), or None. In a
     model whose inputs fix some lengths but not all (CLIP's image and text towers), only the tables
     that bound a length the input does not fix."""
@@ -357,7 +358,7 @@ def context_limit(g: DiGraph) -> int | None:
     return g.graph["archdsl_context"]  # type: ignore[no-any-return]
 
 
-def kv_piecewise(g: DiGraph, model: Model) -> Piecewise | None:
+def kv_piecewise(g: nx.DiGraph, model: Model) -> Piecewise | None:
     """KV-cache elements per sequence, piecewise in the lengths (see :mod:`archdsl.cost.regime`):
     the sum of every caching component's pieces in the length its keys come from. None where some
     component's count has no such form (it is then stated with the model's regime)."""
@@ -406,7 +407,7 @@ def _symbolic(
 
 
 def component_costs(
-    g: DiGraph, sizes: Sizes, act: ActCfg, policy: str, recomputed: set[str]
+    g: nx.DiGraph, sizes: Sizes, act: ActCfg, policy: str, recomputed: set[str]
 ) -> list[ComponentCost]:
     """Every component node's costs. ``recomputed``: the layers whose forward backward redoes whole
     (full recomputation, or blocks the spec checkpoints). Each class of equal nodes (``NodePlan.cls``)

@@ -25,8 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import networkx as nx
+
 from archdsl.cost.analysis import NodePlan, concrete, memo, node_act, plan, size_key
-from archdsl.digraph import DiGraph
 from archdsl.ir import Model
 from archdsl.kinds import ActCfg, Saved
 from archdsl.kinds.base import prod
@@ -65,7 +66,7 @@ class _Recorded:
     distinct: tuple[tuple[int, ...], ...]  # the profiles, each once
 
 
-def _recorded(g: DiGraph) -> _Recorded:
+def _recorded(g: nx.DiGraph) -> _Recorded:
     if "archdsl_recorded" not in g.graph:
         nodes = tuple(p for p in plan(g) if p.output_grad)  # nothing before the first trainable weight
         profiles: dict[str, list[int]] = {}
@@ -84,7 +85,7 @@ _Group = tuple[tuple[int, ...] | None, tuple[tuple[tuple[Any, bool], int], ...]]
 
 
 def _layout(
-    g: DiGraph,
+    g: nx.DiGraph,
     rec: _Recorded,
     flags: dict[int, tuple[tuple[bool, ...], bool]],
     flags_key: tuple[Any, ...],
@@ -134,7 +135,7 @@ def _layout(
 
 
 def saved_activations(
-    g: DiGraph, model: Model, sizes: Mapping[str, Any], act: ActCfg, policy: str = "none"
+    g: nx.DiGraph, model: Model, sizes: Mapping[str, Any], act: ActCfg, policy: str = "none"
 ) -> dict[str, LayerMemory]:
     """Bytes kept for backward, per report layer.
 
@@ -145,7 +146,7 @@ def saved_activations(
 
 
 def saved_by_policy(
-    g: DiGraph,
+    g: nx.DiGraph,
     model: Model,
     sizes: Mapping[str, Any],
     act: ActCfg,
@@ -202,7 +203,7 @@ def saved_by_policy(
     return out
 
 
-def _blocks(g: DiGraph, model: Model) -> dict[str, bool]:
+def _blocks(g: nx.DiGraph, model: Model) -> dict[str, bool]:
     """``block_layers(model)``, kept with the graph of that model."""
     kept = g.graph.get("archdsl_blocks")
     if kept is None or kept[0] is not model:
@@ -217,14 +218,14 @@ def shape_bytes(shape: tuple[Any, bool], sizes: Mapping[str, Any], by: int) -> A
     return prod(tuple(sizes.get(d, d) if isinstance(d, str) else d for d in dims)) * (8 if ids else by)
 
 
-def _layer_names(g: DiGraph) -> list[str]:
+def _layer_names(g: nx.DiGraph) -> list[str]:
     if "archdsl_layers" not in g.graph:
         names = dict.fromkeys(layer for _, layer in g.nodes(data="layer"))
         g.graph["archdsl_layers"] = [x for x in names if x not in ("input", "output")]
     return g.graph["archdsl_layers"]  # type: ignore[no-any-return]
 
 
-def _entering_all(g: DiGraph) -> dict[str, list[str]]:
+def _entering_all(g: nx.DiGraph) -> dict[str, list[str]]:
     """For every layer, the tensors that enter it from outside (a block's input, the encoder output);
     read off the graph once."""
     if "archdsl_entering" not in g.graph:

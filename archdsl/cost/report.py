@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
+import networkx as nx
+
 from archdsl.cost.analysis import (
     EMBEDDING_ROLES,
     LayerCost,
@@ -43,7 +45,6 @@ from archdsl.cost.analysis import (
 from archdsl.cost.memory import block_layers, saved_activations, saved_by_policy, shape_bytes
 from archdsl.cost.poly import B, Poly
 from archdsl.cost.regime import Piecewise, Regime
-from archdsl.digraph import DiGraph
 from archdsl.ir import Model
 from archdsl.kinds import REGISTRY, ActCfg
 
@@ -437,7 +438,7 @@ def plain(x: Any) -> Any:
 # -- assembly ----------------------------------------------------------------------------------------
 
 
-def largest_op_bytes(g: DiGraph, sizes: Mapping[str, int], by: int) -> int:
+def largest_op_bytes(g: nx.DiGraph, sizes: Mapping[str, int], by: int) -> int:
     """The most any one op holds at once in a forward: its inputs and its output (the LM head's
     hidden states and logits, typically)."""
     best = 0
@@ -447,7 +448,7 @@ def largest_op_bytes(g: DiGraph, sizes: Mapping[str, int], by: int) -> int:
     return best
 
 
-def _op_tensors(g: DiGraph) -> list[tuple[tuple[Any, bool], ...]]:
+def _op_tensors(g: nx.DiGraph) -> list[tuple[tuple[Any, bool], ...]]:
     """Each distinct op's tensors as (shape, token ids): its inputs', then its output's (a deep stack
     has thousands of ops and a handful of these); read off the graph once."""
     if "archdsl_op_tensors" not in g.graph:
@@ -472,7 +473,7 @@ def _sizes_of(model_type: str, s: Settings) -> dict[str, int]:
 
 
 def memory_section(
-    g: DiGraph,
+    g: nx.DiGraph,
     model: Model,
     s: Settings,
     rows: list[LayerCost],
@@ -522,7 +523,7 @@ def memory_section(
     }
 
 
-def build_report(g: DiGraph, model: Model, s: Settings) -> Report:
+def build_report(g: nx.DiGraph, model: Model, s: Settings) -> Report:
     """The report at settings ``s`` for a checked graph."""
     values = size_values(model, s)
     sym = symbols(model)
@@ -579,7 +580,7 @@ def tower_summary(model: Model) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
-def add_regimes(r: Report, g: DiGraph, model: Model, sym: Mapping[str, Any]) -> None:
+def add_regimes(r: Report, g: nx.DiGraph, model: Model, sym: Mapping[str, Any]) -> None:
     """Where the memory polynomials hold: the activations' regime and their own polynomial at b = 1,
     and the KV cache's pieces (exact at every length) and the regime of its polynomial."""
     m, s, sizes = r.memory, r.settings, r.sizes()
@@ -597,7 +598,7 @@ def add_regimes(r: Report, g: DiGraph, model: Model, sym: Mapping[str, Any]) -> 
     m["kv_cache_piecewise"] = r.kv_pieces.to_list() if r.kv_pieces else None
 
 
-def activation_polys(g: DiGraph, model: Model, sym: Mapping[str, Any], s: Settings) -> Mapping[str, Any]:
+def activation_polys(g: nx.DiGraph, model: Model, sym: Mapping[str, Any], s: Settings) -> Mapping[str, Any]:
     """The layers' saved activations as polynomials, for the symbolic sizes ``sym`` (the batch a
     variable, or 1: with a batch of one, batched matmuls may keep views instead of copies); the same
     for every length of a sweep, so computed once per graph."""
@@ -608,7 +609,7 @@ def activation_polys(g: DiGraph, model: Model, sym: Mapping[str, Any], s: Settin
 
 
 def kv_bytes_piecewise(
-    g: DiGraph, model: Model, s: Settings, sizes: Mapping[str, int], kv: int
+    g: nx.DiGraph, model: Model, s: Settings, sizes: Mapping[str, int], kv: int
 ) -> Piecewise | None:
     """The KV cache in bytes, piecewise in the lengths (elements x batch x bytes); None where it is
     not known, or (a guard) where the piece for these sizes does not give the exact figure."""
@@ -619,7 +620,7 @@ def kv_bytes_piecewise(
     return out if out.at(sizes)(**sizes) == kv else None
 
 
-def once(g: DiGraph, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+def once(g: nx.DiGraph, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
     """``make()``, computed once per graph and ``key`` (a figure every length of a sweep shares)."""
     cache = memo(g)
     key = ("once", *key)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import networkx as nx
+
 from archdsl.diagnostics import Diagnostic
-from archdsl.digraph import DiGraph
 from archdsl.passes.lengths import check_fixed_lengths
 from archdsl.passes.shapes import infer_shapes
 from archdsl.passes.structure import check_acyclic, check_connected
 
-Pass = Callable[[DiGraph], list[Diagnostic]]
+Pass = Callable[[nx.DiGraph], list[Diagnostic]]
 
 PASSES: tuple[tuple[str, Pass], ...] = (
     ("acyclic", check_acyclic),
@@ -22,7 +23,7 @@ PASSES: tuple[tuple[str, Pass], ...] = (
 )
 
 
-def run_passes(g: DiGraph) -> list[Diagnostic]:
+def run_passes(g: nx.DiGraph) -> list[Diagnostic]:
     for _name, fn in PASSES:
         diags = fn(g)
         if diags:

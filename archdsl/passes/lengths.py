@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import networkx as nx
+
 from archdsl.diagnostics import Diagnostic
-from archdsl.digraph import DiGraph
 from archdsl.ir import Node
 from archdsl.kinds import REGISTRY
 from archdsl.passes.shapes import dedupe, inputs_of
 
 
-def length_limits(g: DiGraph) -> Iterator[tuple[str, Node, int]]:
+def length_limits(g: nx.DiGraph) -> Iterator[tuple[str, Node, int]]:
     """Every component node with a length limit, as (graph node, the IR node whose ``max_len`` sets
     the limit, the limit). An attention's limit may come from its own table (BigBird), from the
     stack's positional scheme acting in it (RoPE), or both: each that binds is given."""
@@ -43,7 +44,7 @@ def length_limits(g: DiGraph) -> Iterator[tuple[str, Node, int]]:
             yield n, node, limit  # its own table
 
 
-def fixed_length_source(g: DiGraph, length: int) -> str:
+def fixed_length_source(g: nx.DiGraph, length: int) -> str:
     """How the model input gives a fixed length (from the embedding that makes it)."""
     for _, a in g.nodes(data=True):
         if "kind" in a and a["kind"].role == "embedding":
@@ -53,7 +54,7 @@ def fixed_length_source(g: DiGraph, length: int) -> str:
     return f"the model input gives {length} positions"
 
 
-def check_fixed_lengths(g: DiGraph) -> list[Diagnostic]:
+def check_fixed_lengths(g: nx.DiGraph) -> list[Diagnostic]:
     """E014 where the model input fixes the sequence length (an image's patches) past a limit: at the
     ``max_len`` that sets the limit, with how many positions the input gives."""
     diags = []

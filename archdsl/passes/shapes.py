@@ -7,20 +7,21 @@ diagnostic pointing at the offending argument.
 
 from __future__ import annotations
 
+import networkx as nx
+
 from archdsl.diagnostics import Diagnostic
-from archdsl.digraph import DiGraph, topological_sort
 from archdsl.kinds import ShapeError
 
 
-def inputs_of(g: DiGraph, n: str) -> list[str]:
+def inputs_of(g: nx.DiGraph, n: str) -> list[str]:
     ins = g.pred[n]  # source -> the edge's attributes
     return sorted(ins, key=lambda p: ins[p]["index"])
 
 
-def infer_shapes(g: DiGraph) -> list[Diagnostic]:
+def infer_shapes(g: nx.DiGraph) -> list[Diagnostic]:
     diags: list[Diagnostic] = []
     failed: set[str] = set()
-    order = topological_sort(g)
+    order = list(nx.topological_sort(g))
     known: dict[tuple[object, ...], object] = {}  # a component's shape, by kind, node, context and inputs
     for n in order:
         a = g.nodes[n]

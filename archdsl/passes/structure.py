@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import networkx as nx
+
 from archdsl.diagnostics import Diagnostic
-from archdsl.digraph import DiGraph, ancestors, descendants, find_cycle, is_directed_acyclic_graph
 
 
-def check_acyclic(g: DiGraph) -> list[Diagnostic]:
-    if is_directed_acyclic_graph(g):
+def check_acyclic(g: nx.DiGraph) -> list[Diagnostic]:
+    if nx.is_directed_acyclic_graph(g):
         return []
-    cycle = [u for u, _v in find_cycle(g)]
+    cycle = [u for u, _v in nx.find_cycle(g)]
     first = next((n for n in cycle if g.nodes[n].get("span") is not None), cycle[0])
     chain = " → ".join([*cycle, cycle[0]])
     return [
@@ -22,12 +23,12 @@ def check_acyclic(g: DiGraph) -> list[Diagnostic]:
     ]
 
 
-def check_connected(g: DiGraph) -> list[Diagnostic]:
+def check_connected(g: nx.DiGraph) -> list[Diagnostic]:
     inputs = [n for n, a in g.nodes(data=True) if a["op"] == "input"]
     if not inputs or "output" not in g:
         return [Diagnostic("E013", "the model graph has no input or no output")]
-    fwd = set(inputs).union(*(descendants(g, i) for i in inputs))
-    back = ancestors(g, "output") | {"output"}
+    fwd = set(inputs).union(*(nx.descendants(g, i) for i in inputs))
+    back = nx.ancestors(g, "output") | {"output"}
     problems = {
         n: (
             f"`{n}` is not reachable from the model input"
