@@ -238,7 +238,14 @@ class Attention(nn.Module):
         weights_needed = self.pos is not None and self.pos.needs_weights
         low = torch.finfo(q.dtype).min  # not -inf: a row with nothing to see stays finite
         plain = bias is None and not self.softcap and not weights_needed and not self.materialize
-        if plain and self.dot_scores and q.size(2) <= FEW_QUERIES and not torch.is_grad_enabled():
+        dropping = self.training and self.dropout > 0
+        if (
+            plain
+            and self.dot_scores
+            and q.size(2) <= FEW_QUERIES
+            and not torch.is_grad_enabled()
+            and not dropping
+        ):
             y = self.few_queries(q, k, v, allowed)  # decoding: a token or a few over the cache
         elif plain and self.dot_scores:
             y = F.scaled_dot_product_attention(
