@@ -218,6 +218,11 @@ ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | Non
         "encoder",
         None,
     ),
+    # blocks of 2 (windows of 8): at 13 positions the causal head, whole blocks and the rest; the
+    # bidirectional head, the short block, a whole one, the rest and the tail
+    ("sliding_window", {"window": 8, "kv_heads": 2}, "decoder", None),
+    ("sliding_window", {"window": 8, "heads": 3, "kv_heads": 1, "qk_norm": "rmsnorm"}, "encoder", ROPE),
+    ("sliding_window", {"window": 9, "dropout": 0.1}, "encoder", None),
     ("longformer", {"window": 4, "global_tokens": 2, "kv_heads": 2}, "encoder", ROPE),
     ("longformer", {"window": 7, "global_tokens": 1, "heads": 3, "kv_heads": 1}, "encoder", None),
     ("longformer", {"window": 3, "global_tokens": 2, "qk_norm": "rmsnorm"}, "decoder", None),
