@@ -80,22 +80,30 @@ def band_pairs(n: Any, before: int, after: int) -> Any:
 
 # -- the sliding window's kernel: dense, or a head, blocks and a tail (one plan for module and costs) --
 
-def window_block(before: int, after: int) -> int:
-    """s, the queries of one block of the blocked window kernel: a quarter of the keys a query may see,
-    as a power of two from 1 to 256 (a block then costs (s + before + after) / s of its band)."""
-    s = 1
-    while 2 * s <= min(256, (before + after + 1) // 4):
+
+def window_block(before: int, after: int, explicit: bool = False) -> int:
+    """s, the queries of one block of the blocked window kernel, a power of two. A block of s queries
+    meets s + before + after keys: it computes (s + before + after) / (before + after + 1) of what its
+    band keeps. For SDPA, an eighth of the keys a query may see, at most 64 (1.12 of the band for a
+    causal window of 512): smaller blocks make SDPA's CPU kernel slower per FLOP, larger ones compute
+    more (measured in benchmarks/bench_attention_scaling.py: 32 and 64 are the fastest at w = 512).
+    For the explicit products (a window with soft-capping or dropout: ``explicit``), a quarter, at
+    most 1,024: each block copies its keys and values, (s + before + after) / s of them, and
+    materialises its scores, so fewer, larger blocks keep less."""
+    span, s = before + after + 1, 1
+    top, part = (1024, 4) if explicit else (64, 8)
+    while 2 * s <= min(top, span // part):
         s *= 2
     return s
 
 
-def window_segments(n: int, before: int, after: int) -> list[tuple[int, int, int, int, int]]:
+def window_segments(n: int, before: int, after: int, block: int) -> list[tuple[int, int, int, int, int]]:
     """How ``SlidingWindowAttention`` computes a band of reach (before, after) over n positions, as
     segments (q0, k0, lq, lk, count): `count` blocks of lq queries, block j the queries q0 + j lq ..
     q0 + (j + 1) lq - 1 over the lk keys from k0 + j lq; each segment is one SDPA call (or one
     explicit product). Dense — one
     segment of every pair — while the window covers the sequence or nearly (n <= before + after + 1).
-    Else, with h = before + 1 and s = :func:`window_block`: the head, queries 0 .. h - 1 over keys
+    Else, with h = before + 1 and s = `block` (:func:`window_block`): the head, queries 0 .. h - 1 over keys
     0 .. h + after - 1 (causal: SDPA's causal mask, which skips the upper triangle); queries h ..
     n - after - 1 in blocks over their own keys and the window's reach, keys q0 - before .. q0 + lq +
     after - 1: first a short block up to the next multiple of s (past h + after), then whole blocks of
@@ -105,7 +113,7 @@ def window_segments(n: int, before: int, after: int) -> list[tuple[int, int, int
     > s (Σ = n² - L (n - s) for L body queries, plus what the head and tail save)."""
     if n <= before + after + 1:
         return [(0, 0, n, n, 1)]
-    s, h, end = window_block(before, after), before + 1, n - after
+    s, h, end = block, before + 1, n - after
     out = [(0, 0, h, h + after, 1)]
     a = h
     first = min(-(h + after) % s, end - a)  # up to where whole blocks end at multiples of s
@@ -129,12 +137,12 @@ def band_masked(d: int, lq: Any, lk: Any, before: int, after: int) -> bool:
     return d + lq - 1 > before or lk - 1 - d > after
 
 
-def _window_plan(n: Any, before: int, after: int) -> list[tuple[Any, Any, Any, Any, Any]]:
+def _window_plan(n: Any, before: int, after: int, s: int) -> list[tuple[Any, Any, Any, Any, Any]]:
     """:func:`window_segments` for an int n, or, for a symbolic n, the segments it has for n past the
     dense threshold and a multiple of s (then the short block is whole and no rest is left)."""
     if _concrete(n):
-        return list(window_segments(n, before, after))
-    s, h = window_block(before, after), before + 1
+        return list(window_segments(n, before, after, s))
+    h = before + 1
     first = -(h + after) % s
     out: list[tuple[Any, Any, Any, Any, Any]] = [(0, 0, h, h + after, 1)]
     if first:
@@ -315,7 +323,7 @@ class SlidingWindow(LocalKind):
     SDPA, ``4 b h hs n²`` FLOPs, while the window covers the sequence or nearly (n <= w causal,
     n <= 2 (w // 2) + 1 bidirectional); past that, SDPA on a head (the first r + 1 queries, r = w - 1
     causal or w // 2, causally masked), blocks of s queries each over its s + R keys (R = w - 1 causal,
-    2 (w // 2) bidirectional; s a quarter of the window, a power of two up to 256) and a tail — ``4 b h
+    2 (w // 2) bidirectional; s a power of two, :func:`window_block`) and a tail — ``4 b h
     hs Σ count lq lk`` FLOPs, which for n a multiple of s is ``4 b h hs ((r + 1)(r + 1 + a) + p (p + R)
     + (n - r - 1 - a - p)(s + R) + a R)`` (a = 0 causal, w // 2 bidirectional; p < s aligns the
     blocks), never more than dense. O(n w d) time and memory. LoRA adapts ``q``, ``k``, ``v`` and
@@ -331,8 +339,12 @@ class SlidingWindow(LocalKind):
         ),
     )
 
+    def block(self, node: Node) -> int:
+        """s: queries per block (larger where the module multiplies explicitly: soft-capping, dropout)."""
+        return window_block(*reach(node), explicit=bool(node["softcap"] or node["dropout"]))
+
     def segments(self, node: Node, n: Any) -> list[tuple[Any, Any, Any, Any, Any]]:
-        return _window_plan(n, *reach(node))
+        return _window_plan(n, *reach(node), self.block(node))
 
     def cells(self, node: Node, n: Any) -> Any:
         return sum(count * lq * lk for _, _, lq, lk, count in self.segments(node, n))
@@ -348,7 +360,7 @@ class SlidingWindow(LocalKind):
         """Multiples of s past the short block's end (then every body block is whole and the short one
         too: the segments of :func:`_window_plan`)."""
         before, after = reach(node)
-        s = window_block(before, after)
+        s = self.block(node)
         return s, before + after + 1 + (-(before + 1 + after) % s)
 
     # backward: SDPA (the fused kernel: what dense SDPA keeps, the output laid out for the out

@@ -14,7 +14,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from archdsl.kinds.attention_nn import Attention, KVCache
-from archdsl.kinds.local import band_masked, window_segments
+from archdsl.kinds.local import band_masked, window_block, window_segments
 
 
 def pad_seq(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -248,6 +248,7 @@ class SlidingWindowAttention(LocalAttention):
         super().__init__(**kwargs)
         self.window = window
         self.reach = (window - 1, 0) if self.causal else (window // 2, window // 2)
+        self.block = window_block(*self.reach, explicit=bool(self.softcap or self.dropout))
 
     def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         if self.causal:
@@ -259,9 +260,9 @@ class SlidingWindowAttention(LocalAttention):
         return min(self.window, max_len) if self.causal else max_len
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        segments = window_segments(q.size(-2), *self.reach)
         if self.materialize or self.softcap or (self.dropout and self.training):
             return super().attend(q, k, v)  # explicit products (grouped)
+        segments = window_segments(q.size(-2), *self.reach, self.block)
         if q.device.type == "cpu":
             return BandAttention.apply(q, k, v, segments, self.reach, self.scale)
         return torch.cat([self.sdpa(q, k, v, seg) for seg in segments], dim=2)  # (B, nh, T, hs)
@@ -269,7 +270,8 @@ class SlidingWindowAttention(LocalAttention):
     def sdpa(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: tuple[int, int, int, int, int]
     ) -> torch.Tensor:
-        """One segment through F.scaled_dot_product_attention (devices without the CPU kernel)."""
+        """One segment through F.scaled_dot_product_attention, its blocks copied into the batch (on
+        devices without SDPA's CPU kernel; the output, concatenated, is a copy more than on CPU)."""
         q0, k0, lq, lk, count = seg
         causal, bias = band_bias(seg, self.reach, q)
         qs, ks, vs = (
@@ -290,7 +292,7 @@ class SlidingWindowAttention(LocalAttention):
         """Explicit products over the same segments: dense with the band's mask, or each segment's
         queries, keys and values copied into blocks."""
         T, (before, after) = q.size(-2), self.reach
-        segments = window_segments(T, before, after)
+        segments = window_segments(T, before, after, self.block)
         if len(segments) == 1:
             return self.blocks(q, k, v, band_allowed(0, 0, T, T, before, after, q.device))
         ys = []
