@@ -367,7 +367,8 @@ def test_fused_window_training_step_flops_equal_flop_counter() -> None:
 
 
 class LargestTensor(TorchDispatchMode):
-    """The largest tensor (in elements) any op produces."""
+    """The largest tensor (in elements) any op produces, views of other tensors aside (they allocate
+    nothing: the sliding window reads its blocks as overlapping views of k and v)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -375,8 +376,13 @@ class LargestTensor(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
+        given = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor)
+        }
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given:
                 self.largest = max(self.largest, t.numel())
         return out
 
