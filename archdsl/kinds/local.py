@@ -5,7 +5,9 @@ computes only those, block by block: queries are cut into blocks (the last one p
 query block meets whole key blocks, the mask then dropping the pairs the pattern does not keep. The
 costs count exactly what the module multiplies, padding and masked entries included; ``pairs`` counts
 what the mask keeps. When the sequence is so short that the pattern keeps every pair, the module attends
-densely, and the cost is the dense ``4 b n² h hs``.
+densely, and the cost is the dense ``4 b n² h hs``. The sliding window chooses its kernel by length
+(:func:`window_segments`: dense SDPA, or SDPA on a head, blocks and a tail, never more than dense), and
+its costs follow the segments the module runs.
 
 Costs are exact for a concrete n. For a symbolic n they take n past the dense threshold and, where a
 count has a remainder, n a multiple of the block.
@@ -319,15 +321,14 @@ class SlidingWindow(LocalKind):
     """Sliding-window (local) attention (Beltagy et al. 2020, Longformer §3.1; Mistral 7B, Jiang et al.
     2023; Gemma 2's local layers). Causal: query i sees keys i - w + 1 .. i, the w most recent.
     Bidirectional: keys j with |i - j| <= w // 2 (2 (w // 2) + 1 keys, as Longformer's w / 2 on each
-    side). The kernel is chosen by length (:func:`window_segments`, shared with the module): dense
-    SDPA, ``4 b h hs n²`` FLOPs, while the window covers the sequence or nearly (n <= w causal,
-    n <= 2 (w // 2) + 1 bidirectional); past that, SDPA on a head (the first r + 1 queries, r = w - 1
-    causal or w // 2, causally masked), blocks of s queries each over its s + R keys (R = w - 1 causal,
-    2 (w // 2) bidirectional; s a power of two, :func:`window_block`) and a tail — ``4 b h
-    hs Σ count lq lk`` FLOPs, which for n a multiple of s is ``4 b h hs ((r + 1)(r + 1 + a) + p (p + R)
-    + (n - r - 1 - a - p)(s + R) + a R)`` (a = 0 causal, w // 2 bidirectional; p < s aligns the
-    blocks), never more than dense. O(n w d) time and memory. LoRA adapts ``q``, ``k``, ``v`` and
-    ``o``."""
+    side). The kernel follows the length (``window_segments``, shared by the module and the costs), with
+    reach r = w - 1 before and a = 0 after the query (bidirectional r = a = w // 2): dense SDPA, ``4 b h
+    hs n²`` FLOPs, while n <= r + a + 1 (the window covers the sequence, or nearly); past it SDPA on a
+    head (queries 0 .. r, causally masked when causal), blocks of s queries each over the s + r + a keys
+    they reach, and a tail (the last a queries) — for n a multiple of s, ``4 b h hs ((r + 1)(r + 1 + a)
+    + p (p + r + a) + (n - r - 1 - a - p)(s + r + a) + a (a + r))`` FLOPs, p = -(r + 1 + a) mod s
+    aligning the blocks; s a power of two, ``window_block``. Never more FLOPs or saved activations than
+    dense SDPA; O(n w d) time and memory. LoRA adapts ``q``, ``k``, ``v`` and ``o``."""
 
     name = "sliding_window"
     extra = (
@@ -445,11 +446,12 @@ class Longformer(LocalKind):
     """Longformer attention (Beltagy et al. 2020): a sliding window plus global tokens, the first g
     positions. Bidirectional (the default in an encoder): query i sees keys j with |i - j| <= w // 2
     or j < g, and the first g queries see every key. Causal: keys i - w + 1 .. i and the first g (the
-    global tokens become columns every later query sees, as attention sinks). Window blocks as in
-    `sliding_window`, each also meeting the g global keys: ``4 b h hs (N (k s +
-    g) + g n)`` FLOPs (the g n term bidirectional only; N = n rounded up to s, k = 2 or 3 blocks); dense
-    when the window or the global tokens cover the sequence. O(n (w + g) d). LoRA adapts ``q``, ``k``,
-    ``v`` and ``o``."""
+    global tokens become columns every later query sees, as attention sinks). Computed in blocks of s =
+    max(w - 1, 1) (causal) or max(w // 2, 1) queries (n padded to N, a multiple of s), each over its own
+    block, the k - 1 neighbours the window reaches (k = 2 causal, 3 bidirectional, 1 when w = 1) and
+    the g global keys: ``4 b h hs (N (k s + g) + g n)`` FLOPs (the g n term, the global queries over
+    every key, bidirectional only); dense when the window or the global tokens cover the sequence.
+    O(n (w + g) d). LoRA adapts ``q``, ``k``, ``v`` and ``o``."""
 
     name = "longformer"
     extra = (

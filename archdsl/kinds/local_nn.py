@@ -162,14 +162,15 @@ def band_calls(
     segments: list[tuple[int, int, int, int, int]], batch: int
 ) -> list[tuple[tuple[int, int, int, int, int], int | None]]:
     """The SDPA calls over a band's segments: (segment, b) — a segment of one block for the whole
-    batch (b None), or, for batch element b, at most 512 queries' worth of its blocks: the segment cut
-    to those blocks (so no call's output is more than 512 queries, whatever the length)."""
+    batch (b None), or, for batch element b, at most 2,048 queries' worth of its blocks: the segment
+    cut to those blocks (a call's output, copied into the layer's, then never outgrows the sequence:
+    the forward's peak stays dense SDPA's)."""
     out: list[tuple[tuple[int, int, int, int, int], int | None]] = []
     for q0, k0, lq, lk, count in segments:
         if count == 1:
             out.append(((q0, k0, lq, lk, 1), None))
             continue
-        per = max(1, 512 // lq)
+        per = max(1, 2048 // lq)
         for b in range(batch):
             for j in range(0, count, per):
                 out.append(((q0 + j * lq, k0 + j * lq, lq, lk, min(per, count - j)), b))
