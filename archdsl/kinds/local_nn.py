@@ -158,23 +158,21 @@ def band_bias(
     return False, torch.zeros(lq, lk, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
 
 
-def band_calls(
-    segments: list[tuple[int, int, int, int, int]], batch: int
+def segment_calls(
+    segment: tuple[int, int, int, int, int], batch: int
 ) -> list[tuple[tuple[int, int, int, int, int], int | None]]:
-    """The SDPA calls over a band's segments: (segment, b) — a segment of one block for the whole
-    batch (b None), or, for batch element b, at most 2,048 queries' worth of its blocks: the segment
-    cut to those blocks (a call's output, copied into the layer's, then never outgrows the sequence:
-    the forward's peak stays dense SDPA's)."""
-    out: list[tuple[tuple[int, int, int, int, int], int | None]] = []
-    for q0, k0, lq, lk, count in segments:
-        if count == 1:
-            out.append(((q0, k0, lq, lk, 1), None))
-            continue
-        per = max(1, 2048 // lq)
-        for b in range(batch):
-            for j in range(0, count, per):
-                out.append(((q0 + j * lq, k0 + j * lq, lq, lk, min(per, count - j)), b))
-    return out
+    """The SDPA calls of one segment: (part, b) — a segment of one block in one call for the whole
+    batch (b None), else for each batch element b its blocks, at most 2,048 queries' worth a call (the
+    segment cut to those blocks: a call's output, copied into the layer's, then never outgrows the
+    sequence, and the forward's peak stays dense SDPA's)."""
+    q0, k0, lq, lk, count = segment
+    if count == 1:
+        return [(segment, None)]
+    per = max(1, 2048 // lq)
+    if count <= per:  # (under torch.compile, a guard rather than a loop over a symbolic count)
+        return [(segment, b) for b in range(batch)]
+    parts = [(q0 + j * lq, k0 + j * lq, lq, lk, min(per, count - j)) for j in range(0, count, per)]
+    return [(part, b) for b in range(batch) for part in parts]
 
 
 def call_views(x: torch.Tensor, b: int | None, start: int, size: int, step: int, count: int) -> torch.Tensor:
@@ -186,71 +184,67 @@ def call_views(x: torch.Tensor, b: int | None, start: int, size: int, step: int,
 
 
 class BandAttention(torch.autograd.Function):
-    """Attention over a band, segment by segment (``window_segments``), with SDPA's CPU flash kernel
-    (``band_calls``). q (B, nh, T, hs), k and v (B, nkv, T, hs), read as views (blocks of one batch
-    element are a batch of overlapping windows); the output (B, nh, T, hs) is laid out (B, T, nh, hs),
-    as the out projection reads it. Backward keeps what dense SDPA keeps — q, k, v, the output and the
-    log-sum-exp — and rebuilds the masks."""
+    """Attention over a band of reach (before, after), segment by segment (``window_segments`` with
+    blocks of ``block``), with SDPA's CPU flash kernel (``segment_calls``). q (B, nh, T, hs), k and v
+    (B, nkv, T, hs), read as views (blocks of one batch element are a batch of overlapping windows);
+    the output (B, nh, T, hs) is laid out (B, T, nh, hs), as the out projection reads it. Backward
+    keeps what dense SDPA keeps — q, k, v, the output and the log-sum-exp — and rebuilds the masks."""
 
     @staticmethod
-    def forward(ctx, q, k, v, segments, reach, scale):  # type: ignore[no-untyped-def]
+    def forward(ctx, q, k, v, reach, block, scale):  # type: ignore[no-untyped-def]
         B, nh, T, hs = q.shape
         y = q.new_empty(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs), laid out (B, T, nh, hs)
         lse = None
-        masks: dict[tuple[int, int, int], tuple[bool, torch.Tensor | None]] = {}
-        for seg, b in band_calls(segments, B):
-            q0, k0, lq, lk, count = seg
-            if (q0 - k0, lq, lk) not in masks:
-                masks[(q0 - k0, lq, lk)] = band_bias(seg, reach, q)
-            causal, bias = masks[(q0 - k0, lq, lk)]
-            out, m = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                call_views(q, b, q0, lq, lq, count),
-                call_views(k, b, k0, lk, lq, count),
-                call_views(v, b, k0, lk, lq, count),
-                0.0,
-                causal,
-                attn_mask=bias,
-                scale=scale,
-            )
-            if lse is None:
-                lse = m.new_empty(B, nh, T, 1)  # (fp32; fp64 for fp64 inputs)
-            call_views(y, b, q0, lq, lq, count).copy_(out)
-            call_views(lse, b, q0, lq, lq, count).copy_(m.unsqueeze(-1))
+        for seg in window_segments(T, *reach, block):
+            causal, bias = band_bias(seg, reach, q)
+            for (q0, k0, lq, lk, count), b in segment_calls(seg, B):
+                out, m = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    call_views(q, b, q0, lq, lq, count),
+                    call_views(k, b, k0, lk, lq, count),
+                    call_views(v, b, k0, lk, lq, count),
+                    0.0,
+                    causal,
+                    attn_mask=bias,
+                    scale=scale,
+                )
+                if lse is None:
+                    lse = m.new_empty(B, nh, T, 1)  # (fp32; fp64 for fp64 inputs)
+                call_views(y, b, q0, lq, lq, count).copy_(out)
+                call_views(lse, b, q0, lq, lq, count).copy_(m.unsqueeze(-1))
         ctx.save_for_backward(q, k, v, y, lse)
-        ctx.segments, ctx.reach, ctx.scale = segments, reach, scale
+        ctx.reach, ctx.block, ctx.scale = reach, block, scale
         return y
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[no-untyped-def]
         q, k, v, y, lse = ctx.saved_tensors
         gq, gk, gv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        masks: dict[tuple[int, int, int], tuple[bool, torch.Tensor | None]] = {}
-        for seg, b in band_calls(ctx.segments, q.size(0)):
-            q0, k0, lq, lk, count = seg
-            if (q0 - k0, lq, lk) not in masks:
-                masks[(q0 - k0, lq, lk)] = band_bias(seg, ctx.reach, q)
-            causal, bias = masks[(q0 - k0, lq, lk)]
-            dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                call_views(gy, b, q0, lq, lq, count),
-                call_views(q, b, q0, lq, lq, count),
-                call_views(k, b, k0, lk, lq, count),
-                call_views(v, b, k0, lk, lq, count),
-                call_views(y, b, q0, lq, lq, count),
-                call_views(lse, b, q0, lq, lq, count).squeeze(-1),
-                0.0,
-                causal,
-                attn_mask=bias,
-                scale=ctx.scale,
-            )
-            call_views(gq, b, q0, lq, lq, count).copy_(dq)
-            if b is None:
-                gk[:, :, k0 : k0 + lk] += dk
-                gv[:, :, k0 : k0 + lk] += dv
-            else:  # overlapping windows: their gradients add up
-                at = torch.arange(count, device=q.device)[:, None] * lq + torch.arange(lk, device=q.device)
-                at = (k0 + at).flatten()  # (count * lk,) the key of each window row
-                gk[b].index_add_(1, at, dk.transpose(0, 1).flatten(1, 2))
-                gv[b].index_add_(1, at, dv.transpose(0, 1).flatten(1, 2))
+        for seg in window_segments(q.size(-2), *ctx.reach, ctx.block):
+            causal, bias = band_bias(seg, ctx.reach, q)
+            for (q0, k0, lq, lk, count), b in segment_calls(seg, q.size(0)):
+                dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                    call_views(gy, b, q0, lq, lq, count),
+                    call_views(q, b, q0, lq, lq, count),
+                    call_views(k, b, k0, lk, lq, count),
+                    call_views(v, b, k0, lk, lq, count),
+                    call_views(y, b, q0, lq, lq, count),
+                    call_views(lse, b, q0, lq, lq, count).squeeze(-1),
+                    0.0,
+                    causal,
+                    attn_mask=bias,
+                    scale=ctx.scale,
+                )
+                call_views(gq, b, q0, lq, lq, count).copy_(dq)
+                if b is None:
+                    gk[:, :, k0 : k0 + lk] += dk
+                    gv[:, :, k0 : k0 + lk] += dv
+                else:  # overlapping windows: their gradients add up
+                    at = torch.arange(count, device=q.device)[:, None] * lq + torch.arange(
+                        lk, device=q.device
+                    )
+                    at = (k0 + at).flatten()  # (count * lk,) the key of each window row
+                    gk[b].index_add_(1, at, dk.transpose(0, 1).flatten(1, 2))
+                    gv[b].index_add_(1, at, dv.transpose(0, 1).flatten(1, 2))
         return gq, gk, gv, None, None, None
 
 
@@ -280,9 +274,9 @@ class SlidingWindowAttention(LocalAttention):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.materialize or self.softcap or (self.dropout and self.training):
             return super().attend(q, k, v)  # explicit products (grouped)
-        segments = window_segments(q.size(-2), *self.reach, self.block)
         if q.device.type == "cpu":
-            return BandAttention.apply(q, k, v, segments, self.reach, self.scale)
+            return BandAttention.apply(q, k, v, self.reach, self.block, self.scale)
+        segments = window_segments(q.size(-2), *self.reach, self.block)
         return torch.cat([self.sdpa(q, k, v, seg) for seg in segments], dim=2)  # (B, nh, T, hs)
 
     def sdpa(
