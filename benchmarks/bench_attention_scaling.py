@@ -2,17 +2,23 @@
 (elu + 1) and dense causal SDPA — time, peak memory and the analysis's FLOPs and activations.
 
     python benchmarks/bench_attention_scaling.py [--max-n 32768] [--repeats 5] [--threads 2]
+                                                 [--glibc-default]
 
 The layer: d 256, 4 heads, batch 1, causal, forward under ``torch.inference_mode``. Times are medians of
-``repeats`` rounds in this process, the three variants alternated within each round (so machine noise
-hits them alike) after a warm-up; dense attention past n = 16k (8 s a forward on 2 cores) runs once,
-without a warm-up of its own. Peak memory is measured per point in a fresh process whose large
-allocations are mmapped (``MALLOC_MMAP_THRESHOLD_``, so a free returns memory at once): the peak resident
-memory of one forward above what the process held before it (after a warm-up forward at the same
-n, so one-time costs — thread pools, kernels' buffers — are not counted), read from
-``VmHWM`` reset through ``/proc/self/clear_refs``. FLOPs (forward) and activations (what a training
-step keeps, fused attention) come from the analysis of the same component. "×" is the growth per
-doubling of n (2 is linear, 4 quadratic); "w/d" the sliding window over dense at the same n.
+``repeats`` rounds, the three variants alternated within each round (so machine noise hits them alike)
+after a warm-up, in one child process; dense attention past n = 16k (6–8 s a forward on 2 cores) runs
+once, without a warm-up of its own. That process keeps freed memory for reuse
+(``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` 4 GiB), as PyTorch's caching allocator does on
+GPU and jemalloc or tcmalloc do on CPU: with glibc's defaults every block over 32 MiB goes back to the
+system when freed and is faulted in again by the next forward, about 1 ms per MiB on the project's
+machines, so a layer's time per token jumps where its temporaries pass 32 MiB (linear attention from
+16k to 32k: 2.8× instead of 2.0×) — ``--glibc-default`` measures that way. Peak memory is measured per
+point in a fresh process whose large allocations are mmapped (``MALLOC_MMAP_THRESHOLD_`` 64 KiB, so a
+free returns memory at once): the peak resident memory of one forward above what the process held
+before it (after a warm-up forward at the same n, so one-time costs — thread pools, kernels' buffers —
+are not counted), read from ``VmHWM`` reset through ``/proc/self/clear_refs``. FLOPs (forward) and
+activations (what a training step keeps, fused attention) come from the analysis of the same
+component. "×" is the growth per doubling of n (2 is linear, 4 quadratic).
 
 :func:`attention_scaling_rows` returns the rows (``benchmarks/run.py`` prints them with the other
 targets): the targets are × ≤ 2.3 for the window and linear attention in time and peak memory, and
@@ -78,11 +84,11 @@ def build(call: str) -> Any:
     return instantiate(kind.ctor(node, ctx)).eval()
 
 
-# -- time: in this process, alternated -------------------------------------------------------------
+# -- time: in one child process, alternated ------------------------------------------------------------
 
 
-def timed(ns: list[int], repeats: int) -> dict[tuple[str, int], float]:
-    """Median forward ms per (variant, n), the variants alternated within each round."""
+def timed_here(ns: list[int], repeats: int) -> dict[tuple[str, int], float]:
+    """Median forward ms per (variant, n) in this process, the variants alternated within each round."""
     import torch
 
     modules = {name: build(call) for name, call in VARIANTS.items()}
@@ -106,6 +112,34 @@ def timed(ns: list[int], repeats: int) -> dict[tuple[str, int], float]:
         for name in names:
             out[(name, n)] = statistics.median(times[name]) * 1e3
     return out
+
+
+TIMER = r"""
+import json, sys, torch
+sys.path.insert(0, sys.argv[4])
+from benchmarks.bench_attention_scaling import timed_here
+torch.set_num_threads(int(sys.argv[3]))
+times = timed_here(json.loads(sys.argv[1]), int(sys.argv[2]))
+print(json.dumps([[name, n, ms] for (name, n), ms in times.items()]))
+"""
+
+#: the timing process keeps freed blocks instead of returning those over 32 MiB to the system
+KEEP_FREED = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
+
+
+def timed(
+    ns: list[int], repeats: int, threads: int, glibc_default: bool = False
+) -> dict[tuple[str, int], float]:
+    """:func:`timed_here` in a fresh process (its allocator settings, :data:`KEEP_FREED` unless
+    ``glibc_default``, are its own, not the caller's)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({} if glibc_default else KEEP_FREED)}
+    args = [json.dumps(ns), str(repeats), str(threads), str(ROOT)]
+    out = subprocess.run(
+        [sys.executable, "-c", TIMER, *args], capture_output=True, text=True, env=env, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"timing failed: {out.stderr.strip().splitlines()[-1:]}")
+    return {(name, n): ms for name, n, ms in json.loads(out.stdout)}
 
 
 # -- peak memory: one forward in a fresh process ---------------------------------------------------
@@ -151,18 +185,18 @@ def peak_mib(call: str, n: int, threads: int) -> float:
 # -- the rows ----------------------------------------------------------------------------------------
 
 
-def attention_scaling_rows(ns: list[int], repeats: int, threads: int = 2) -> list[dict[str, Any]]:
+def attention_scaling_rows(
+    ns: list[int], repeats: int, threads: int = 2, glibc_default: bool = False
+) -> list[dict[str, Any]]:
     """One row per (variant, n), n ascending within each variant: ``variant``, ``n``, ``ms`` (median
     forward), ``peak_mib`` (one forward's peak resident memory), ``flops`` (forward, analysis),
     ``act_mib`` (a training step's activations, analysis), ``ms_x`` and ``peak_x`` (growth since the
     previous n, None for the first; ``growth_ok``: both ≤ 2.3 per doubling, for the window and linear
     attention) and, for the window, ``vs_dense`` — its ms, FLOPs, activations and peak over dense's at
     the same n — with ``window_le_dense`` (all four ≤ 1; the peak within 1%, the measurement's
-    resolution)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    times = timed(ns, repeats)
+    resolution). Measured in child processes (see the module's docstring): the caller's threads and
+    allocator are left as they are."""
+    times = timed(ns, repeats, threads, glibc_default)
     rows: list[dict[str, Any]] = []
     for name, call in VARIANTS.items():
         prev: dict[str, Any] | None = None
@@ -227,12 +261,17 @@ def main() -> None:
     ap.add_argument("--min-n", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--glibc-default", action="store_true", help="time with glibc's allocator defaults")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON too")
     args = ap.parse_args()
     ns = [n for n in (args.min_n * 2**k for k in range(16)) if n <= args.max_n]
     t0 = time.perf_counter()
-    rows = attention_scaling_rows(ns, args.repeats, args.threads)
-    print(f"one attention layer: d {D_MODEL}, 4 heads, batch 1, causal, {args.threads} threads, forward")
+    rows = attention_scaling_rows(ns, args.repeats, args.threads, args.glibc_default)
+    alloc = "glibc defaults" if args.glibc_default else "freed memory kept"
+    print(
+        f"one attention layer: d {D_MODEL}, 4 heads, batch 1, causal, {args.threads} threads, forward "
+        f"({alloc}); load average {os.getloadavg()[0]:.2f} at the end"
+    )
     print(table(rows))
     growth = [r for r in rows if "growth_ok" in r]
     print(

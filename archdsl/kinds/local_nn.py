@@ -1,10 +1,13 @@
 """PyTorch modules for windowed and sparse attention (imported only when a model is built or emitted).
 
-Nothing here builds a T x T score or mask. Queries are cut into blocks (the last one padded with zero
-rows), each query block meets a few key blocks gathered for it (plus, for Longformer and BigBird, the
-global keys shared by every block), and a boolean mask over (block, query, key) keeps the pairs the
-pattern allows. Time and memory grow as T times the keys one block meets. The query heads that share a
-key/value head (GQA) are folded into the query rows of one matmul, so keys are never repeated per head.
+Nothing here builds a T x T score or mask past the lengths a pattern covers. Queries are cut into blocks
+(the last one padded with zero rows), each query block meets a few key blocks gathered for it (plus, for
+Longformer and BigBird, the global keys shared by every block), and a boolean mask over (block, query,
+key) keeps the pairs the pattern allows. Time and memory grow as T times the keys one block meets. The
+query heads that share a key/value head (GQA) are folded into the query rows of one matmul, so keys are
+never repeated per head. The sliding window instead runs SDPA on segments of its band
+(``window_segments``: dense, or a head, blocks over overlapping views of k and v, and a tail), keeping
+what dense SDPA keeps.
 """
 
 import random
