@@ -372,8 +372,19 @@ class SlidingWindow(LocalKind):
     def calls_sdpa(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
         return act.flash and not node["softcap"]
 
+    def sdpa_whole(self, node: Node, n: Any) -> bool:
+        """Whether the module hands the whole sequence to SDPA, as dense attention does: the window
+        covers it (under SDPA's causal mask, or with no mask at all)."""
+        before, after = reach(node)
+        return _dense(n, before + 1 if node["causal"] else min(before, after) + 1)
+
     def out_copy(self, node: Node, ctx: Ctx, act: ActCfg, n: Any = None) -> bool:
-        return not self.uses_fused_kernel(node, ctx, act)
+        """Fused: SDPA's output over the whole sequence is laid out as q (copied for the out projection
+        when q is head-major, as dense attention's); the segments' output is laid out as the
+        projection reads it. Explicit: the output re-laid out."""
+        if not self.uses_fused_kernel(node, ctx, act):
+            return True
+        return self.sdpa_whole(node, n) and AttentionKind.out_copy(self, node, ctx, act, n)
 
     def keeps_projections(self, node: Node, ctx: Ctx, act: ActCfg, b: Any, n: Any) -> tuple[bool, bool]:
         if self.uses_fused_kernel(node, ctx, act):
@@ -391,10 +402,11 @@ class SlidingWindow(LocalKind):
 
     def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
         """Fused: q and k where they are new tensors (views of the projection otherwise, counted by
-        ``saved``), the output (B, n, h, hs) — the tensor the out projection reads — and the log-sum-exp
-        (fp32); the masks are rebuilt in backward. Explicit: dense, the products of ``_dense_saved``
-        (the band's mask kept unless the window covers the sequence); blocked, per segment copies of
-        its queries, keys and values, its scores and its boolean mask (the blocks share one)."""
+        ``saved``), the output and the log-sum-exp (fp32) — what dense SDPA keeps, whether the window
+        covers the sequence (one SDPA call) or not (the segments rebuild their masks in backward).
+        Explicit: dense, the products of ``_dense_saved`` (the band's mask kept unless the window
+        covers the sequence); blocked, per segment copies of its queries, keys and values, its scores
+        and its boolean mask (the blocks share one)."""
         h, kv, hs = self.dims(node, ctx)
         by = act.bytes
         if self.uses_fused_kernel(node, ctx, act):

@@ -277,6 +277,11 @@ class SlidingWindowAttention(LocalAttention):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.materialize or self.softcap or (self.dropout and self.training):
             return super().attend(q, k, v)  # explicit products (grouped)
+        before, after = self.reach
+        if q.size(-2) <= (before if self.causal else min(before, after)) + 1:  # the window covers it all
+            return F.scaled_dot_product_attention(
+                q, k, v, is_causal=self.causal, scale=self.scale, enable_gqa=self.n_kv_heads != self.n_heads
+            )
         if q.device.type == "cpu":
             return BandAttention.apply(q, k, v, self.reach, self.block, self.scale)
         segments = window_segments(q.size(-2), *self.reach, self.block)
