@@ -4,21 +4,25 @@
     python benchmarks/bench_attention_scaling.py [--max-n 32768] [--repeats 5] [--threads 2]
                                                  [--glibc-default]
 
-The layer: d 256, 4 heads, batch 1, causal, forward under ``torch.inference_mode``. Times are medians of
-``repeats`` rounds, the three variants alternated within each round (so machine noise hits them alike)
-after a warm-up, in one child process; dense attention past n = 16k (6–8 s a forward on 2 cores) runs
-once, without a warm-up of its own. That process keeps freed memory for reuse
-(``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` 4 GiB), as PyTorch's caching allocator does on
-GPU and jemalloc or tcmalloc do on CPU: with glibc's defaults every block over 32 MiB goes back to the
-system when freed and is faulted in again by the next forward, about 1 ms per MiB on the project's
-machines, so a layer's time per token jumps where its temporaries pass 32 MiB (linear attention from
-16k to 32k: 2.8× instead of 2.0×) — ``--glibc-default`` measures that way. Peak memory is measured per
-point in a fresh process whose large allocations are mmapped (``MALLOC_MMAP_THRESHOLD_`` 64 KiB, so a
-free returns memory at once): the peak resident memory of one forward above what the process held
-before it (after a warm-up forward at the same n, so one-time costs — thread pools, kernels' buffers —
-are not counted), read from ``VmHWM`` reset through ``/proc/self/clear_refs``. FLOPs (forward) and
-activations (what a training step keeps, fused attention) come from the analysis of the same
-component. "×" is the growth per doubling of n (2 is linear, 4 quadratic).
+The layer: d 256, 4 heads, batch 1, causal, forward under ``torch.inference_mode``.
+
+Time: medians of ``repeats`` rounds after a warm-up, in one child process. Each round runs every length
+and variant, the variants alternated, so machine noise hits every point alike; dense attention past
+n = 16k (5–8 s a forward on 2 cores) runs once, in the middle round, without a warm-up of its own. The
+process keeps freed memory for reuse (``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` 4 GiB),
+as PyTorch's caching allocator does on GPU and jemalloc or tcmalloc do on CPU: with glibc's defaults a
+block over 32 MiB goes back to the system when freed and is faulted in again by the next forward, about
+1 ms per MiB on the project's machines, so a layer's time per token jumps where its temporaries pass 32
+MiB (linear attention from 16k to 32k: 2.8× instead of 2.0×). ``--glibc-default`` measures that way.
+
+Peak memory: per point, in a fresh process whose large allocations are mmapped
+(``MALLOC_MMAP_THRESHOLD_`` 64 KiB, so a free returns memory at once), the peak resident memory of one
+forward above what the process held before it, read from ``VmHWM`` reset through
+``/proc/self/clear_refs``, after a warm-up forward at the same n (one-time costs — thread pools,
+kernels' buffers — are not counted); the median of 3 forwards (dense past 16k: one).
+
+FLOPs (forward) and activations (what a training step keeps, fused attention) come from the analysis of
+the same component. "×" is the growth per doubling of n (2 is linear, 4 quadratic).
 
 :func:`attention_scaling_rows` returns the rows (``benchmarks/run.py`` prints them with the other
 targets): the targets are × ≤ 2.3 for the window and linear attention in time and peak memory, and
@@ -88,30 +92,35 @@ def build(call: str) -> Any:
 
 
 def timed_here(ns: list[int], repeats: int) -> dict[tuple[str, int], float]:
-    """Median forward ms per (variant, n) in this process, the variants alternated within each round."""
+    """Median forward ms per (variant, n) in this process. Every round runs every length and variant
+    (the variants' order turning from round to round), so each point's median spans the whole run and
+    a burst of load elsewhere hits every point alike — the growth per doubling compares like with
+    like. Dense attention past :data:`DENSE_ONCE_ABOVE` runs once, in the middle round."""
     import torch
 
     modules = {name: build(call) for name, call in VARIANTS.items()}
-    out: dict[tuple[str, int], float] = {}
     gen = torch.Generator().manual_seed(0)
-    for n in ns:
-        x = torch.randn(1, n, D_MODEL, generator=gen)
-        names = list(VARIANTS)
-        times: dict[str, list[float]] = {name: [] for name in names}
-        with torch.inference_mode():
+    xs = {n: torch.randn(1, n, D_MODEL, generator=gen) for n in ns}
+    names = list(VARIANTS)
+    times: dict[tuple[str, int], list[float]] = {(name, n): [] for name in names for n in ns}
+
+    def once(name: str, n: int) -> bool:
+        return name == "dense" and n > DENSE_ONCE_ABOVE
+
+    with torch.inference_mode():
+        for n in ns:
             for name in names:
-                if not (name == "dense" and n > DENSE_ONCE_ABOVE):
-                    modules[name](x)  # warm-up
-            for r in range(repeats):
+                if not once(name, n):
+                    modules[name](xs[n])  # warm-up
+        for r in range(repeats):
+            for n in ns:
                 for name in names[r % len(names) :] + names[: r % len(names)]:
-                    if name == "dense" and n > DENSE_ONCE_ABOVE and times[name]:
+                    if once(name, n) and r != repeats // 2:
                         continue
                     t0 = time.perf_counter()
-                    modules[name](x)
-                    times[name].append(time.perf_counter() - t0)
-        for name in names:
-            out[(name, n)] = statistics.median(times[name]) * 1e3
-    return out
+                    modules[name](xs[n])
+                    times[(name, n)].append(time.perf_counter() - t0)
+    return {key: statistics.median(ts) * 1e3 for key, ts in times.items()}
 
 
 TIMER = r"""
@@ -155,23 +164,27 @@ def status(key):
         if line.startswith(key + ":"):
             return int(line.split()[1])  # kB
 
-module, n = build(sys.argv[1]), int(sys.argv[2])
+module, n, runs = build(sys.argv[1]), int(sys.argv[2]), int(sys.argv[5])
+peaks = []
 with torch.inference_mode():
     x = torch.randn(1, n, D_MODEL)
     module(x)  # warm-up at this length: threads, kernels and their buffers (freed memory goes back)
-    before = status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # VmHWM := VmRSS
-    y = module(x)
-    peak = status("VmHWM")
-print(json.dumps({"peak_kb": peak - before}))
+    for _ in range(runs):
+        before = status("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := VmRSS
+        y = module(x)
+        peaks.append(status("VmHWM") - before)
+        del y
+print(json.dumps({"peak_kb": sorted(peaks)[len(peaks) // 2]}))
 """
 
 
-def peak_mib(call: str, n: int, threads: int) -> float:
+def peak_mib(call: str, n: int, threads: int, runs: int = 3) -> float:
+    """The median over ``runs`` forwards of one forward's peak, MiB (see the module's docstring)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, call, str(n), str(threads), str(ROOT)],
+        [sys.executable, "-c", CHILD, call, str(n), str(threads), str(ROOT), str(runs)],
         capture_output=True,
         text=True,
         env=env,
@@ -206,7 +219,7 @@ def attention_scaling_rows(
                 "variant": name,
                 "n": n,
                 "ms": times[(name, n)],
-                "peak_mib": peak_mib(call, n, threads),
+                "peak_mib": peak_mib(call, n, threads, 1 if name == "dense" and n > DENSE_ONCE_ABOVE else 3),
                 "flops": flops,
                 "act_mib": act / 2**20,
                 "timed_once": name == "dense" and n > DENSE_ONCE_ABOVE,

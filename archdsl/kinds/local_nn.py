@@ -155,10 +155,11 @@ def band_bias(
     before, after = reach
     if after == 0 and q0 == k0 and lq == lk and lq - 1 <= before:
         return True, None
-    allowed = band_allowed(q0, k0, lq, lk, before, after, q.device)
-    if allowed is None:
+    if not band_masked(q0 - k0, lq, lk, before, after):
         return False, None
-    return False, torch.zeros(lq, lk, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+    d = q0 - k0  # query r, key c kept when -before <= c - r - d <= after: -inf above and below the band
+    hidden = torch.full((lq, lk), float("-inf"), dtype=q.dtype, device=q.device)
+    return False, hidden.triu(d + after + 1) + hidden.tril(d - before - 1)
 
 
 def segment_calls(
