@@ -20,8 +20,8 @@ from torch.utils._pytree import tree_flatten
 import archdsl
 from archdsl.diagnostics import SpecError
 from archdsl.ir import Node
-from archdsl.kinds import REGISTRY, Ctx
-from archdsl.kinds.local import random_blocks
+from archdsl.kinds import REGISTRY, ActCfg, Ctx
+from archdsl.kinds.local import random_blocks, window_block, window_segments
 from archdsl.lower.build import instantiate
 from archdsl.measure import flop_counter_mode
 
@@ -43,6 +43,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("sliding_window", {"window": 2}),
     ("sliding_window", {"window": 5}),
     ("sliding_window", {"window": 8}),
+    ("sliding_window", {"window": 16}),  # blocks of 2 queries past 16 (causal) or 17 positions
     ("longformer", {"window": 4, "global_tokens": 2}),
     ("longformer", {"window": 3, "global_tokens": 0}),
     ("longformer", {"window": 1, "global_tokens": 3}),
@@ -212,11 +213,162 @@ def test_gradients_are_finite_through_padding_and_masks() -> None:
             assert all(torch.isfinite(x.grad).all() for x in (q, k, v)), (name, p, causal)
 
 
+# -- the sliding window's kernel: segments chosen by length -------------------------------------------
+
+
+def _reaches() -> list[tuple[int, int, int, bool]]:
+    """(window, before, after, explicit) for causal and bidirectional windows, both block sizes."""
+    out = []
+    for w, causal, explicit in itertools.product((1, 2, 3, 5, 8, 16, 33, 100), (True, False), (False, True)):
+        before, after = (w - 1, 0) if causal else (w // 2, w // 2)
+        out.append((w, before, after, explicit))
+    return out
+
+
+@pytest.mark.parametrize(("w", "before", "after", "explicit"), _reaches())
+def test_window_segments_cover_every_query_once_within_the_sequence(
+    w: int, before: int, after: int, explicit: bool
+) -> None:
+    """Each query is in exactly one segment, whose keys hold its whole band and lie within the sequence;
+    the segments never compute more score entries than dense attention, and fewer once they block."""
+    s = window_block(before, after, explicit)
+    for n in [*range(1, 3 * w + 3 * s + 8), 4 * w + 101]:
+        segments = window_segments(n, before, after, s)
+        owner = [0] * n
+        for q0, k0, lq, lk, count in segments:
+            for j in range(count):
+                qa, ka = q0 + j * lq, k0 + j * lq
+                assert 0 <= ka and ka + lk <= n, (n, segments)
+                for i in range(qa, qa + lq):
+                    owner[i] += 1
+                    assert ka <= max(0, i - before) and min(n, i + after + 1) <= ka + lk, (n, i, segments)
+        assert owner == [1] * n, (n, segments)
+        cells = sum(count * lq * lk for _, _, lq, lk, count in segments)
+        assert cells <= n * n
+        if n > before + after + 1 + s:
+            assert cells < n * n, (n, segments)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_window_costs_are_a_polynomial_in_their_regime(causal: bool) -> None:
+    from archdsl.cost.poly import N, Poly
+
+    for w in (1, 5, 16, 33, 100, 512):
+        for p in ({}, {"softcap": 5.0}):
+            kind, node, _ = make("sliding_window", causal, window=w, **p)
+            multiple, above = kind.regime(node)
+            poly = Poly.lift(kind.cells(node, N))
+            lengths = [n for n in range(above + 1, above + 12 * multiple + 2) if n % multiple == 0]
+            for n in lengths:
+                assert poly(n=n) == kind.cells(node, n), (w, p, n)
+
+
+def test_window_never_costs_more_than_dense_attention() -> None:
+    """FLOPs and (fused) saved activations at most those of dense causal or bidirectional SDPA, for
+    every length: the kernel is dense until blocks cost less."""
+    for causal, w, rope, (h, kv) in itertools.product(
+        (True, False), (4, 16, 512), (False, True), ((4, 4), (4, 2))
+    ):
+        stack = "decoder" if causal else "encoder"
+        ctx = Ctx(d_model=64, vocab=37, stack=stack)
+        if rope:
+            rope_kind = REGISTRY["rope"]
+            values = {q.name: q.default for q in rope_kind.params if not q.required}
+            ctx = Ctx(
+                d_model=64,
+                vocab=37,
+                stack=stack,
+                position=Node("rope", tuple(rope_kind.resolve(values).items())),
+            )
+        window = Node(
+            "sliding_window",
+            tuple(
+                _resolved(
+                    "sliding_window", heads=h, kv_heads=kv, causal=causal, cross=False, window=w
+                ).items()
+            ),
+        )
+        dense = Node("mha", tuple(_resolved("mha", heads=h, kv_heads=kv, causal=causal, cross=False).items()))
+        for n in [*range(1, 3 * w + 40), 1024, 4096, 32768]:
+            for b in (1, 2):
+                shape = [(b, n, 64)]
+                sw, mha = REGISTRY["sliding_window"], REGISTRY["mha"]
+                assert sw.flops(window, ctx, shape) <= mha.flops(dense, ctx, shape), (causal, w, n)
+                act = ActCfg()
+                assert (
+                    sw.saved(window, ctx, shape, act).internal <= mha.saved(dense, ctx, shape, act).internal
+                )
+                assert sw.recompute_flops(window, ctx, shape, act, False) <= mha.recompute_flops(
+                    dense, ctx, shape, act, False
+                )
+
+
+def _resolved(name: str, **values: Any) -> dict[str, Any]:
+    kind = REGISTRY[name]
+    full = {p.name: p.default for p in kind.params if not p.required}
+    full.update(values)
+    return kind.resolve(full)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_fused_window_gradients_equal_the_explicit_products(causal: bool) -> None:
+    """SDPA's kernel over the segments (forward and its own backward) against the explicit products
+    over the same segments, in float64; and the per-segment SDPA other devices use."""
+    for w, (h, kv), n, b in [
+        (16, (4, 2), 45, 2),
+        (5, (3, 1), 23, 3),
+        (16, (2, 2), 12, 1),
+        (33, (4, 1), 90, 2),
+    ]:
+        _, _, mod = make("sliding_window", causal, heads=h, kv_heads=kv, window=w)
+        q, k, v = (x.requires_grad_() for x in qkv(b, h, kv, n, 24 // h, seed=n))
+        g = torch.randn(b, h, n, 24 // h, dtype=torch.float64)
+        y = mod.attend(q, k, v)
+        grads = torch.autograd.grad(y, (q, k, v), g)
+        mod.materialize = True
+        y2 = mod.attend(q, k, v)
+        grads2 = torch.autograd.grad(y2, (q, k, v), g)
+        torch.testing.assert_close(y, y2, rtol=1e-10, atol=1e-10)
+        for a, e in zip(grads, grads2, strict=True):
+            torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+        segments = window_segments(n, *mod.reach, mod.block)
+        other = torch.cat([mod.sdpa(q, k, v, seg) for seg in segments], dim=2)
+        torch.testing.assert_close(other, y2, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_window_training_step_flops_equal_flop_counter() -> None:
+    """Forward and backward FLOPs of a whole layer, fused and explicit, as the analysis predicts them."""
+    for causal, w, n in [(True, 16, 45), (False, 16, 45), (True, 5, 5), (False, 33, 90)]:
+        stack = "decoder" if causal else "encoder"
+        ctx = Ctx(d_model=24, vocab=37, stack=stack)
+        kind = REGISTRY["sliding_window"]
+        node = Node(
+            "sliding_window",
+            tuple(
+                _resolved("sliding_window", heads=4, kv_heads=2, causal=causal, cross=False, window=w).items()
+            ),
+        )
+        for flash in (True, False):
+            module = instantiate(kind.ctor(node, ctx)).train()
+            module.materialize = not flash
+            x = torch.randn(2, n, 24, requires_grad=True)
+            with flop_counter_mode() as fc:
+                module(x).sum().backward()
+            shape, act = [(2, n, 24)], ActCfg(flash=flash)
+            expected = (
+                kind.flops(node, ctx, shape)
+                + kind.backward_flops(node, ctx, shape, act)
+                + kind.recompute_flops(node, ctx, shape, act, False)
+            )
+            assert fc.get_total_flops() == expected, (causal, w, n, flash)
+
+
 # -- sub-quadratic memory --------------------------------------------------------------------------
 
 
 class LargestTensor(TorchDispatchMode):
-    """The largest tensor (in elements) any op produces."""
+    """The largest tensor (in elements) any op produces, views of other tensors aside (they allocate
+    nothing: the sliding window reads its blocks as overlapping views of k and v)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -224,8 +376,13 @@ class LargestTensor(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
+        given = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor)
+        }
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given:
                 self.largest = max(self.largest, t.numel())
         return out
 

@@ -218,6 +218,11 @@ ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | Non
         "encoder",
         None,
     ),
+    # blocks of 2 (windows of 16; at 45 positions, see LONG): the causal head, whole blocks and the
+    # rest; the bidirectional head, the short block, whole ones, the rest and the tail
+    ("sliding_window", {"window": 16, "kv_heads": 2}, "decoder", None),
+    ("sliding_window", {"window": 16, "heads": 3, "kv_heads": 1, "qk_norm": "rmsnorm"}, "encoder", ROPE),
+    ("sliding_window", {"window": 9, "dropout": 0.1}, "encoder", None),
     ("longformer", {"window": 4, "global_tokens": 2, "kv_heads": 2}, "encoder", ROPE),
     ("longformer", {"window": 7, "global_tokens": 1, "heads": 3, "kv_heads": 1}, "encoder", None),
     ("longformer", {"window": 3, "global_tokens": 2, "qk_norm": "rmsnorm"}, "decoder", None),
@@ -288,6 +293,8 @@ ATTENTION: list[tuple[str, dict[str, Any], str, tuple[str, dict[str, Any]] | Non
         None,
     ),
 ]
+#: longer sequences for kinds whose kernels change with the length past 13 (windows of 16 block from 17)
+LONG: dict[str, list[tuple[int, int]]] = {"sliding_window": [(2, 45), (1, 40)]}
 OTHERS: list[tuple[str, dict[str, Any]]] = [
     # chunks of 4 and 5 positions: several per sequence, the last one partial
     ("mamba", {"d_state": 5, "d_conv": 3, "chunk": 4}),
@@ -403,7 +410,7 @@ def test_attention_kind_keeps_what_its_module_keeps(
     node = _node(name, ctx, 2 if cross else 1, {"heads": 4, **params})
     tolerance = 0.05 if name == "lsh" and node["n_hashes"] > 1 else 0  # kept pairs depend on the hashes
     for flash in (True, False):
-        for batch, n in [(2, 13), (3, 5)]:
+        for batch, n in [(2, 13), (3, 5), *LONG.get(name, [])]:
             guess, total = _check_kind(name, node, ctx, batch, n, 7 if cross else None, flash)
             assert guess == pytest.approx(total, rel=tolerance, abs=0), (flash, batch, n)
         _symbolic(name, node, ctx, cross, flash)

@@ -141,7 +141,9 @@ def test_the_issue_example_prints_the_kv_cache_piecewise() -> None:
     assert "KV cache 4.00 MiB (batch 1, context 256) = 16384·b·n bytes" in kv
     assert "16384·b·n bytes for n ≤ 511; 8388608·b bytes for n ≥ 512" in kv
     [fwd] = [x for x in summary_lines(r) if x.startswith("FLOPs")]
-    assert fwd.endswith("forward 292.59 G; for n > 512 and n a multiple of 511 (not here): 1168048128·b·n")
+    assert fwd.endswith(
+        "forward 292.59 G; for n > 512 and n a multiple of 32 (not here): 1152352256·b·n - 520093696·b"
+    )
 
 
 # -- JSON -------------------------------------------------------------------------------------------------
@@ -332,5 +334,5 @@ def test_gpt2_against_mistral_makes_no_claim_the_counts_reject() -> None:
         "not borne out" not in text
         and "none: no two variants' exact counts change order for n ≤ 1,024" in text
     )
-    regime = "for n > 4,096 and n a multiple of 4,095"
-    assert f"mistral_7b: 1402929152·n {regime} (not the counts at n = 256, 512, 1,024)" in text
+    regime = "for n > 4,096 and n a multiple of 32"
+    assert f"mistral_7b: 1269792768·n - 4160749568 {regime} (not the counts at n = 256, 512, 1,024)" in text

@@ -198,7 +198,7 @@ class LinearAttention(Attention):
     def phi(self, x: torch.Tensor, query: bool) -> torch.Tensor:
         """Feature map: (B, h, T, hs) -> (B, h, T, f)."""
         if self.feature_map == "elu":
-            return F.elu(x) + 1
+            return F.elu(x).add_(1)  # (elu keeps its input, so its output may take the + 1 in place)
         x = x * self.head_dim**-0.25
         logits = x @ self.omega.T - x.square().sum(dim=-1, keepdim=True) / 2  # (B, h, T, m)
         # stabilisers: constants that the normalisation cancels, per query and (bidirectional) per head
@@ -275,13 +275,17 @@ class LinearAttention(Attention):
         c, e = self.chunk, v1.size(-1)
         nc = -(-T // c)
         pad = nc * c - T  # zero features at the end: padding adds nothing to any state
-        fq = F.pad(fq, (0, 0, 0, pad)).view(B, KV, G, nc, c, f)
-        fk = F.pad(fk, (0, 0, 0, pad)).view(B, KV, 1, nc, c, f)
-        v1 = F.pad(v1, (0, 0, 0, pad)).view(B, KV, 1, nc, c, e)
+        if pad:
+            fq, fk, v1 = (F.pad(t, (0, 0, 0, pad)) for t in (fq, fk, v1))
+        # head-major, once: φ of the projection's (token-major) views would be copied by each product
+        fq, fk, v1 = fq.contiguous(), fk.contiguous(), v1.contiguous()
+        fq = fq.view(B, KV, G, nc, c, f)
+        fk = fk.view(B, KV, 1, nc, c, f)
+        v1 = v1.view(B, KV, 1, nc, c, e)
         causal = torch.ones(c, c, dtype=torch.bool, device=fq.device).tril()
-        scores = (fq @ fk.transpose(-2, -1)).masked_fill(~causal, 0.0)  # (B, nkv, g, nc, c, c)
+        scores = (fq @ fk.transpose(-2, -1)).masked_fill_(~causal, 0.0)  # (B, nkv, g, nc, c, c)
         intra = scores @ v1  # (B, nkv, g, nc, c, e)
         states = fk.transpose(-2, -1) @ v1  # (B, nkv, 1, nc, f, e): each chunk's sum of φ(k) [v 1]^T
         before = F.pad(states.cumsum(dim=3)[:, :, :, :-1], (0, 0, 0, 0, 1, 0))  # the chunks before each
-        y = intra + fq @ before  # (B, nkv, g, nc, c, e)
+        y = intra.add_(fq @ before)  # (B, nkv, g, nc, c, e); products' outputs, so in place (fewer copies)
         return y.view(B, KV * G, nc * c, e)

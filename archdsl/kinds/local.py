@@ -5,7 +5,9 @@ computes only those, block by block: queries are cut into blocks (the last one p
 query block meets whole key blocks, the mask then dropping the pairs the pattern does not keep. The
 costs count exactly what the module multiplies, padding and masked entries included; ``pairs`` counts
 what the mask keeps. When the sequence is so short that the pattern keeps every pair, the module attends
-densely, and the cost is the dense ``4 b n² h hs``.
+densely, and the cost is the dense ``4 b n² h hs``. The sliding window chooses its kernel by length
+(:func:`window_segments`: dense SDPA, or SDPA on a head, blocks and a tail, never more than dense), and
+its costs follow the segments the module runs.
 
 Costs are exact for a concrete n. For a symbolic n they take n past the dense threshold and, where a
 count has a remainder, n a multiple of the block.
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
 from archdsl.ir import Node
 from archdsl.kinds.attention import AttentionKind, _folds
-from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, ShapeError
+from archdsl.kinds.base import ActCfg, Ctx, Kind, Param, Saved, Shape, ShapeError
 from archdsl.lower.ctor import Ctor, ours
 
 NN = "archdsl.kinds.local_nn"
@@ -77,6 +80,83 @@ def band_pairs(n: Any, before: int, after: int) -> Any:
     return n + side(before) + side(after)
 
 
+# -- the sliding window's kernel: dense, or a head, blocks and a tail (one plan for module and costs) --
+
+
+def window_block(before: int, after: int, explicit: bool = False) -> int:
+    """s, the queries of one block of the blocked window kernel, a power of two. A block of s queries
+    meets s + before + after keys: it computes (s + before + after) / (before + after + 1) of what its
+    band keeps. For SDPA, an eighth of the keys a query may see, at most 32 (1.06 of the band for a
+    causal window of 512): SDPA's CPU kernel cuts queries into tiles of 32 anyway for such short
+    blocks, and longer ones compute more (measured at w = 512, n = 1k … 4k: blocks of 32 beat 64 and
+    128 by 2–10%).
+    For the explicit products (a window with soft-capping or dropout: ``explicit``), a quarter, at
+    most 1,024: each block copies its keys and values, (s + before + after) / s of them, and
+    materialises its scores, so fewer, larger blocks keep less."""
+    span, s = before + after + 1, 1
+    top, part = (1024, 4) if explicit else (32, 8)
+    while 2 * s <= min(top, span // part):
+        s *= 2
+    return s
+
+
+def window_segments(n: int, before: int, after: int, block: int) -> list[tuple[int, int, int, int, int]]:
+    """How ``SlidingWindowAttention`` computes a band of reach (before, after) over n positions, as
+    segments (q0, k0, lq, lk, count): `count` blocks of lq queries, block j the queries q0 + j lq ..
+    q0 + (j + 1) lq - 1 over the lk keys from k0 + j lq; each segment is one SDPA call (or one
+    explicit product). Dense — one
+    segment of every pair — while the window covers the sequence or nearly (n <= before + after + 1).
+    Else, with h = before + 1 and s = `block` (:func:`window_block`): the head, queries 0 .. h - 1 over keys
+    0 .. h + after - 1 (causal: SDPA's causal mask, which skips the upper triangle); queries h ..
+    n - after - 1 in blocks over their own keys and the window's reach, keys q0 - before .. q0 + lq +
+    after - 1: first a short block up to the next multiple of s (past h + after), then whole blocks of
+    s, then the rest; and the tail, the last `after` queries over keys n - after - before .. n - 1.
+    Every segment has keys only within the sequence (no padding), and the body's blocks tile exactly
+    when n is a multiple of s. Costs sum(count lq lk) score entries per head: at most n², less when n
+    > s (Σ = n² - L (n - s) for L body queries, plus what the head and tail save)."""
+    if n <= before + after + 1:
+        return [(0, 0, n, n, 1)]
+    s, h, end = block, before + 1, n - after
+    out = [(0, 0, h, h + after, 1)]
+    a = h
+    first = min(-(h + after) % s, end - a)  # up to where whole blocks end at multiples of s
+    if first:
+        out.append((a, a - before, first, first + before + after, 1))
+        a += first
+    if (end - a) // s:
+        out.append((a, a - before, s, s + before + after, (end - a) // s))
+        a += (end - a) // s * s
+    if end - a:
+        out.append((a, a - before, end - a, end - a + before + after, 1))
+    if after:
+        out.append((end, end - before, after, after + before, 1))
+    return out
+
+
+def band_masked(d: int, lq: Any, lk: Any, before: int, after: int) -> bool:
+    """Whether a segment whose first query is d positions past its first key leaves out some pair:
+    query r, key c kept when -before <= c - r - d <= after. (lq, lk are ints for every segment a
+    symbolic plan has.)"""
+    return d + lq - 1 > before or lk - 1 - d > after
+
+
+def _window_plan(n: Any, before: int, after: int, s: int) -> list[tuple[Any, Any, Any, Any, Any]]:
+    """:func:`window_segments` for an int n, or, for a symbolic n, the segments it has for n past the
+    dense threshold and a multiple of s (then the short block is whole and no rest is left)."""
+    if _concrete(n):
+        return list(window_segments(n, before, after, s))
+    h = before + 1
+    first = -(h + after) % s
+    out: list[tuple[Any, Any, Any, Any, Any]] = [(0, 0, h, h + after, 1)]
+    if first:
+        out.append((h, h - before, first, first + before + after, 1))
+    body = (n - after - h - first) // s
+    out.append((h + first, h + first - before, s, s + before + after, body))
+    if after:
+        out.append((n - after, n - after - before, after, after + before, 1))
+    return out
+
+
 # -- what the modules keep for backward (LocalAttention.blocks and the patterns built on it) ---------
 
 
@@ -106,6 +186,7 @@ def _dense_saved(
     part: tuple[int, int],
     plain: bool,
     rotated: bool,
+    masked: bool | None = None,
 ) -> Saved:
     """``dense``: every pair of a short sequence, under the causal mask, for ``part`` = (query heads,
     key/value heads) of the module's ``heads``. q, k and v are copied for the matmuls, except where a
@@ -113,7 +194,8 @@ def _dense_saved(
     projection's output for a ``plain`` q or k and for v (counted by ``saved``), the whole rotated or
     normalised q or k otherwise. Views of a projection's (B, n, heads hs) layout fold where
     ``_folds`` says (for q, with one query head per group); views of a rotated, head-major q or k
-    unless they are a slice of more than one of the key/value groups (Sparse Transformer's split)."""
+    unless they are a slice of more than one of the key/value groups (Sparse Transformer's split).
+    The boolean mask is kept when ``masked`` (default: under a causal mask)."""
     (h, kv), (h_p, kv_p) = heads, part
     fold = _folds(kv_p, b)
     fq = (kv_p == kv or fold) if rotated else fold and h_p == kv_p
@@ -121,7 +203,7 @@ def _dense_saved(
     q_el = (0 if plain else b * h * n * hs) if fq else b * h_p * n * hs
     k_el = (0 if plain else b * kv * n * hs) if fk else b * kv_p * n * hs
     v_el = 0 if fold else b * kv_p * n * hs
-    mask = n * n if node["causal"] else 0
+    mask = n * n if (node["causal"] if masked is None else masked) else 0
     return _attend_saved(node, act, q_el, k_el, v_el, b * h_p * n * n, mask)
 
 
@@ -240,11 +322,14 @@ class SlidingWindow(LocalKind):
     """Sliding-window (local) attention (Beltagy et al. 2020, Longformer §3.1; Mistral 7B, Jiang et al.
     2023; Gemma 2's local layers). Causal: query i sees keys i - w + 1 .. i, the w most recent.
     Bidirectional: keys j with |i - j| <= w // 2 (2 (w // 2) + 1 keys, as Longformer's w / 2 on each
-    side). Computed in blocks of s = max(w - 1, 1) (causal) or max(w // 2, 1) queries, each over its
-    own block and the neighbours the window reaches (k blocks: 2 causal, 3 bidirectional, 1 when
-    w = 1): ``4 b h hs N k s`` FLOPs with N = n rounded up to s; dense ``4 b h hs n²`` when
-    the window covers the sequence (n <= w causal, n <= w // 2 + 1 bidirectional). O(n w d) time and
-    memory. LoRA adapts ``q``, ``k``, ``v`` and ``o``."""
+    side). The kernel follows the length (``window_segments``, shared by the module and the costs), with
+    reach r = w - 1 before and a = 0 after the query (bidirectional r = a = w // 2): dense SDPA, ``4 b h
+    hs n²`` FLOPs, while n <= r + a + 1 (the window covers the sequence, or nearly); past it SDPA on a
+    head (queries 0 .. r, causally masked when causal), blocks of s queries each over the s + r + a keys
+    they reach, and a tail (the last a queries) — for n a multiple of s, ``4 b h hs ((r + 1)(r + 1 + a)
+    + p (p + r + a) + (n - r - 1 - a - p)(s + r + a) + a (a + r))`` FLOPs, p = -(r + 1 + a) mod s
+    aligning the blocks; s a power of two, ``window_block``. Never more FLOPs or saved activations than
+    dense SDPA; O(n w d) time and memory. LoRA adapts ``q``, ``k``, ``v`` and ``o``."""
 
     name = "sliding_window"
     extra = (
@@ -256,29 +341,106 @@ class SlidingWindow(LocalKind):
         ),
     )
 
+    def block(self, node: Node) -> int:
+        """s: queries per block (larger where the module multiplies explicitly: soft-capping, dropout)."""
+        return window_block(*reach(node), explicit=bool(node["softcap"] or node["dropout"]))
+
+    def segments(self, node: Node, n: Any) -> list[tuple[Any, Any, Any, Any, Any]]:
+        return _window_plan(n, *reach(node), self.block(node))
+
     def cells(self, node: Node, n: Any) -> Any:
-        before, after = reach(node)
-        return n * n if _dense(n, max(before, after) + 1) else band_cells(n, before, after)
+        return sum(count * lq * lk for _, _, lq, lk, count in self.segments(node, n))
 
     def pairs(self, node: Node, n: Any, m: Any) -> Any:
         return band_pairs(n, *reach(node))
 
     def dense_at(self, node: Node, n: Any) -> bool:
         before, after = reach(node)
-        return _dense(n, max(before, after) + 1)
+        return _dense(n, before + after + 1)
 
     def regime(self, node: Node) -> tuple[int, int]:
+        """Multiples of s past the short block's end (then every body block is whole and the short one
+        too: the segments of :func:`_window_plan`)."""
         before, after = reach(node)
-        return max(before, after, 1), max(before, after) + 1
+        s = self.block(node)
+        return s, before + after + 1 + (-(before + 1 + after) % s)
+
+    # backward: SDPA (the fused kernel: what dense SDPA keeps, the output laid out for the out
+    # projection), or explicit products where SDPA cannot go (soft-capping, dropout in training,
+    # materialised scores asked for)
+
+    def calls_sdpa(self, node: Node, ctx: Ctx, act: ActCfg) -> bool:
+        return act.flash and not node["softcap"]
+
+    def sdpa_whole(self, node: Node, n: Any) -> bool:
+        """Whether the module hands the whole sequence to SDPA, as dense attention does: the window
+        covers it (under SDPA's causal mask, or with no mask at all)."""
+        before, after = reach(node)
+        return _dense(n, before + 1 if node["causal"] else min(before, after) + 1)
+
+    def out_copy(self, node: Node, ctx: Ctx, act: ActCfg, n: Any = None) -> bool:
+        """Fused: SDPA's output over the whole sequence is laid out as q (copied for the out projection
+        when q is head-major, as dense attention's); the segments' output is laid out as the
+        projection reads it. Explicit: the output re-laid out."""
+        if not self.uses_fused_kernel(node, ctx, act):
+            return True
+        return self.sdpa_whole(node, n) and AttentionKind.out_copy(self, node, ctx, act, n)
+
+    def keeps_projections(self, node: Node, ctx: Ctx, act: ActCfg, b: Any, n: Any) -> tuple[bool, bool]:
+        if self.uses_fused_kernel(node, ctx, act):
+            return self.q_view(node, ctx), True
+        return super().keeps_projections(node, ctx, act, b, n)
+
+    def recompute_flops(
+        self, node: Node, ctx: Ctx, ins: Sequence[Shape], act: ActCfg, selective: bool
+    ) -> Any:
+        """SDPA's backward recomputes each segment's scores: half the core's FLOPs."""
+        if self.uses_fused_kernel(node, ctx, act) and self.projection_backward(node, ctx, ins, act)[1]:
+            b, n, m = self._lengths(ins)
+            return self.core_flops(node, ctx, b, n, m) // 2
+        return super().recompute_flops(node, ctx, ins, act, selective)
 
     def core_saved(self, node: Node, ctx: Ctx, b: Any, n: Any, m: Any, act: ActCfg) -> Saved:
-        """The dense path, or the band (see the helpers above)."""
+        """Fused: q and k where they are new tensors (views of the projection otherwise, counted by
+        ``saved``), the output and the log-sum-exp (fp32) — what dense SDPA keeps, whether the window
+        covers the sequence (one SDPA call) or not (the segments rebuild their masks in backward).
+        Explicit: dense, the products of ``_dense_saved`` (the band's mask kept unless the window
+        covers the sequence); blocked, per segment copies of its queries, keys and values, its scores
+        and its boolean mask (the blocks share one)."""
         h, kv, hs = self.dims(node, ctx)
+        by = act.bytes
+        if self.uses_fused_kernel(node, ctx, act):
+            new_k = node["qk_norm"] != "none" or self.rotated(node, ctx)
+            out = ((0 if self.q_view(node, ctx) else b * n * h * hs) + (b * n * kv * hs if new_k else 0)) * by
+            return Saved(internal=out + b * n * h * hs * by + b * h * n * 4)
+        before, after = reach(node)
         if self.dense_at(node, n):
+            covered = n <= min(before, after) + 1
             return _dense_saved(
-                node, act, b, n, hs, (h, kv), (h, kv), self.q_view(node, ctx), self.rotated(node, ctx)
+                node,
+                act,
+                b,
+                n,
+                hs,
+                (h, kv),
+                (h, kv),
+                self.q_view(node, ctx),
+                self.rotated(node, ctx),
+                masked=not covered,
             )
-        return _band_saved(node, act, b, n, h, kv, hs, *reach(node))
+        parts = [
+            _attend_saved(
+                node,
+                act,
+                b * h * count * lq * hs,
+                b * kv * count * lk * hs,
+                b * kv * count * lk * hs,
+                b * h * count * lq * lk,
+                lq * lk if band_masked(0 if i == 0 else before, lq, lk, before, after) else 0,
+            )
+            for i, (_, _, lq, lk, count) in enumerate(self.segments(node, n))
+        ]
+        return _plus(*parts)
 
     def kv_cache(self, node: Node, ctx: Ctx, context: Any) -> Any:
         _, kv, hs = self.dims(node, ctx)
@@ -297,11 +459,12 @@ class Longformer(LocalKind):
     """Longformer attention (Beltagy et al. 2020): a sliding window plus global tokens, the first g
     positions. Bidirectional (the default in an encoder): query i sees keys j with |i - j| <= w // 2
     or j < g, and the first g queries see every key. Causal: keys i - w + 1 .. i and the first g (the
-    global tokens become columns every later query sees, as attention sinks). Window blocks as in
-    `sliding_window`, each also meeting the g global keys: ``4 b h hs (N (k s +
-    g) + g n)`` FLOPs (the g n term bidirectional only; N = n rounded up to s, k = 2 or 3 blocks); dense
-    when the window or the global tokens cover the sequence. O(n (w + g) d). LoRA adapts ``q``, ``k``,
-    ``v`` and ``o``."""
+    global tokens become columns every later query sees, as attention sinks). Computed in blocks of s =
+    max(w - 1, 1) (causal) or max(w // 2, 1) queries (n padded to N, a multiple of s), each over its own
+    block, the k - 1 neighbours the window reaches (k = 2 causal, 3 bidirectional, 1 when w = 1) and
+    the g global keys: ``4 b h hs (N (k s + g) + g n)`` FLOPs (the g n term, the global queries over
+    every key, bidirectional only); dense when the window or the global tokens cover the sequence.
+    O(n (w + g) d). LoRA adapts ``q``, ``k``, ``v`` and ``o``."""
 
     name = "longformer"
     extra = (

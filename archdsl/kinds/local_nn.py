@@ -1,10 +1,13 @@
 """PyTorch modules for windowed and sparse attention (imported only when a model is built or emitted).
 
-Nothing here builds a T x T score or mask. Queries are cut into blocks (the last one padded with zero
-rows), each query block meets a few key blocks gathered for it (plus, for Longformer and BigBird, the
-global keys shared by every block), and a boolean mask over (block, query, key) keeps the pairs the
-pattern allows. Time and memory grow as T times the keys one block meets. The query heads that share a
-key/value head (GQA) are folded into the query rows of one matmul, so keys are never repeated per head.
+Nothing here builds a T x T score or mask past the lengths a pattern covers. Queries are cut into blocks
+(the last one padded with zero rows), each query block meets a few key blocks gathered for it (plus, for
+Longformer and BigBird, the global keys shared by every block), and a boolean mask over (block, query,
+key) keeps the pairs the pattern allows. Time and memory grow as T times the keys one block meets. The
+query heads that share a key/value head (GQA) are folded into the query rows of one matmul, so keys are
+never repeated per head. The sliding window instead runs SDPA on segments of its band
+(``window_segments``: dense, or a head, blocks over overlapping views of k and v, and a tail), keeping
+what dense SDPA keeps.
 """
 
 import random
@@ -14,6 +17,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from archdsl.kinds.attention_nn import Attention, KVCache
+from archdsl.kinds.local import band_masked, window_block, window_segments
 
 
 def pad_seq(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -124,13 +128,143 @@ class LocalAttention(Attention):
         return torch.cat([self.blocks(q[..., :n, :], k, v, None), y[..., n:, :]], dim=-2)
 
 
+def windows(x: torch.Tensor, start: int, size: int, step: int, count: int) -> torch.Tensor:
+    """`count` windows of `size` rows (dim -2) from `start`, each `step` after the last, as a view
+    (overlapping where size > step): (..., T, hs) -> (..., count, size, hs)."""
+    x = x[..., start : start + (count - 1) * step + size, :]
+    return x.unfold(-2, size, step).transpose(-1, -2)
+
+
+def band_allowed(
+    q0: int, k0: int, lq: int, lk: int, before: int, after: int, device: torch.device
+) -> torch.Tensor | None:
+    """(lq, lk) bool: query q0 + r sees key k0 + c when -before <= (k0 + c) - (q0 + r) <= after; None
+    when it sees them all."""
+    if not band_masked(q0 - k0, lq, lk, before, after):
+        return None
+    d = (k0 + torch.arange(lk, device=device)) - (q0 + torch.arange(lq, device=device))[:, None]
+    return (d >= -before) & (d <= after)
+
+
+def band_bias(
+    segment: tuple[int, int, int, int, int], reach: tuple[int, int], q: torch.Tensor
+) -> tuple[bool, torch.Tensor | None]:
+    """SDPA's mask for a segment: (is_causal, additive mask in q's dtype or None). A segment whose band
+    is the causal triangle (the causal head) takes SDPA's causal mask, which skips what it hides."""
+    q0, k0, lq, lk, _ = segment
+    before, after = reach
+    if after == 0 and q0 == k0 and lq == lk and lq - 1 <= before:
+        return True, None
+    if not band_masked(q0 - k0, lq, lk, before, after):
+        return False, None
+    d = q0 - k0  # query r, key c kept when -before <= c - r - d <= after: -inf above and below the band
+    hidden = torch.full((lq, lk), float("-inf"), dtype=q.dtype, device=q.device)
+    return False, hidden.triu(d + after + 1) + hidden.tril(d - before - 1)
+
+
+def segment_calls(
+    segment: tuple[int, int, int, int, int], batch: int
+) -> list[tuple[tuple[int, int, int, int, int], int | None]]:
+    """The SDPA calls of one segment: (part, b) — a segment of one block in one call for the whole
+    batch (b None), else for each batch element b its blocks, at most 2,048 queries' worth a call (the
+    segment cut to those blocks: a call's output, copied into the layer's, then never outgrows the
+    sequence, and the forward's peak stays dense SDPA's)."""
+    q0, k0, lq, lk, count = segment
+    if count == 1:
+        return [(segment, None)]
+    per = max(1, 2048 // lq)
+    if count <= per:  # (under torch.compile, a guard rather than a loop over a symbolic count)
+        return [(segment, b) for b in range(batch)]
+    parts = [(q0 + j * lq, k0 + j * lq, lq, lk, min(per, count - j)) for j in range(0, count, per)]
+    return [(part, b) for b in range(batch) for part in parts]
+
+
+def call_views(x: torch.Tensor, b: int | None, start: int, size: int, step: int, count: int) -> torch.Tensor:
+    """A call's rows of x (B, H, T, hs) as SDPA takes them: (B, H, size, hs) for one block of the whole
+    batch, or (count, H, size, hs), the blocks of batch element b — views, never copies."""
+    if b is None:
+        return x[:, :, start : start + size]
+    return windows(x[b], start, size, step, count).transpose(0, 1)
+
+
+class BandAttention(torch.autograd.Function):
+    """Attention over a band of reach (before, after), segment by segment (``window_segments`` with
+    blocks of ``block``), with SDPA's CPU flash kernel (``segment_calls``). q (B, nh, T, hs), k and v
+    (B, nkv, T, hs), read as views (blocks of one batch element are a batch of overlapping windows);
+    the output (B, nh, T, hs) is laid out (B, T, nh, hs), as the out projection reads it. Backward
+    keeps what dense SDPA keeps — q, k, v, the output and the log-sum-exp — and rebuilds the masks."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, reach, block, scale):  # type: ignore[no-untyped-def]
+        B, nh, T, hs = q.shape
+        y = q.new_empty(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs), laid out (B, T, nh, hs)
+        lse = None
+        for seg in window_segments(T, *reach, block):
+            causal, bias = band_bias(seg, reach, q)
+            for (q0, k0, lq, lk, count), b in segment_calls(seg, B):
+                out, m = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    call_views(q, b, q0, lq, lq, count),
+                    call_views(k, b, k0, lk, lq, count),
+                    call_views(v, b, k0, lk, lq, count),
+                    0.0,
+                    causal,
+                    attn_mask=bias,
+                    scale=scale,
+                )
+                if lse is None:
+                    lse = m.new_empty(B, nh, T, 1)  # (fp32; fp64 for fp64 inputs)
+                call_views(y, b, q0, lq, lq, count).copy_(out)
+                call_views(lse, b, q0, lq, lq, count).copy_(m.unsqueeze(-1))
+        ctx.save_for_backward(q, k, v, y, lse)
+        ctx.reach, ctx.block, ctx.scale = reach, block, scale
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[no-untyped-def]
+        q, k, v, y, lse = ctx.saved_tensors
+        gq, gk, gv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for seg in window_segments(q.size(-2), *ctx.reach, ctx.block):
+            causal, bias = band_bias(seg, ctx.reach, q)
+            for (q0, k0, lq, lk, count), b in segment_calls(seg, q.size(0)):
+                dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                    call_views(gy, b, q0, lq, lq, count),
+                    call_views(q, b, q0, lq, lq, count),
+                    call_views(k, b, k0, lk, lq, count),
+                    call_views(v, b, k0, lk, lq, count),
+                    call_views(y, b, q0, lq, lq, count),
+                    call_views(lse, b, q0, lq, lq, count).squeeze(-1),
+                    0.0,
+                    causal,
+                    attn_mask=bias,
+                    scale=ctx.scale,
+                )
+                call_views(gq, b, q0, lq, lq, count).copy_(dq)
+                if b is None:
+                    gk[:, :, k0 : k0 + lk] += dk
+                    gv[:, :, k0 : k0 + lk] += dv
+                else:  # overlapping windows: their gradients add up
+                    at = torch.arange(count, device=q.device)[:, None] * lq + torch.arange(
+                        lk, device=q.device
+                    )
+                    at = (k0 + at).flatten()  # (count * lk,) the key of each window row
+                    gk[b].index_add_(1, at, dk.transpose(0, 1).flatten(1, 2))
+                    gv[b].index_add_(1, at, dv.transpose(0, 1).flatten(1, 2))
+        return gq, gk, gv, None, None, None
+
+
 class SlidingWindowAttention(LocalAttention):
     """Sliding-window attention: causal, query i sees keys i - window + 1 .. i; bidirectional, keys
-    with |i - j| <= window // 2. Dense when the window covers the whole sequence."""
+    with |i - j| <= window // 2. The kernel follows the length (``window_segments``): dense SDPA while
+    the window covers the sequence or nearly; else SDPA on a causal head, on blocks of queries each
+    over the keys its window reaches, and on a tail — time and memory linear in T, never more than
+    dense. Soft-capping, dropout in training and ``materialize`` take the same segments with explicit
+    products."""
 
     def __init__(self, window: int, **kwargs):
         super().__init__(**kwargs)
         self.window = window
+        self.reach = (window - 1, 0) if self.causal else (window // 2, window // 2)
+        self.block = window_block(*self.reach, explicit=bool(self.softcap or self.dropout))
 
     def visible(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         if self.causal:
@@ -141,11 +275,56 @@ class SlidingWindowAttention(LocalAttention):
         """A causal window needs only its last `window` keys: a rolling cache."""
         return min(self.window, max_len) if self.causal else max_len
 
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.materialize or self.softcap or (self.dropout and self.training):
+            return super().attend(q, k, v)  # explicit products (grouped)
+        before, after = self.reach
+        if q.size(-2) <= (before if self.causal else min(before, after)) + 1:  # the window covers it all
+            return F.scaled_dot_product_attention(
+                q, k, v, is_causal=self.causal, scale=self.scale, enable_gqa=self.n_kv_heads != self.n_heads
+            )
+        if q.device.type == "cpu":
+            return BandAttention.apply(q, k, v, self.reach, self.block, self.scale)
+        segments = window_segments(q.size(-2), *self.reach, self.block)
+        return torch.cat([self.sdpa(q, k, v, seg) for seg in segments], dim=2)  # (B, nh, T, hs)
+
+    def sdpa(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: tuple[int, int, int, int, int]
+    ) -> torch.Tensor:
+        """One segment through F.scaled_dot_product_attention, its blocks copied into the batch (on
+        devices without SDPA's CPU kernel; the output, concatenated, is a copy more than on CPU)."""
+        q0, k0, lq, lk, count = seg
+        causal, bias = band_bias(seg, self.reach, q)
+        qs, ks, vs = (
+            windows(x, s, n, lq, count).movedim(2, 1) for x, s, n in ((q, q0, lq), (k, k0, lk), (v, k0, lk))
+        )
+        y = F.scaled_dot_product_attention(
+            qs.flatten(0, 1),
+            ks.flatten(0, 1),
+            vs.flatten(0, 1),
+            attn_mask=bias,
+            is_causal=causal,
+            scale=self.scale,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )  # (B * count, nh, lq, hs)
+        return y.unflatten(0, (q.size(0), count)).movedim(1, 2).flatten(2, 3)  # (B, nh, count * lq, hs)
+
     def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        before, after = (self.window - 1, 0) if self.causal else (self.window // 2, self.window // 2)
-        if q.size(-2) <= max(before, after) + 1:
-            return self.dense(q, k, v)
-        return self.band(q, k, v, before, after)
+        """Explicit products over the same segments: dense with the band's mask, or each segment's
+        queries, keys and values copied into blocks."""
+        T, (before, after) = q.size(-2), self.reach
+        segments = window_segments(T, before, after, self.block)
+        if len(segments) == 1:
+            return self.blocks(q, k, v, band_allowed(0, 0, T, T, before, after, q.device))
+        ys = []
+        for q0, k0, lq, lk, count in segments:
+            qs, ks, vs = (
+                windows(x, s, n, lq, count).clone(memory_format=torch.contiguous_format)
+                for x, s, n in ((q, q0, lq), (k, k0, lk), (v, k0, lk))
+            )  # (B, nkv, g, count, lq, hs), (B, nkv, count, lk, hs) twice
+            allowed = band_allowed(q0, k0, lq, lk, before, after, q.device)
+            ys.append(self.blocks(qs, ks, vs, allowed).flatten(-3, -2))  # (B, nkv, g, count * lq, hs)
+        return torch.cat(ys, dim=-2)  # (B, nkv, g, T, hs)
 
 
 class LongformerAttention(LocalAttention):
