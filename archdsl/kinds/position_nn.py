@@ -127,10 +127,7 @@ class RotaryEmbedding(nn.Module):
         else:
             x1, x2 = x_rot.chunk(2, dim=-1)
             rotated = torch.cat([-x2, x1], dim=-1)
-        turned = x_rot * cos + rotated * sin  # (B, nh, T, rot)
-        if x_pass.size(-1) == 0:
-            return turned  # every channel turns: no copy into a concatenation
-        return torch.cat([turned, x_pass], dim=-1)
+        return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
 
     def bias(self, q: torch.Tensor, k: torch.Tensor, qpos: object = None, kpos: object = None) -> None:
         return None
