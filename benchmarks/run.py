@@ -1,6 +1,6 @@
 """archdsl's performance targets, measured in one run on this machine: one table of ratios.
 
-    python benchmarks/run.py [--repeats 5] [--only forward,decode,analysis] [--quick] [--json FILE]
+    python benchmarks/run.py [--repeats 5] [--only forward,decode,long,analysis] [--quick] [--json FILE]
 
 Every comparison runs its contenders in one process, alternated (A B C A B C ...) after a warm-up, and
 takes medians of at least ``--repeats`` runs, so machine noise hits all alike; the targets are ratios,
@@ -12,8 +12,8 @@ reach) and GEMV bandwidth (the bytes/s one decoding step, which reads every weig
   hand-written nanoGPT-style module vs x-transformers.
 - decode: batch 1, 32-token prompt, 128 new tokens, greedy: archdsl's ``generate`` vs Hugging Face's,
   in float32, bfloat16 (where the CPU has it) and compiled.
-- long context (sliding window, linear and dense attention, n = 1k ... 32k) has its own script for
-  now: benchmarks/bench_attention_scaling.py.
+- long context: sliding-window (w 512), linear and dense attention, n = 1k ... 32k
+  (benchmarks/bench_attention_scaling.py).
 - analysis: every shipped spec x 8 lengths; the 1T-parameter MoE; vs FlopCounterMode; the CLI.
 
 ``--quick`` runs everything at test size (a smoke test: the targets are not meaningful there).
@@ -325,7 +325,47 @@ def compiled_decode_rows(
     ]
 
 
-# -- the analysis (its own script) ---------------------------------------------------
+# -- long context and the analysis (their own scripts) ---------------------------------------------------
+
+
+def long_rows(repeats: int, quick: bool) -> list[Row]:
+    """Sliding window (w 512), linear and dense attention from n = 1k to 32k
+    (benchmarks/bench_attention_scaling.py, measured in child processes): time and peak memory per
+    doubling (≤ 2.3×), and the window against dense at each n (never slower nor costlier)."""
+    import bench_attention_scaling as scaling
+
+    ns = [256, 512] if quick else [1024 * 2**i for i in range(6)]
+    rows: list[Row] = []
+    for r in scaling.attention_scaling_rows(ns, repeats):
+        section = f"long context, {r['variant']}"
+        rows.append(Row(section, f"n {r['n']}: median", r["ms"], "ms"))
+        rows.append(Row(section, f"n {r['n']}: peak", r["peak_mib"], "MiB"))
+        if r["variant"] != "dense" and r["ms_x"] is not None:
+            ok = r["ms_x"] <= 2.3 and r["peak_x"] <= 2.3
+            growth = max(r["ms_x"], r["peak_x"])
+            rows.append(
+                Row(
+                    section,
+                    f"n {r['n']}: growth per doubling (worse of time, peak)",
+                    growth,
+                    "x",
+                    "<= 2.3",
+                    ok,
+                )
+            )
+        if "vs_dense" in r:
+            worst = max(r["vs_dense"].values())
+            rows.append(
+                Row(
+                    section,
+                    f"n {r['n']}: window / dense (worst of ms, FLOPs, activations, peak)",
+                    worst,
+                    "",
+                    "<= 1",
+                    r["window_le_dense"],
+                )
+            )
+    return rows
 
 
 def analysis_rows(repeats: int, quick: bool) -> list[Row]:
@@ -367,7 +407,7 @@ def print_table(rows: list[Row]) -> None:
 def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per contender (median; at least 5)")
-    ap.add_argument("--only", default="forward,decode,analysis", help="comma-separated sections")
+    ap.add_argument("--only", default="forward,decode,long,analysis", help="comma-separated sections")
     ap.add_argument("--quick", action="store_true", help="test sizes, one repeat: a smoke test")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled decode (inductor)")
@@ -397,6 +437,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
         parts += [
             lambda s=s: decode_rows(s, repeats, bandwidth, prompt, new, not args.no_compile) for s in shapes
         ]
+    if "long" in only:
+        parts.append(lambda: long_rows(repeats, args.quick))
     if "analysis" in only:
         parts.append(lambda: analysis_rows(repeats, args.quick))
     for part in parts:
