@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from archdsl.kinds.attention_nn import FEW_QUERIES, Attention
+from archdsl.kinds.attention_nn import Attention
 
 
-@pytest.mark.parametrize("t", [1, 3, FEW_QUERIES])
+@pytest.mark.parametrize("t", [1, 3, Attention.few])
 @pytest.mark.parametrize(("heads", "kv_heads"), [(6, 6), (6, 2), (6, 1)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_few_queries_equal_sdpa(t: int, heads: int, kv_heads: int, dtype: torch.dtype) -> None:

@@ -6,9 +6,6 @@ from torch.nn import functional as F
 
 from archdsl.kinds.peft_nn import linear
 
-# Up to this many queries, masked attention without autograd is two matmuls (see Attention.few_queries).
-FEW_QUERIES = 4
-
 
 class KVCache(nn.Module):
     """Keys and values of the positions decoded so far, preallocated (static shapes, so a decode step
@@ -97,6 +94,7 @@ class Attention(nn.Module):
 
     materialize = False  # True: explicit scores even where SDPA's fused kernel would do
     dot_scores = True  # scores are q . k * scale (False: a variant's own `scores`, never SDPA)
+    few = 4  # up to this many queries, masked attention without autograd is two matmuls (few_queries)
 
     def __init__(
         self,
@@ -242,7 +240,7 @@ class Attention(nn.Module):
         if (
             plain
             and self.dot_scores
-            and q.size(2) <= FEW_QUERIES
+            and q.size(2) <= self.few
             and not torch.is_grad_enabled()
             and not dropping
         ):

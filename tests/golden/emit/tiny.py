@@ -120,6 +120,7 @@ class Attention(nn.Module):
 
     materialize = False  # True: explicit scores even where SDPA's fused kernel would do
     dot_scores = True  # scores are q . k * scale (False: a variant's own `scores`, never SDPA)
+    few = 4  # up to this many queries, masked attention without autograd is two matmuls (few_queries)
 
     def __init__(
         self,
@@ -260,13 +261,17 @@ class Attention(nn.Module):
         bias = self.pos.bias(q, k, qpos, kpos) if self.pos is not None else None
         weights_needed = self.pos is not None and self.pos.needs_weights
         low = torch.finfo(q.dtype).min  # not -inf: a row with nothing to see stays finite
+        plain = bias is None and not self.softcap and not weights_needed and not self.materialize
+        dropping = self.training and self.dropout > 0
         if (
-            bias is None
-            and not self.softcap
-            and not weights_needed
-            and not self.materialize
+            plain
             and self.dot_scores
+            and q.size(2) <= self.few
+            and not torch.is_grad_enabled()
+            and not dropping
         ):
+            y = self.few_queries(q, k, v, allowed)  # decoding: a token or a few over the cache
+        elif plain and self.dot_scores:
             y = F.scaled_dot_product_attention(
                 q,
                 k,
@@ -285,6 +290,21 @@ class Attention(nn.Module):
             if weights_needed:
                 y = y + self.pos.values(att, qpos, kpos)  # a positional term on the values (Shaw et al. 2018)
         return y.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)  # rows that see nothing: zeros
+
+    def few_queries(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of a few queries (a decoding step) under a mask, as two matmuls. SDPA's fused CPU
+        kernel tiles the queries in blocks of hundreds and fills its buffers for each call: a tenth
+        of a millisecond of work took it milliseconds. Grouped query heads share their key/value head
+        without copies: q (B, nh, T, hs) is viewed as (B, nkv, groups * T, hs). The same matmuls and
+        FLOPs as SDPA's; the softmax in float32, as SDPA's kernels accumulate."""
+        B, nh, T, hs = q.size()
+        nkv, S = k.size(1), k.size(2)
+        att = q.reshape(B, nkv, -1, hs) @ k.transpose(-2, -1)  # (B, nkv, groups * T, S)
+        att = att.view(B, nh, T, S).float() * self.scale
+        att = att.masked_fill(~allowed, torch.finfo(att.dtype).min).softmax(dim=-1).to(v.dtype)
+        return (att.view(B, nkv, -1, S) @ v).view(B, nh, T, hs)  # (B, nh, T, hs)
 
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
         """Preallocate this layer's cache for sequences of up to ``max_len`` positions."""
